@@ -1,0 +1,42 @@
+// Where fcvm keeps things. Root uses the host-wide locations; any other user gets their own.
+//   data dir:    FCVM_DATA_DIR, else /var/lib/fcvm (root), else $XDG_DATA_HOME/fcvm or
+//                ~/.local/share/fcvm
+//   runtime dir: FCVM_RUNTIME_DIR, else /run/fcvm (root), else $XDG_RUNTIME_DIR/fcvm or
+//                /tmp/fcvm-run-<uid>
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace fcvm {
+
+using Environment = std::function<std::optional<std::string>(const char* name)>;
+
+// The process environment, as an Environment.
+Environment processEnvironment();
+
+struct Paths {
+  std::filesystem::path dataDir;
+  std::filesystem::path runtimeDir;
+
+  static Paths resolve(uid_t uid, const Environment& env);
+
+  std::filesystem::path supervisorSocket() const { return runtimeDir / "supervisor.sock"; }
+  std::filesystem::path supervisorLock() const { return runtimeDir / "supervisor.lock"; }
+  std::filesystem::path startLock() const { return runtimeDir / "start.lock"; }
+  std::filesystem::path stateTable() const { return runtimeDir / "state"; }
+  std::filesystem::path logDir() const { return dataDir / "logs"; }
+  std::filesystem::path supervisorLog() const { return logDir() / "supervisor.log"; }
+  std::filesystem::path vmRecordDir() const { return dataDir / "vms"; }
+  std::filesystem::path cacheDir() const { return dataDir / "cache"; }
+};
+
+// Creates `dir` and its parents (new ones get `mode`) and checks that the leaf is a real directory
+// owned by this effective uid, so a directory planted by someone else (e.g. under /tmp) is refused.
+void ensureOwnedDirectory(const std::filesystem::path& dir, mode_t mode);
+
+}  // namespace fcvm

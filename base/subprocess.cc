@@ -1,0 +1,123 @@
+#include "base/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+extern char** environ;
+
+namespace fcvm {
+namespace {
+
+// Kills (if still running) and reaps the child when it goes out of scope.
+class ChildProcess {
+ public:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  ~ChildProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  int wait() {
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) == -1 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return status;
+  }
+  void kill() { ::kill(pid_, SIGKILL); }
+
+ private:
+  pid_t pid_;
+};
+
+}  // namespace
+
+std::optional<std::string> findInPath(const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    if (::access(program.c_str(), X_OK) == 0) return program;
+    return std::nullopt;
+  }
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = dir + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  // Administrative tools live in sbin, which a non-root PATH often lacks.
+  for (const char* sbin : {"/usr/sbin/", "/sbin/"}) {
+    std::string candidate = sbin + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+CommandResult runCommand(const std::vector<std::string>& argv, const CommandOptions& options) {
+  if (argv.empty()) throw Error("runCommand: empty command");
+  auto program = findInPath(argv[0]);
+  if (!program) throw SysError(ENOENT, "run " + argv[0]);
+
+  int pipeFds[2];
+  checkSys(::pipe2(pipeFds, O_CLOEXEC), "pipe2");
+  UniqueFd readEnd(pipeFds[0]);
+  UniqueFd writeEnd(pipeFds[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, program->c_str(), &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) throw SysError(err, "run " + *program);
+  ChildProcess child(pid);
+  writeEnd.reset();
+
+  CommandResult result;
+  auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  char buf[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      result.timedOut = true;
+      child.kill();
+      break;
+    }
+    pollfd pfd{readEnd.get(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (ready == -1 && errno == EINTR) continue;
+    checkSys(ready, "poll output of {}", argv[0]);
+    if (ready == 0) continue;
+    ssize_t n = retryEintr([&] { return ::read(readEnd.get(), buf, sizeof buf); });
+    checkSys(n, "read output of {}", argv[0]);
+    if (n == 0) break;
+    size_t room = options.maxOutput - std::min(options.maxOutput, result.output.size());
+    result.output.append(buf, std::min(room, static_cast<size_t>(n)));
+  }
+  int status = child.wait();
+  if (WIFEXITED(status) && !result.timedOut) result.exitCode = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
+  return result;
+}
+
+}  // namespace fcvm

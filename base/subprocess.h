@@ -1,0 +1,33 @@
+// Running a helper program (qemu --version, podman, mkfs, ...) and collecting its output, with a
+// deadline. The child is killed and reaped on every path out, including exceptions.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fcvm {
+
+struct CommandResult {
+  int exitCode = -1;         // -1 when killed by a signal or the deadline
+  int signal = 0;            // the signal that ended it, if any
+  bool timedOut = false;
+  std::string output;        // stdout and stderr interleaved, capped at maxOutput
+};
+
+struct CommandOptions {
+  std::chrono::milliseconds timeout{10000};
+  size_t maxOutput = 1 << 20;
+};
+
+// Runs argv[0] (searched in PATH) with stdin from /dev/null. Throws fcvm::SysError if it cannot
+// be started at all (e.g. not installed).
+CommandResult runCommand(const std::vector<std::string>& argv, const CommandOptions& options = {});
+
+// The full path of `program` in PATH, if it is there and executable.
+std::optional<std::string> findInPath(const std::string& program);
+
+}  // namespace fcvm

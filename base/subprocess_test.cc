@@ -1,0 +1,43 @@
+#include "base/subprocess.h"
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+
+namespace fcvm {
+namespace {
+
+TEST(SubprocessTest, CollectsOutputAndExitCode) {
+  auto r = runCommand({"sh", "-c", "echo out; echo err >&2; exit 3"});
+  EXPECT_EQ(r.exitCode, 3);
+  EXPECT_FALSE(r.timedOut);
+  EXPECT_EQ(r.output, "out\nerr\n");
+}
+
+TEST(SubprocessTest, DeadlineKillsTheChild) {
+  auto r = runCommand({"sh", "-c", "exec tail -f /dev/null"}, {std::chrono::milliseconds(200)});
+  EXPECT_TRUE(r.timedOut);
+  EXPECT_EQ(r.exitCode, -1);
+  EXPECT_EQ(r.signal, SIGKILL);
+}
+
+TEST(SubprocessTest, MissingProgramIsAClearError) {
+  try {
+    runCommand({"fcvm-no-such-program"});
+    FAIL();
+  } catch (const SysError& e) {
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_STREQ(e.what(), "run fcvm-no-such-program: No such file or directory");
+  }
+}
+
+TEST(SubprocessTest, OutputIsCapped) {
+  CommandOptions options;
+  options.maxOutput = 10;
+  auto r = runCommand({"sh", "-c", "yes | head -c 100000"}, options);
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.output.size(), 10u);
+}
+
+}  // namespace
+}  // namespace fcvm

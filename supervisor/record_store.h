@@ -1,0 +1,27 @@
+// Durable VM records under <data dir>/vms/<id>.json, so a restarted supervisor can re-adopt the
+// VMs that are still running. Each save is atomic (temporary file, fsync, rename).
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+#include <vector>
+
+#include "ipc/records.h"
+
+namespace fcvm::supervisor {
+
+class RecordStore {
+ public:
+  explicit RecordStore(std::filesystem::path dir);
+
+  // Every record that parses and validates; a damaged file is logged and left in place.
+  std::vector<ipc::VmRecord> loadAll() const;
+  void save(const ipc::VmRecord& record) const;
+  void remove(std::string_view id) const;
+
+ private:
+  std::filesystem::path pathFor(std::string_view id) const;
+  std::filesystem::path dir_;
+};
+
+}  // namespace fcvm::supervisor

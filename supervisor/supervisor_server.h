@@ -1,0 +1,25 @@
+// Accepts connections on the supervisor socket and gives each its own SupervisorService, bound to
+// the caller's SO_PEERCRED credentials.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include "supervisor/supervisor_service.h"
+
+namespace fcvm::supervisor {
+
+class SupervisorServer final : private kj::TaskSet::ErrorHandler {
+ public:
+  explicit SupervisorServer(SupervisorContext& context);
+
+  // Serves connections from `listener` until the returned promise is dropped.
+  kj::Promise<void> listen(kj::ConnectionReceiver& listener);
+
+ private:
+  void taskFailed(kj::Exception&& e) override;
+
+  SupervisorContext& context_;
+  kj::TaskSet connections_;
+};
+
+}  // namespace fcvm::supervisor

@@ -1,0 +1,98 @@
+#include "supervisor/supervisor_service.h"
+
+#include <unistd.h>
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include "base/error.h"
+
+namespace fcvm::supervisor {
+namespace {
+
+// Runs `body`, turning an fcvm::Error into a clean remote exception for the client.
+template <typename F>
+kj::Promise<void> answer(F&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return KJ_EXCEPTION(FAILED, e.what());
+  }
+  return kj::READY_NOW;
+}
+
+void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
+  out.setId(std::string(r.id.view()));
+  out.setName(std::string(r.name.view()));
+  out.setOwnerUid(r.ownerUid);
+  // ipc::VmState counts kFree as 0; the wire enum starts at creating.
+  out.setState(static_cast<rpc::VmState>(static_cast<uint8_t>(r.state) - 1));
+  out.setHealth(static_cast<rpc::Health>(r.health));
+  out.setHasExitCode(r.hasExitCode != 0);
+  out.setExitCode(r.exitCode);
+  out.setReason(std::string(r.reason.view()));
+  out.setImage(std::string(r.image.view()));
+  out.setNetwork(std::string(r.network.view()));
+  out.setWorkerPid(r.worker.pid);
+  out.setCreatedAtNs(r.createdAtNs);
+  out.setUpdatedAtNs(r.updatedAtNs);
+}
+
+std::string textParam(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+}  // namespace
+
+SupervisorService::SupervisorService(SupervisorContext& context, Caller caller)
+    : context_(context), caller_(caller) {}
+
+kj::Promise<void> SupervisorService::status(StatusContext call) {
+  auto s = call.getResults().initStatus();
+  s.setVersion(FCVM_VERSION);
+  s.setPid(::getpid());
+  s.setUid(::geteuid());
+  s.setStartedAtNs(context_.startedAtNs);
+  s.setDataDir(context_.dataDir.string());
+  s.setRuntimeDir(context_.runtimeDir.string());
+  s.setSocket(context_.socket.string());
+  s.setVmCount(static_cast<uint32_t>(context_.registry.visibleTo(caller_).size()));
+  s.setStateEpoch(context_.table.writerEpoch());
+  s.setAdoptedVms(context_.adoption.live);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SupervisorService::listVms(ListVmsContext call) {
+  auto records = context_.registry.visibleTo(caller_);
+  auto list = call.getResults().initVms(static_cast<unsigned>(records.size()));
+  for (size_t i = 0; i < records.size(); ++i) fill(list[static_cast<unsigned>(i)], records[i]);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SupervisorService::getVm(GetVmContext call) {
+  return answer([&] {
+    auto name = textParam(call.getParams().getName());
+    auto record = context_.registry.find(caller_, name);
+    if (!record) throw Error(fmt::format("no VM named '{}'", name));
+    fill(call.getResults().initVm(), *record);
+  });
+}
+
+kj::Promise<void> SupervisorService::removeVm(RemoveVmContext call) {
+  return answer([&] {
+    auto name = textParam(call.getParams().getName());
+    context_.registry.remove(caller_, name);
+    spdlog::info("uid {} removed VM {}", caller_.uid, name);
+  });
+}
+
+kj::Promise<void> SupervisorService::shutdown(ShutdownContext) {
+  return answer([&] {
+    if (!caller_.isRoot() && caller_.uid != ::geteuid()) {
+      throw Error(fmt::format("uid {} may not stop a supervisor run by uid {}", caller_.uid,
+                              ::geteuid()));
+    }
+    spdlog::info("shutdown requested by uid {} (pid {})", caller_.uid, caller_.pid);
+    context_.shutdown->fulfill();
+  });
+}
+
+}  // namespace fcvm::supervisor

@@ -1,0 +1,42 @@
+// The Supervisor capability one connection gets: every call runs with the credentials the kernel
+// reported for that connection.
+#pragma once
+
+#include <kj/async.h>
+
+#include <filesystem>
+
+#include "ipc/supervisor.capnp.h"
+#include "supervisor/caller.h"
+#include "supervisor/vm_registry.h"
+
+namespace fcvm::supervisor {
+
+// What every connection shares: constant after start, except the registry.
+struct SupervisorContext {
+  VmRegistry& registry;
+  const ipc::StateTable& table;
+  std::filesystem::path dataDir;
+  std::filesystem::path runtimeDir;
+  std::filesystem::path socket;
+  int64_t startedAtNs = 0;
+  AdoptionSummary adoption;
+  kj::Own<kj::PromiseFulfiller<void>>& shutdown;  // fulfilled by an allowed shutdown call
+};
+
+class SupervisorService final : public rpc::Supervisor::Server {
+ public:
+  SupervisorService(SupervisorContext& context, Caller caller);
+
+  kj::Promise<void> status(StatusContext context) override;
+  kj::Promise<void> listVms(ListVmsContext context) override;
+  kj::Promise<void> getVm(GetVmContext context) override;
+  kj::Promise<void> removeVm(RemoveVmContext context) override;
+  kj::Promise<void> shutdown(ShutdownContext context) override;
+
+ private:
+  SupervisorContext& context_;
+  const Caller caller_;
+};
+
+}  // namespace fcvm::supervisor
