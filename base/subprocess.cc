@@ -82,11 +82,23 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 2);
+  std::vector<std::string> envStorage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    auto name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& extra : options.extraEnv) replaced |= extra.starts_with(name);
+    if (!replaced) envStorage.emplace_back(entry);
+  }
+  envStorage.insert(envStorage.end(), options.extraEnv.begin(), options.extraEnv.end());
+  std::vector<char*> envp;
+  for (auto& e : envStorage) envp.push_back(e.data());
+  envp.push_back(nullptr);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = 0;
-  int err = ::posix_spawn(&pid, program->c_str(), &actions, nullptr, args.data(), environ);
+  int err = ::posix_spawn(&pid, program->c_str(), &actions, nullptr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (err != 0) throw SysError(err, "run " + *program);
   ChildProcess child(pid);

@@ -21,6 +21,13 @@ struct CommandResult {
 struct CommandOptions {
   std::chrono::milliseconds timeout{10000};
   size_t maxOutput = 1 << 20;
+  std::vector<std::string> extraEnv;  // NAME=VALUE, added to (or replacing in) this environment
+
+  static CommandOptions withTimeout(std::chrono::milliseconds t) {
+    CommandOptions o;
+    o.timeout = t;
+    return o;
+  }
 };
 
 // Runs argv[0] (searched in PATH) with stdin from /dev/null. Throws fcvm::SysError if it cannot

@@ -15,7 +15,7 @@ TEST(SubprocessTest, CollectsOutputAndExitCode) {
 }
 
 TEST(SubprocessTest, DeadlineKillsTheChild) {
-  auto r = runCommand({"sh", "-c", "exec tail -f /dev/null"}, {std::chrono::milliseconds(200)});
+  auto r = runCommand({"sh", "-c", "exec tail -f /dev/null"}, CommandOptions::withTimeout(std::chrono::milliseconds(200)));
   EXPECT_TRUE(r.timedOut);
   EXPECT_EQ(r.exitCode, -1);
   EXPECT_EQ(r.signal, SIGKILL);

@@ -16,7 +16,7 @@ kj::Promise<void> answer(F&& body) {
   try {
     body();
   } catch (const Error& e) {
-    return KJ_EXCEPTION(FAILED, e.what());
+    return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(e.what()));
   }
   return kj::READY_NOW;
 }

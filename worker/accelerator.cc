@@ -28,7 +28,7 @@ json probeKey(const AcceleratorProbe& probe) {
   checkSys(::stat(probe.kernel.c_str(), &st), "stat {}", probe.kernel.string());
   utsname host{};
   ::uname(&host);
-  auto version = runCommand({probe.qemu, "--version"}, {std::chrono::milliseconds(5000)});
+  auto version = runCommand({probe.qemu, "--version"}, CommandOptions::withTimeout(std::chrono::milliseconds(5000)));
   return {{"kernel", probe.kernel.string()},
           {"kernel_size", st.st_size},
           {"kernel_mtime", st.st_mtim.tv_sec},
@@ -68,7 +68,7 @@ AcceleratorChoice runProbe(const AcceleratorProbe& probe) {
                             "-nographic", "-no-reboot", "-serial", "stdio", "-kernel",
                             probe.kernel.string(), "-append",
                             "console=ttyS0 panic=-1 reboot=t root=/dev/fcvm-probe-none"},
-                           {kProbeTimeout});
+                           CommandOptions::withTimeout(kProbeTimeout));
   if (result.output.find("Kernel panic") != std::string::npos ||
       result.output.find("Linux version") != std::string::npos) {
     return {"kvm", "KVM ran the guest kernel (probe boot succeeded)"};

@@ -1,0 +1,157 @@
+#include "cli/doctor.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+#include "base/subprocess.h"
+#include "base/unique_fd.h"
+
+namespace fcvm::cli {
+namespace {
+
+constexpr std::chrono::milliseconds kToolTimeout{10000};
+
+std::string firstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// `tool --version`, first line; "not found" if it is not installed.
+HostCheck toolCheck(const std::string& name, const std::string& tool, bool required,
+                    const std::string& purpose) {
+  HostCheck check{name, false, required, ""};
+  auto path = findInPath(tool);
+  if (!path) {
+    check.detail = fmt::format("{} not found in PATH (needed for {}; scripts/install-deps "
+                               "installs it)",
+                               tool, purpose);
+    return check;
+  }
+  auto result = runCommand({*path, "--version"}, CommandOptions::withTimeout(kToolTimeout));
+  check.ok = result.exitCode == 0;
+  check.detail = fmt::format("{}: {}", *path, firstLine(result.output));
+  return check;
+}
+
+HostCheck qemuCheck() {
+  HostCheck check = toolCheck("qemu", "qemu-system-x86_64", true, "running VMs");
+  if (!check.ok) return check;
+  auto machines = runCommand({"qemu-system-x86_64", "-machine", "help"}, CommandOptions::withTimeout(kToolTimeout));
+  if (machines.output.find("microvm") == std::string::npos) {
+    check.ok = false;
+    check.detail += "; the microvm machine type is missing";
+  } else {
+    check.detail += "; microvm machine available";
+  }
+  return check;
+}
+
+HostCheck deviceCheck(const std::string& name, const char* device, bool required,
+                      const std::string& purpose) {
+  UniqueFd fd(::open(device, O_RDWR | O_CLOEXEC));
+  if (!fd) {
+    return {name, false, required,
+            fmt::format("cannot open {}: {} (needed for {})", device, errnoText(errno), purpose)};
+  }
+  return {name, true, required, fmt::format("{} opens read-write", device)};
+}
+
+HostCheck userfaultfdCheck() {
+  HostCheck check = deviceCheck("userfaultfd", "/dev/userfaultfd", false,
+                                "serving snapshot memory to clones");
+  if (check.ok) return check;
+  // Without the device node, the system call may still be allowed.
+  long fd = ::syscall(SYS_userfaultfd, O_CLOEXEC);
+  if (fd >= 0) {
+    ::close(static_cast<int>(fd));
+    return {"userfaultfd", true, false, "the userfaultfd system call works"};
+  }
+  check.detail += fmt::format("; userfaultfd(2): {}", errnoText(errno));
+  return check;
+}
+
+// The data dir (or its nearest existing parent) can clone a file with FICLONE.
+HostCheck reflinkCheck(const Paths& paths) {
+  auto dir = paths.dataDir;
+  while (!std::filesystem::exists(dir) && dir.has_parent_path() && dir != dir.parent_path()) {
+    dir = dir.parent_path();
+  }
+  HostCheck check{"reflink", false, false, ""};
+  UniqueFd source(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  UniqueFd clone(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!source || !clone) {
+    check.detail = fmt::format("cannot create a test file in {}: {}", dir.string(),
+                               errnoText(errno));
+    return check;
+  }
+  char block[4096] = {1};
+  if (::write(source.get(), block, sizeof block) != sizeof block ||
+      ::ioctl(clone.get(), FICLONE, source.get()) != 0) {
+    check.detail = fmt::format("{} cannot reflink ({}); `fcvm setup` will put the data dir on a "
+                               "loopback btrfs",
+                               dir.string(), errnoText(errno));
+    return check;
+  }
+  check.ok = true;
+  check.detail = fmt::format("{} supports reflink copies", dir.string());
+  return check;
+}
+
+}  // namespace
+
+bool DoctorReport::healthy() const {
+  for (const auto& c : checks) {
+    if (c.required && !c.ok) return false;
+  }
+  return true;
+}
+
+DoctorReport runDoctor(const Paths& paths) {
+  DoctorReport report;
+  worker::AcceleratorProbe probe{paths.dataDir / "kernel" / "vmlinux",
+                                 paths.cacheDir() / "accel-probe.json"};
+  report.accelerator = worker::chooseAccelerator(probe, worker::AccelRequest::kAuto);
+
+  utsname host{};
+  ::uname(&host);
+  report.checks.push_back({"host", true, false, fmt::format("{} {}", host.sysname, host.release)});
+  report.checks.push_back(qemuCheck());
+  report.checks.push_back(deviceCheck("kvm", "/dev/kvm", false, "hardware acceleration"));
+  report.checks.push_back(reflinkCheck(paths));
+  report.checks.push_back(userfaultfdCheck());
+  report.checks.push_back(deviceCheck("fuse", "/dev/fuse", false, "volumes (--map)"));
+  report.checks.push_back(toolCheck("slirp4netns", "slirp4netns", false, "rootless networking"));
+  report.checks.push_back(toolCheck("iptables", "iptables", false, "port forwarding"));
+  report.checks.push_back(toolCheck("podman", "podman", false, "images from host storage"));
+  return report;
+}
+
+nlohmann::json toJson(const DoctorReport& report) {
+  nlohmann::json checks = nlohmann::json::array();
+  for (const auto& c : report.checks) {
+    checks.push_back({{"name", c.name}, {"ok", c.ok}, {"required", c.required},
+                      {"detail", c.detail}});
+  }
+  return {{"accelerator",
+           {{"name", report.accelerator.name},
+            {"reason", report.accelerator.reason},
+            {"cached", report.accelerator.cached}}},
+          {"healthy", report.healthy()},
+          {"checks", checks}};
+}
+
+std::string formatReport(const DoctorReport& report) {
+  std::string out = fmt::format("{:<12} {:<4}  {}\n", "accelerator", report.accelerator.name,
+                                report.accelerator.reason);
+  for (const auto& c : report.checks) {
+    const char* verdict = c.ok ? "ok" : (c.required ? "FAIL" : "no");
+    out += fmt::format("{:<12} {:<4}  {}\n", c.name, verdict, c.detail);
+  }
+  return out;
+}
+
+}  // namespace fcvm::cli

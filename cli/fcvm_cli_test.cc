@@ -1,0 +1,94 @@
+#include "cli/fcvm_cli.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/support/temp_dir.h"
+
+namespace fcvm::cli {
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Outcome run(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  args.insert(args.begin(), "fcvm");
+  std::ostringstream out, err;
+  Environment environment = [env](const char* name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  int code = runCli(args, {out, err, environment, 0});
+  return {code, out.str(), err.str()};
+}
+
+TEST(FcvmCliTest, EveryCommandAnswersHelp) {
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{}, {"version"}, {"setup"}, {"podman", "run"}, {"ls"},
+        {"inspect"}, {"exec"}, {"logs"}, {"stop"}, {"rm"}, {"snapshot", "create"},
+        {"snapshot", "serve"}, {"snapshot", "run"}, {"doctor"}, {"supervisor", "status"},
+        {"supervisor", "start"}, {"supervisor", "stop"}}) {
+    cmd.push_back("--help");
+    auto r = run(cmd);
+    EXPECT_EQ(r.code, 0) << cmd[0];
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd[0] << ": " << r.out;
+  }
+  auto runHelp = run({"podman", "run", "--help"});
+  for (const char* flag : {"--mem", "--cpu", "--rootfs-size", "--accel", "--map", "-d"}) {
+    EXPECT_NE(runHelp.out.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(FcvmCliTest, UnimplementedCommandsSaySoInOneLine) {
+  auto r = run({"podman", "run", "localhost/busybox", "true"});
+  EXPECT_EQ(r.code, kExitNotImplemented);
+  EXPECT_EQ(r.err, "fcvm: 'fcvm podman run' is not implemented yet\n");
+  EXPECT_EQ(run({"snapshot", "create", "--name", "a", "--tag", "t"}).code, kExitNotImplemented);
+  EXPECT_EQ(run({"exec", "--name", "a", "--", "ls", "-l"}).code, kExitNotImplemented);
+  EXPECT_EQ(run({"setup"}).code, kExitNotImplemented);
+}
+
+TEST(FcvmCliTest, UsageErrorsAreClear) {
+  auto none = run({});
+  EXPECT_EQ(none.code, kExitUsage);
+  EXPECT_NE(none.err.find("fcvm: error: A subcommand is required"), std::string::npos) << none.err;
+  auto bogus = run({"bogus"});
+  EXPECT_EQ(bogus.code, kExitUsage);
+  EXPECT_NE(bogus.err.find("bogus"), std::string::npos);
+  auto noName = run({"inspect"});
+  EXPECT_EQ(noName.code, kExitUsage);
+  EXPECT_NE(noName.err.find("--name is required"), std::string::npos) << noName.err;
+  EXPECT_EQ(run({"podman", "run", "--mem", "lots", "img"}).code, kExitUsage);
+}
+
+TEST(FcvmCliTest, VersionJsonIsJson) {
+  auto r = run({"version", "--json"});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("version"), FCVM_VERSION);
+}
+
+TEST(FcvmCliTest, StatusDoesNotStartASupervisor) {
+  testing::TempDir dir;
+  std::map<std::string, std::string> env = {{"FCVM_DATA_DIR", (dir / "data").string()},
+                                            {"FCVM_RUNTIME_DIR", (dir / "run").string()}};
+  auto r = run({"supervisor", "status", "--json"}, env);
+  EXPECT_EQ(r.code, kExitNotRunning);
+  EXPECT_FALSE(nlohmann::json::parse(r.out).at("running").get<bool>());
+  EXPECT_FALSE(std::filesystem::exists(dir / "run" / "supervisor.sock"));
+  EXPECT_EQ(run({"supervisor", "stop"}, env).code, 0);
+}
+
+TEST(FcvmCliTest, UnreachableSocketIsOneClearLine) {
+  auto r = run({"ls", "--socket", "/nonexistent/fcvm.sock"});
+  EXPECT_EQ(r.code, kExitError);
+  EXPECT_EQ(r.err, "fcvm: error: no fcvm-supervisor answers on /nonexistent/fcvm.sock\n");
+}
+
+}  // namespace
+}  // namespace fcvm::cli

@@ -1,0 +1,136 @@
+#include "cli/supervisor_endpoint.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "ipc/rpc_client.h"
+
+namespace fcvm::cli {
+namespace {
+
+constexpr const char* kHostSocket = "/run/fcvm/supervisor.sock";
+
+std::filesystem::path supervisorBinary() {
+  if (const char* bin = std::getenv("FCVM_SUPERVISOR_BIN"); bin != nullptr && *bin != '\0') {
+    return bin;
+  }
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) throw Error("cannot find my own executable: " + ec.message());
+  return self.parent_path() / "fcvm-supervisor";
+}
+
+std::string lastLine(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+// Starts fcvm-supervisor detached from this CLI (its own session, reparented to init) and waits
+// until it says it is listening.
+void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
+  auto binary = supervisorBinary();
+  if (::access(binary.c_str(), X_OK) != 0) {
+    throw SysError(errno, "cannot start the supervisor: " + binary.string());
+  }
+  ensureOwnedDirectory(paths.logDir(), 0755);
+  auto log = paths.supervisorLog();
+
+  int ready[2];
+  checkSys(::pipe2(ready, O_CLOEXEC), "pipe2");
+  UniqueFd readyRead(ready[0]);
+  UniqueFd readyWrite(ready[1]);
+
+  std::vector<std::string> args = {binary.string(),           "--data-dir",
+                                   paths.dataDir.string(),    "--runtime-dir",
+                                   paths.runtimeDir.string(), "--log-file",
+                                   log.string(),              "--ready-fd",
+                                   "3"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_t child = checkSys(::fork(), "fork");
+  if (child == 0) {
+    // Only async-signal-safe calls from here to exec.
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int devnull = ::open("/dev/null", O_RDWR);
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (devnull < 0 || out < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 ||
+        ::dup2(out, 2) < 0 || ::dup2(readyWrite.get(), 3) < 0) {
+      ::_exit(127);
+    }
+    ::close_range(4, ~0U, 0);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) == -1 && errno == EINTR) {
+  }
+  readyWrite.reset();
+
+  pollfd pfd{readyRead.get(), POLLIN, 0};
+  int n = retryEintr([&] { return ::poll(&pfd, 1, static_cast<int>(readyTimeout.count())); });
+  checkSys(n, "wait for fcvm-supervisor");
+  char buf[16] = {};
+  ssize_t got = n == 0 ? 0 : retryEintr([&] { return ::read(readyRead.get(), buf, sizeof buf); });
+  if (got <= 0 || std::string_view(buf, static_cast<size_t>(got)) != "ready\n") {
+    std::string last = lastLine(log);
+    throw Error(fmt::format("fcvm-supervisor {} (log {}){}",
+                            n == 0 ? "did not become ready in time" : "failed to start",
+                            log.string(), last.empty() ? "" : ": " + last));
+  }
+}
+
+}  // namespace
+
+bool isAnswering(const std::filesystem::path& socket) {
+  try {
+    ipc::connectUnixSocket(socket);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+SupervisorEndpoint resolveEndpoint(uid_t uid, const Environment& env,
+                                   const std::optional<std::string>& socketFlag) {
+  Paths paths = Paths::resolve(uid, env);
+  if (socketFlag) return {*socketFlag, std::nullopt};
+  if (auto socket = env("FCVM_SOCKET")) return {*socket, std::nullopt};
+  if (uid != 0 && !env("FCVM_RUNTIME_DIR") && isAnswering(kHostSocket)) {
+    return {kHostSocket, std::nullopt};
+  }
+  return {paths.supervisorSocket(), paths};
+}
+
+void ensureSupervisor(const SupervisorEndpoint& endpoint, std::chrono::milliseconds readyTimeout) {
+  if (isAnswering(endpoint.socket)) return;
+  if (!endpoint.startable) {
+    throw Error(fmt::format("no fcvm-supervisor answers on {}", endpoint.socket.string()));
+  }
+  const Paths& paths = *endpoint.startable;
+  ensureOwnedDirectory(paths.runtimeDir, ::geteuid() == 0 ? 0755 : 0700);
+  auto lockPath = paths.startLock();
+  UniqueFd lock(static_cast<int>(checkSys(
+      ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
+      lockPath.string())));
+  // Whoever holds this is launching a supervisor; the kernel frees it if that CLI dies.
+  checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}",
+           lockPath.string());
+  if (isAnswering(endpoint.socket)) return;  // the CLI before us started it
+  launch(paths, readyTimeout);
+}
+
+}  // namespace fcvm::cli

@@ -1,0 +1,15 @@
+#include "cli/supervisor_session.h"
+
+namespace fcvm::cli {
+
+SupervisorSession::SupervisorSession(const std::filesystem::path& socket)
+    : io_(kj::setupAsyncIo()), rpc_(io_, socket), api_(rpc_.bootstrap<rpc::Supervisor>()) {}
+
+std::string describe(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  constexpr std::string_view kRemote = "remote exception: ";
+  if (text.starts_with(kRemote)) text.erase(0, kRemote.size());
+  return text;
+}
+
+}  // namespace fcvm::cli

@@ -1,0 +1,225 @@
+// The fcvm and fcvm-supervisor binaries as a user runs them: each test gets its own data and
+// runtime dirs, so its own supervisor, and stops it (killing it if need be) when it ends.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "base/process_identity.h"
+#include "base/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace fcvm {
+namespace {
+
+using nlohmann::json;
+
+const std::string kFcvm = std::string(FCVM_BIN_DIR) + "/fcvm";
+
+class CliTest : public ::testing::Test {
+ protected:
+  CliTest() {
+    // Other uids must reach the socket: the test dir is private by default.
+    ::chmod(dir_.path().c_str(), 0755);
+    env_ = {"FCVM_DATA_DIR=" + (dir_ / "data").string(),
+            "FCVM_RUNTIME_DIR=" + (dir_ / "run").string()};
+  }
+  ~CliTest() override {
+    fcvm({"supervisor", "stop"});
+    for (pid_t pid : supervisorPids()) ::kill(pid, SIGKILL);
+  }
+
+  CommandResult fcvm(std::vector<std::string> args, std::optional<uid_t> uid = std::nullopt) {
+    args.insert(args.begin(), kFcvm);
+    if (uid) {
+      auto id = std::to_string(*uid);
+      args.insert(args.begin(),
+                  {"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"});
+    }
+    CommandOptions options;
+    options.timeout = std::chrono::seconds(60);
+    options.extraEnv = env_;
+    if (uid) options.extraEnv.push_back("FCVM_SOCKET=" + socket().string());
+    return runCommand(args, options);
+  }
+
+  json fcvmJson(std::vector<std::string> args, std::optional<uid_t> uid = std::nullopt) {
+    auto r = fcvm(args, uid);
+    EXPECT_EQ(r.exitCode, 0) << r.output;
+    return json::parse(r.output);
+  }
+
+  std::filesystem::path socket() const { return dir_ / "run" / "supervisor.sock"; }
+  std::filesystem::path log() const { return dir_ / "data" / "logs" / "supervisor.log"; }
+
+  // Live fcvm-supervisor processes serving this test's runtime dir.
+  std::vector<pid_t> supervisorPids() const {
+    std::vector<pid_t> pids;
+    std::string runtime = (dir_ / "run").string();
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream in(entry.path() / "cmdline");
+      std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+      if (cmdline.find("fcvm-supervisor") != std::string::npos &&
+          cmdline.find(runtime + '\0') != std::string::npos) {
+        pids.push_back(std::stoi(name));
+      }
+    }
+    return pids;
+  }
+
+  int countInLog(const std::string& needle) const {
+    std::ifstream in(log());
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(needle) != std::string::npos ? 1 : 0;
+    return n;
+  }
+
+  // A durable record as a supervisor would have left it.
+  void writeRecord(const std::string& id, const std::string& name, uid_t owner,
+                   const std::string& state, pid_t workerPid = 0, uint64_t workerStart = 0) {
+    std::filesystem::create_directories(dir_ / "data" / "vms");
+    json record = {{"version", 1},
+                   {"id", id},
+                   {"name", name},
+                   {"owner_uid", owner},
+                   {"state", state},
+                   {"health", "unknown"},
+                   {"image", "localhost/test:latest"},
+                   {"reason", ""},
+                   {"network", ""},
+                   {"worker_pid", workerPid},
+                   {"worker_start_time", workerStart},
+                   {"created_at_ns", 1},
+                   {"updated_at_ns", 1}};
+    std::ofstream(dir_ / "data" / "vms" / (id + ".json")) << record.dump();
+  }
+
+  std::vector<std::string> names(const json& list) {
+    std::vector<std::string> out;
+    for (const auto& vm : list) out.push_back(vm.at("name"));
+    return out;
+  }
+
+  testing::TempDir dir_{"fcvm-e2e"};
+  std::vector<std::string> env_;
+};
+
+TEST_F(CliTest, LsJsonStartsASupervisorAndPrintsAnEmptyList) {
+  ASSERT_TRUE(supervisorPids().empty());
+  auto r = fcvm({"ls", "--json"});
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_EQ(json::parse(r.output), json::array());
+  auto status = fcvmJson({"supervisor", "status", "--json"});
+  EXPECT_TRUE(status.at("running").get<bool>());
+  EXPECT_EQ(supervisorPids(), std::vector<pid_t>{status.at("pid").get<pid_t>()});
+
+  auto stop = fcvm({"supervisor", "stop"});
+  EXPECT_EQ(stop.exitCode, 0) << stop.output;
+  EXPECT_TRUE(supervisorPids().empty());
+  EXPECT_FALSE(std::filesystem::exists(socket()));
+}
+
+TEST_F(CliTest, TenConcurrentLsCallsStartExactlyOneSupervisor) {
+  std::vector<std::thread> threads;
+  std::vector<CommandResult> results(10);
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = fcvm({"ls", "--json"}); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) {
+    ASSERT_EQ(r.exitCode, 0) << r.output;
+    EXPECT_EQ(json::parse(r.output), json::array());
+  }
+  EXPECT_EQ(countInLog("fcvm-supervisor " FCVM_VERSION " starting"), 1);
+  EXPECT_EQ(supervisorPids().size(), 1u);
+}
+
+TEST_F(CliTest, DoctorJsonNamesTheAcceleratorAndWhy) {
+  auto r = fcvm({"doctor", "--json"});
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  auto report = json::parse(r.output);
+  auto accel = report.at("accelerator");
+  EXPECT_TRUE(accel.at("name") == "kvm" || accel.at("name") == "tcg") << accel;
+  EXPECT_FALSE(accel.at("reason").get<std::string>().empty());
+  std::set<std::string> checks;
+  for (const auto& c : report.at("checks")) checks.insert(c.at("name"));
+  for (const char* name : {"qemu", "kvm", "reflink", "userfaultfd", "fuse", "slirp4netns",
+                           "iptables", "podman"}) {
+    EXPECT_TRUE(checks.count(name)) << name;
+  }
+  EXPECT_TRUE(report.at("healthy").get<bool>()) << report.dump(2);
+}
+
+TEST_F(CliTest, UsersSeeAndRemoveOnlyTheirOwnVms) {
+  constexpr uid_t kAlice = 60011, kBob = 60012;
+  writeRecord("00000000000000a1", "web-a", kAlice, "stopped");
+  writeRecord("00000000000000b1", "web-b", kBob, "failed");
+  ASSERT_EQ(fcvm({"supervisor", "start"}).exitCode, 0);
+
+  EXPECT_EQ(names(fcvmJson({"ls", "--json"}, kAlice)), std::vector<std::string>{"web-a"});
+  EXPECT_EQ(names(fcvmJson({"ls", "--json"}, kBob)), std::vector<std::string>{"web-b"});
+  EXPECT_EQ(names(fcvmJson({"ls", "--json"})).size(), 2u);  // root sees all
+
+  auto steal = fcvm({"rm", "--name", "web-a"}, kBob);
+  EXPECT_EQ(steal.exitCode, 1);
+  EXPECT_EQ(steal.output, "fcvm: error: no VM named 'web-a'\n");
+  auto peek = fcvm({"inspect", "--name", "web-a"}, kBob);
+  EXPECT_EQ(peek.exitCode, 1);
+  auto stop = fcvm({"supervisor", "stop"}, kBob);
+  EXPECT_EQ(stop.exitCode, 1);
+  EXPECT_NE(stop.output.find("may not stop"), std::string::npos) << stop.output;
+
+  EXPECT_EQ(fcvmJson({"inspect", "--name", "web-a"}, kAlice).at("owner_uid"), kAlice);
+  EXPECT_EQ(fcvm({"rm", "--name", "web-a"}, kAlice).exitCode, 0);
+  EXPECT_EQ(names(fcvmJson({"ls", "--json"})), std::vector<std::string>{"web-b"});
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "data" / "vms" / "00000000000000a1.json"));
+}
+
+TEST_F(CliTest, RestartedSupervisorReadoptsLiveVmsAndFailsOrphans) {
+  // This test process stands in for a live worker; a reaped child for a dead one.
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  auto deadStart = processStartTime(dead);
+  ASSERT_TRUE(deadStart);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  writeRecord("1111111111111111", "live", 0, "healthy", ::getpid(), *processStartTime(::getpid()));
+  writeRecord("2222222222222222", "orphan", 0, "running", dead, *deadStart);
+
+  auto first = fcvmJson({"supervisor", "start", "--json"});
+  EXPECT_EQ(first.at("adopted_vms"), 1);
+  auto firstEpoch = first.at("state_epoch").get<uint64_t>();
+  auto vms = fcvmJson({"ls", "--json"});
+  ASSERT_EQ(vms.size(), 2u);
+  for (const auto& vm : vms) {
+    if (vm.at("name") == "live") {
+      EXPECT_EQ(vm.at("state"), "healthy");
+    } else {
+      EXPECT_EQ(vm.at("state"), "failed");
+      EXPECT_EQ(vm.at("reason"), "worker exited while the supervisor was down");
+    }
+  }
+  auto refused = fcvm({"rm", "--name", "live"});
+  EXPECT_EQ(refused.exitCode, 1);
+  EXPECT_EQ(refused.output, "fcvm: error: VM 'live' is healthy; stop it first\n");
+
+  ASSERT_EQ(::kill(first.at("pid").get<pid_t>(), SIGKILL), 0);
+  // The next command finds no supervisor and starts a new one, which takes over the state table.
+  auto again = fcvmJson({"ls", "--json"});
+  EXPECT_EQ(again.size(), 2u);
+  auto second = fcvmJson({"supervisor", "status", "--json"});
+  EXPECT_NE(second.at("pid"), first.at("pid"));
+  EXPECT_EQ(second.at("state_epoch").get<uint64_t>(), firstEpoch + 1);
+  EXPECT_EQ(second.at("adopted_vms"), 1);
+}
+
+}  // namespace
+}  // namespace fcvm
