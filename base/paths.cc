@@ -56,7 +56,7 @@ void ensureOwnedDirectory(const std::filesystem::path& dir, mode_t mode) {
   if (::mkdir(dir.c_str(), mode) == -1 && errno != EEXIST) {
     throw SysError(errno, "create " + dir.string());
   }
-  struct stat st{};
+  struct stat st {};
   checkSys(::lstat(dir.c_str(), &st), "stat {}", dir.string());
   if (!S_ISDIR(st.st_mode)) throw Error(dir.string() + ": exists and is not a directory");
   if (st.st_uid != ::geteuid()) {

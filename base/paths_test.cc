@@ -25,7 +25,8 @@ TEST(PathsTest, RootUsesHostLocations) {
 }
 
 TEST(PathsTest, UserGetsOwnDirectories) {
-  auto p = Paths::resolve(1000, fakeEnv({{"HOME", "/home/u"}, {"XDG_RUNTIME_DIR", "/run/user/1000"}}));
+  auto p =
+      Paths::resolve(1000, fakeEnv({{"HOME", "/home/u"}, {"XDG_RUNTIME_DIR", "/run/user/1000"}}));
   EXPECT_EQ(p.dataDir, "/home/u/.local/share/fcvm");
   EXPECT_EQ(p.supervisorSocket(), "/run/user/1000/fcvm/supervisor.sock");
   auto q = Paths::resolve(1000, fakeEnv({{"HOME", "/home/u"}}));

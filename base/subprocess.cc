@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,8 +81,15 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 2);
+  if (options.outputFile.empty()) {
+    posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 1);
+    posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 2);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 1, options.outputFile.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  }
+  if (!options.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, options.cwd.c_str());
   std::vector<std::string> envStorage;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view entry(*e);
@@ -104,10 +112,16 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
   ChildProcess child(pid);
   writeEnd.reset();
 
+  // Wait for EOF on the output pipe (when collecting) and for the child's exit (its pidfd),
+  // whichever comes last, or the deadline.
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  checkSys(pidfd.get(), "pidfd_open {}", pid);
+  if (!options.outputFile.empty()) readEnd.reset();
   CommandResult result;
+  bool exited = false;
   auto deadline = std::chrono::steady_clock::now() + options.timeout;
   char buf[4096];
-  for (;;) {
+  while (readEnd || !exited) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -115,16 +129,21 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
       child.kill();
       break;
     }
-    pollfd pfd{readEnd.get(), POLLIN, 0};
-    int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    pollfd pfds[2] = {{pidfd.get(), POLLIN, 0}, {readEnd.get(), POLLIN, 0}};
+    int ready = ::poll(pfds, readEnd ? 2 : 1, static_cast<int>(left.count()));
     if (ready == -1 && errno == EINTR) continue;
-    checkSys(ready, "poll output of {}", argv[0]);
-    if (ready == 0) continue;
-    ssize_t n = retryEintr([&] { return ::read(readEnd.get(), buf, sizeof buf); });
-    checkSys(n, "read output of {}", argv[0]);
-    if (n == 0) break;
-    size_t room = options.maxOutput - std::min(options.maxOutput, result.output.size());
-    result.output.append(buf, std::min(room, static_cast<size_t>(n)));
+    checkSys(ready, "wait for {}", argv[0]);
+    if (pfds[0].revents != 0) exited = true;
+    if (readEnd && pfds[1].revents != 0) {
+      ssize_t n = retryEintr([&] { return ::read(readEnd.get(), buf, sizeof buf); });
+      checkSys(n, "read output of {}", argv[0]);
+      if (n == 0) {
+        readEnd.reset();
+        continue;
+      }
+      size_t room = options.maxOutput - std::min(options.maxOutput, result.output.size());
+      result.output.append(buf, std::min(room, static_cast<size_t>(n)));
+    }
   }
   int status = child.wait();
   if (WIFEXITED(status) && !result.timedOut) result.exitCode = WEXITSTATUS(status);

@@ -12,16 +12,18 @@
 namespace fcvm {
 
 struct CommandResult {
-  int exitCode = -1;         // -1 when killed by a signal or the deadline
-  int signal = 0;            // the signal that ended it, if any
+  int exitCode = -1;  // -1 when killed by a signal or the deadline
+  int signal = 0;     // the signal that ended it, if any
   bool timedOut = false;
-  std::string output;        // stdout and stderr interleaved, capped at maxOutput
+  std::string output;  // stdout and stderr interleaved, capped at maxOutput
 };
 
 struct CommandOptions {
   std::chrono::milliseconds timeout{10000};
   size_t maxOutput = 1 << 20;
   std::vector<std::string> extraEnv;  // NAME=VALUE, added to (or replacing in) this environment
+  std::string cwd;                    // working directory of the child, if set
+  std::string outputFile;             // append output here instead of collecting it
 
   static CommandOptions withTimeout(std::chrono::milliseconds t) {
     CommandOptions o;

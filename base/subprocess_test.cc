@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "base/error.h"
 
 namespace fcvm {
@@ -15,7 +18,8 @@ TEST(SubprocessTest, CollectsOutputAndExitCode) {
 }
 
 TEST(SubprocessTest, DeadlineKillsTheChild) {
-  auto r = runCommand({"sh", "-c", "exec tail -f /dev/null"}, CommandOptions::withTimeout(std::chrono::milliseconds(200)));
+  auto r = runCommand({"sh", "-c", "exec tail -f /dev/null"},
+                      CommandOptions::withTimeout(std::chrono::milliseconds(200)));
   EXPECT_TRUE(r.timedOut);
   EXPECT_EQ(r.exitCode, -1);
   EXPECT_EQ(r.signal, SIGKILL);
@@ -37,6 +41,27 @@ TEST(SubprocessTest, OutputIsCapped) {
   auto r = runCommand({"sh", "-c", "yes | head -c 100000"}, options);
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_EQ(r.output.size(), 10u);
+}
+
+}  // namespace
+}  // namespace fcvm
+
+namespace fcvm {
+namespace {
+
+TEST(SubprocessTest, OutputFileAndWorkingDirectory) {
+  char dir[] = "/tmp/fcvm-subprocess-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  CommandOptions options;
+  options.cwd = dir;
+  options.outputFile = std::string(dir) + "/log";
+  auto r = runCommand({"sh", "-c", "pwd; echo err >&2; exit 5"}, options);
+  EXPECT_EQ(r.exitCode, 5);
+  EXPECT_EQ(r.output, "");
+  std::ifstream in(options.outputFile);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(text, std::string(dir) + "\nerr\n");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

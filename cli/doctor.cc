@@ -1,13 +1,12 @@
 #include "cli/doctor.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include "base/error.h"
 #include "base/subprocess.h"
@@ -26,9 +25,10 @@ HostCheck toolCheck(const std::string& name, const std::string& tool, bool requi
   HostCheck check{name, false, required, ""};
   auto path = findInPath(tool);
   if (!path) {
-    check.detail = fmt::format("{} not found in PATH (needed for {}; scripts/install-deps "
-                               "installs it)",
-                               tool, purpose);
+    check.detail = fmt::format(
+        "{} not found in PATH (needed for {}; scripts/install-deps "
+        "installs it)",
+        tool, purpose);
     return check;
   }
   auto result = runCommand({*path, "--version"}, CommandOptions::withTimeout(kToolTimeout));
@@ -40,7 +40,8 @@ HostCheck toolCheck(const std::string& name, const std::string& tool, bool requi
 HostCheck qemuCheck() {
   HostCheck check = toolCheck("qemu", "qemu-system-x86_64", true, "running VMs");
   if (!check.ok) return check;
-  auto machines = runCommand({"qemu-system-x86_64", "-machine", "help"}, CommandOptions::withTimeout(kToolTimeout));
+  auto machines = runCommand({"qemu-system-x86_64", "-machine", "help"},
+                             CommandOptions::withTimeout(kToolTimeout));
   if (machines.output.find("microvm") == std::string::npos) {
     check.ok = false;
     check.detail += "; the microvm machine type is missing";
@@ -61,8 +62,8 @@ HostCheck deviceCheck(const std::string& name, const char* device, bool required
 }
 
 HostCheck userfaultfdCheck() {
-  HostCheck check = deviceCheck("userfaultfd", "/dev/userfaultfd", false,
-                                "serving snapshot memory to clones");
+  HostCheck check =
+      deviceCheck("userfaultfd", "/dev/userfaultfd", false, "serving snapshot memory to clones");
   if (check.ok) return check;
   // Without the device node, the system call may still be allowed.
   long fd = ::syscall(SYS_userfaultfd, O_CLOEXEC);
@@ -84,16 +85,17 @@ HostCheck reflinkCheck(const Paths& paths) {
   UniqueFd source(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   UniqueFd clone(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   if (!source || !clone) {
-    check.detail = fmt::format("cannot create a test file in {}: {}", dir.string(),
-                               errnoText(errno));
+    check.detail =
+        fmt::format("cannot create a test file in {}: {}", dir.string(), errnoText(errno));
     return check;
   }
   char block[4096] = {1};
   if (::write(source.get(), block, sizeof block) != sizeof block ||
       ::ioctl(clone.get(), FICLONE, source.get()) != 0) {
-    check.detail = fmt::format("{} cannot reflink ({}); `fcvm setup` will put the data dir on a "
-                               "loopback btrfs",
-                               dir.string(), errnoText(errno));
+    check.detail = fmt::format(
+        "{} cannot reflink ({}); `fcvm setup` will put the data dir on a "
+        "loopback btrfs",
+        dir.string(), errnoText(errno));
     return check;
   }
   check.ok = true;
@@ -133,8 +135,8 @@ DoctorReport runDoctor(const Paths& paths) {
 nlohmann::json toJson(const DoctorReport& report) {
   nlohmann::json checks = nlohmann::json::array();
   for (const auto& c : report.checks) {
-    checks.push_back({{"name", c.name}, {"ok", c.ok}, {"required", c.required},
-                      {"detail", c.detail}});
+    checks.push_back(
+        {{"name", c.name}, {"ok", c.ok}, {"required", c.required}, {"detail", c.detail}});
   }
   return {{"accelerator",
            {{"name", report.accelerator.name},

@@ -1,20 +1,22 @@
 #include "cli/fcvm_cli.h"
 
+#include <kj/exception.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <functional>
-#include <kj/exception.h>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/install_layout.h"
 #include "base/unique_fd.h"
 #include "cli/doctor.h"
 #include "cli/supervisor_endpoint.h"
 #include "cli/supervisor_session.h"
 #include "cli/vm_view.h"
+#include "setup/guest_setup.h"
 
 namespace fcvm::cli {
 namespace {
@@ -34,8 +36,7 @@ struct Options {
 
 class Commands {
  public:
-  Commands(const CliContext& context, const Options& options)
-      : ctx_(context), opt_(options) {}
+  Commands(const CliContext& context, const Options& options) : ctx_(context), opt_(options) {}
 
   int version() {
     if (opt_.json) {
@@ -96,6 +97,19 @@ class Commands {
     return report.healthy() ? 0 : kExitError;
   }
 
+  int setup() {
+    setup::SetupOptions options{Paths::resolve(ctx_.uid, ctx_.env),
+                                siblingBinary("fc-agent", "FCVM_AGENT_BIN"), opt_.force,
+                                &ctx_.err};
+    auto report = setup::runSetup(options);
+    if (opt_.json) {
+      ctx_.out << setup::toJson(report).dump(2) << "\n";
+    } else {
+      ctx_.out << fmt::format("fcvm setup: guest artifacts ready in {:.1f} s\n", report.seconds);
+    }
+    return 0;
+  }
+
   int supervisorStart() {
     auto endpoint = resolveEndpoint(ctx_.uid, ctx_.env, opt_.socket);
     ensureSupervisor(endpoint, kSupervisorReadyTimeout);
@@ -108,8 +122,7 @@ class Commands {
       if (opt_.json) {
         ctx_.out << json{{"running", false}, {"socket", endpoint.socket.string()}}.dump(2) << "\n";
       } else {
-        ctx_.out << "fcvm-supervisor is not running (socket " << endpoint.socket.string()
-                 << ")\n";
+        ctx_.out << "fcvm-supervisor is not running (socket " << endpoint.socket.string() << ")\n";
       }
       return kExitNotRunning;
     }
@@ -222,9 +235,10 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   Commands commands(context, opt);
   std::function<int()> action;
 
-  CLI::App app{"fcvm: run OCI containers in microVMs, one container per VM, and clone running VMs "
-               "from snapshots",
-               "fcvm"};
+  CLI::App app{
+      "fcvm: run OCI containers in microVMs, one container per VM, and clone running VMs "
+      "from snapshots",
+      "fcvm"};
   app.require_subcommand(1);
   app.fallthrough();  // global options (--socket) may follow the command
   app.add_option("--socket", opt.socket,
@@ -245,11 +259,12 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   addJsonFlag(version, opt);
   on(version, [&] { return commands.version(); });
 
-  auto setup = app.add_subcommand("setup", "Build or fetch the guest kernel, initramfs and rootfs "
-                                           "into the data dir (idempotent)");
+  auto setup = app.add_subcommand("setup",
+                                  "Build or fetch the guest kernel, initramfs and rootfs "
+                                  "into the data dir (idempotent)");
   setup->add_flag("--force", opt.force, "Rebuild every artifact");
   addJsonFlag(setup, opt);
-  unimplemented(setup, "'fcvm setup'");
+  on(setup, [&] { return commands.setup(); });
 
   // `podman run` declares its full interface now, so --help already answers.
   struct RunSpec {
@@ -291,8 +306,9 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
 
   bool inContainer = false, interactive = false, tty = false;
   std::vector<std::string> execCommand;
-  auto exec = app.add_subcommand("exec", "Run a command in a VM's guest OS, or with -c in its "
-                                         "container");
+  auto exec = app.add_subcommand("exec",
+                                 "Run a command in a VM's guest OS, or with -c in its "
+                                 "container");
   addNameOption(exec, opt);
   exec->add_flag("-c,--container", inContainer, "Run inside the container");
   exec->add_flag("-i,--interactive", interactive, "Pass stdin");
@@ -330,8 +346,9 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   addNameOption(snapRun, opt);
   unimplemented(snapRun, "'fcvm snapshot run'");
 
-  auto doctor = app.add_subcommand("doctor", "What this host can do: KVM/TCG, reflink, uffd, "
-                                             "fuse, network tools");
+  auto doctor = app.add_subcommand("doctor",
+                                   "What this host can do: KVM/TCG, reflink, uffd, "
+                                   "fuse, network tools");
   addJsonFlag(doctor, opt);
   on(doctor, [&] { return commands.doctor(); });
 

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "base/install_layout.h"
 #include "base/unique_fd.h"
 #include "ipc/rpc_client.h"
 
@@ -16,16 +17,6 @@ namespace fcvm::cli {
 namespace {
 
 constexpr const char* kHostSocket = "/run/fcvm/supervisor.sock";
-
-std::filesystem::path supervisorBinary() {
-  if (const char* bin = std::getenv("FCVM_SUPERVISOR_BIN"); bin != nullptr && *bin != '\0') {
-    return bin;
-  }
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) throw Error("cannot find my own executable: " + ec.message());
-  return self.parent_path() / "fcvm-supervisor";
-}
 
 std::string lastLine(const std::filesystem::path& file) {
   std::ifstream in(file);
@@ -39,7 +30,7 @@ std::string lastLine(const std::filesystem::path& file) {
 // Starts fcvm-supervisor detached from this CLI (its own session, reparented to init) and waits
 // until it says it is listening.
 void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
-  auto binary = supervisorBinary();
+  auto binary = siblingBinary("fcvm-supervisor", "FCVM_SUPERVISOR_BIN");
   if (::access(binary.c_str(), X_OK) != 0) {
     throw SysError(errno, "cannot start the supervisor: " + binary.string());
   }
@@ -51,10 +42,14 @@ void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
   UniqueFd readyRead(ready[0]);
   UniqueFd readyWrite(ready[1]);
 
-  std::vector<std::string> args = {binary.string(),           "--data-dir",
-                                   paths.dataDir.string(),    "--runtime-dir",
-                                   paths.runtimeDir.string(), "--log-file",
-                                   log.string(),              "--ready-fd",
+  std::vector<std::string> args = {binary.string(),
+                                   "--data-dir",
+                                   paths.dataDir.string(),
+                                   "--runtime-dir",
+                                   paths.runtimeDir.string(),
+                                   "--log-file",
+                                   log.string(),
+                                   "--ready-fd",
                                    "3"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -123,12 +118,11 @@ void ensureSupervisor(const SupervisorEndpoint& endpoint, std::chrono::milliseco
   const Paths& paths = *endpoint.startable;
   ensureOwnedDirectory(paths.runtimeDir, ::geteuid() == 0 ? 0755 : 0700);
   auto lockPath = paths.startLock();
-  UniqueFd lock(static_cast<int>(checkSys(
-      ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
-      lockPath.string())));
+  UniqueFd lock(static_cast<int>(
+      checkSys(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
+               lockPath.string())));
   // Whoever holds this is launching a supervisor; the kernel frees it if that CLI dies.
-  checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}",
-           lockPath.string());
+  checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}", lockPath.string());
   if (isAnswering(endpoint.socket)) return;  // the CLI before us started it
   launch(paths, readyTimeout);
 }

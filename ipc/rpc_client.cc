@@ -16,7 +16,8 @@ UniqueFd connectUnixSocket(const std::filesystem::path& path) {
     throw Error(fmt::format("socket path {} is too long", path.string()));
   }
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  UniqueFd fd(static_cast<int>(checkSys(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket")));
+  UniqueFd fd(
+      static_cast<int>(checkSys(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket")));
   checkSys(retryEintr([&] {
              return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
            }),

@@ -69,8 +69,7 @@ std::optional<TableCapacity> checkHeader(const TableHeader& h, size_t size, std:
       h.vmRecordSize != expected.vmRecordSize ||
       h.snapshotRecordSize != expected.snapshotRecordSize ||
       h.serveRecordSize != expected.serveRecordSize) {
-    *why = fmt::format("layout version {} is not this build's {}", h.layoutVersion,
-                       kLayoutVersion);
+    *why = fmt::format("layout version {} is not this build's {}", h.layoutVersion, kLayoutVersion);
     return std::nullopt;
   }
   if (c.vms > (1u << 20) || c.snapshots > (1u << 20) || c.serves > (1u << 20) ||
@@ -100,12 +99,11 @@ bip::mapped_region mapFile(const std::filesystem::path& path, bip::mode_t mode) 
 void createTable(const std::filesystem::path& path, const TableCapacity& capacity, mode_t mode) {
   auto tmp = path;
   tmp += fmt::format(".new.{}", ::getpid());
-  UniqueFd fd(static_cast<int>(checkSys(
-      ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode),
-      "create state table {}", tmp.string())));
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode),
+               "create state table {}", tmp.string())));
   checkSys(::fchmod(fd.get(), mode), "chmod {}", tmp.string());
-  checkSys(::ftruncate(fd.get(), static_cast<off_t>(tableSize(capacity))), "size {}",
-           tmp.string());
+  checkSys(::ftruncate(fd.get(), static_cast<off_t>(tableSize(capacity))), "size {}", tmp.string());
   TableHeader header = makeHeader(capacity);
   checkSys(::pwrite(fd.get(), &header, sizeof header, 0), "write {}", tmp.string());
   checkSys(::rename(tmp.c_str(), path.c_str()), "rename {} to {}", tmp.string(), path.string());
@@ -119,8 +117,8 @@ StateTable::StateTable(bip::mapped_region region, TableCapacity capacity)
 StateTable StateTable::openReader(const std::filesystem::path& path) {
   auto region = mapFile(path, bip::read_only);
   if (region.get_size() < sizeof(TableHeader)) {
-    throw Error(fmt::format("state table {}: truncated ({} bytes)", path.string(),
-                            region.get_size()));
+    throw Error(
+        fmt::format("state table {}: truncated ({} bytes)", path.string(), region.get_size()));
   }
   TableHeader header;
   std::memcpy(&header, region.get_address(), sizeof header);
@@ -150,9 +148,8 @@ uint64_t StateTable::writerEpoch() const {
 }
 
 int32_t StateTable::writerPid() const {
-  return static_cast<int32_t>(
-      std::atomic_ref<uint64_t>(headerWord(base(), &TableHeader::writerPid))
-          .load(std::memory_order_acquire));
+  return static_cast<int32_t>(std::atomic_ref<uint64_t>(headerWord(base(), &TableHeader::writerPid))
+                                  .load(std::memory_order_acquire));
 }
 
 StateTableWriter::StateTableWriter(StateTable table, UniqueFd lock, bool adopted)
@@ -163,8 +160,8 @@ StateTableWriter StateTableWriter::open(const std::filesystem::path& path, Table
   auto lockPath = path;
   lockPath += ".lock";
   UniqueFd lock(static_cast<int>(
-      checkSys(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600),
-               "open {}", lockPath.string())));
+      checkSys(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
+               lockPath.string())));
   if (::flock(lock.get(), LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK) {
       throw Error(fmt::format("state table {} already has a live writer", path.string()));

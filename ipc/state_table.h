@@ -6,7 +6,8 @@
 // the same file in place so readers that already mapped it keep working.
 //
 // Layout (all little-endian, 8-byte aligned):
-//   TableHeader | PublishedSlot<VmRecord> x vms | <SnapshotRecord> x snapshots | <ServeRecord> x serves
+//   TableHeader | PublishedSlot<VmRecord> x vms | <SnapshotRecord> x snapshots | <ServeRecord> x
+//   serves
 #pragma once
 
 #include <boost/interprocess/mapped_region.hpp>

@@ -1,5 +1,6 @@
 #include "ipc/state_table.h"
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -7,7 +8,6 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
-#include <gtest/gtest.h>
 #include <thread>
 
 #include "base/error.h"

@@ -1,8 +1,8 @@
 // fcvm-supervisor: one per host (root) or per user. Usually started by the fcvm CLI on demand.
+#include <kj/exception.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <kj/exception.h>
 
 #include "base/error.h"
 #include "base/log.h"

@@ -3,12 +3,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <kj/async-io.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <functional>
-#include <kj/async-io.h>
 
 #include "ipc/rpc_client.h"
 #include "supervisor/listening_socket.h"
@@ -106,8 +106,8 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     if (names(s, ws) != std::vector<std::string>{"web-a"}) return "alice listed other VMs";
     auto req = s.getVmRequest();
     req.setName("web-a");
-    auto vm = req.send().wait(ws).getVm();
-    if (vm.getOwnerUid() != kAlice) return "wrong owner";
+    auto reply = req.send().wait(ws);
+    if (reply.getVm().getOwnerUid() != kAlice) return "wrong owner";
     return "ok";
   });
 
@@ -115,8 +115,8 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
       socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{registry, table, dir.path(), dir.path(), socket.path(), 0, {},
-                            shutdown.fulfiller};
+  SupervisorContext context{registry,      table, dir.path(), dir.path(),
+                            socket.path(), 0,     {},         shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
 

@@ -1,11 +1,11 @@
 #include "supervisor/record_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "base/error.h"
 #include "base/paths.h"
@@ -19,8 +19,7 @@ using nlohmann::json;
 constexpr int kRecordVersion = 1;
 
 bool isRecordId(std::string_view id) {
-  return id.size() == 16 &&
-         id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  return id.size() == 16 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 json toJson(const ipc::VmRecord& r) {
@@ -52,8 +51,7 @@ void assignField(ipc::FixedString<N>& field, const json& j, const char* key) {
 
 ipc::VmRecord fromJson(const json& j) {
   if (j.at("version").get<int>() != kRecordVersion) {
-    throw Error(fmt::format("record version {} is not {}", j.at("version").dump(),
-                            kRecordVersion));
+    throw Error(fmt::format("record version {} is not {}", j.at("version").dump(), kRecordVersion));
   }
   ipc::VmRecord r;
   assignField(r.id, j, "id");
@@ -83,15 +81,14 @@ ipc::VmRecord fromJson(const json& j) {
 void writeFileAtomically(const std::filesystem::path& path, const std::string& content) {
   auto tmp = path;
   tmp += ".tmp";
-  UniqueFd fd(static_cast<int>(checkSys(
-      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600), "create {}",
-      tmp.string())));
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600),
+               "create {}", tmp.string())));
   size_t done = 0;
   while (done < content.size()) {
-    auto n = checkSys(retryEintr([&] {
-                        return ::write(fd.get(), content.data() + done, content.size() - done);
-                      }),
-                      "write {}", tmp.string());
+    auto n = checkSys(
+        retryEintr([&] { return ::write(fd.get(), content.data() + done, content.size() - done); }),
+        "write {}", tmp.string());
     done += static_cast<size_t>(n);
   }
   checkSys(::fsync(fd.get()), "fsync {}", tmp.string());

@@ -1,14 +1,14 @@
 #include "supervisor/supervisor_daemon.h"
 
 #include <fcntl.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <kj/async-io.h>
-#include <kj/async-unix.h>
-#include <spdlog/spdlog.h>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
@@ -21,13 +21,13 @@ namespace {
 // Holds `<runtime dir>/supervisor.lock` for the process's life: one supervisor per runtime dir.
 // The kernel drops the lock when the process dies, however it dies.
 UniqueFd takeInstanceLock(const std::filesystem::path& path) {
-  UniqueFd fd(static_cast<int>(checkSys(
-      ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
-      path.string())));
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
+               path.string())));
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK) {
-      throw Error(fmt::format("another fcvm-supervisor already runs for {}",
-                              path.parent_path().string()));
+      throw Error(
+          fmt::format("another fcvm-supervisor already runs for {}", path.parent_path().string()));
     }
     throw SysError(errno, "lock " + path.string());
   }
@@ -87,7 +87,7 @@ int runSupervisor(const DaemonOptions& options) {
                               kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{registry, table,    paths.dataDir, paths.runtimeDir,
+  SupervisorContext context{registry,      table,   paths.dataDir, paths.runtimeDir,
                             socket.path(), nowNs(), adoption,      shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener);

@@ -1,9 +1,8 @@
 #include "supervisor/supervisor_service.h"
 
-#include <unistd.h>
-
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "base/error.h"
 
@@ -87,8 +86,8 @@ kj::Promise<void> SupervisorService::removeVm(RemoveVmContext call) {
 kj::Promise<void> SupervisorService::shutdown(ShutdownContext) {
   return answer([&] {
     if (!caller_.isRoot() && caller_.uid != ::geteuid()) {
-      throw Error(fmt::format("uid {} may not stop a supervisor run by uid {}", caller_.uid,
-                              ::geteuid()));
+      throw Error(
+          fmt::format("uid {} may not stop a supervisor run by uid {}", caller_.uid, ::geteuid()));
     }
     spdlog::info("shutdown requested by uid {} (pid {})", caller_.uid, caller_.pid);
     context_.shutdown->fulfill();

@@ -1,9 +1,9 @@
 #include "supervisor/vm_registry.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/random.h>
 
 #include <chrono>
-#include <spdlog/spdlog.h>
 
 #include "base/error.h"
 #include "base/process_identity.h"
@@ -106,9 +106,10 @@ ipc::VmRecord VmRegistry::create(uint32_t owner, std::string_view name, std::str
   for (size_t i = 0; i < slots_.size(); ++i) {
     const auto& r = slots_[i];
     if (r.inUse() && r.ownerUid == owner && r.name.view() == name) {
-      throw Error(fmt::format("a VM named '{}' already exists (state {}); remove it or pick "
-                              "another name",
-                              name, ipc::toString(r.state)));
+      throw Error(
+          fmt::format("a VM named '{}' already exists (state {}); remove it or pick "
+                      "another name",
+                      name, ipc::toString(r.state)));
     }
     if (!r.inUse() && !freeSlot) freeSlot = i;
   }

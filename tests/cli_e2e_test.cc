@@ -152,8 +152,8 @@ TEST_F(CliTest, DoctorJsonNamesTheAcceleratorAndWhy) {
   EXPECT_FALSE(accel.at("reason").get<std::string>().empty());
   std::set<std::string> checks;
   for (const auto& c : report.at("checks")) checks.insert(c.at("name"));
-  for (const char* name : {"qemu", "kvm", "reflink", "userfaultfd", "fuse", "slirp4netns",
-                           "iptables", "podman"}) {
+  for (const char* name :
+       {"qemu", "kvm", "reflink", "userfaultfd", "fuse", "slirp4netns", "iptables", "podman"}) {
     EXPECT_TRUE(checks.count(name)) << name;
   }
   EXPECT_TRUE(report.at("healthy").get<bool>()) << report.dump(2);

@@ -24,11 +24,12 @@ constexpr std::chrono::milliseconds kProbeTimeout{20000};
 
 // What the cached verdict depends on: the kernel file, QEMU and the host kernel.
 json probeKey(const AcceleratorProbe& probe) {
-  struct stat st{};
+  struct stat st {};
   checkSys(::stat(probe.kernel.c_str(), &st), "stat {}", probe.kernel.string());
   utsname host{};
   ::uname(&host);
-  auto version = runCommand({probe.qemu, "--version"}, CommandOptions::withTimeout(std::chrono::milliseconds(5000)));
+  auto version = runCommand({probe.qemu, "--version"},
+                            CommandOptions::withTimeout(std::chrono::milliseconds(5000)));
   return {{"kernel", probe.kernel.string()},
           {"kernel_size", st.st_size},
           {"kernel_mtime", st.st_mtim.tv_sec},
@@ -63,10 +64,26 @@ void writeCache(const AcceleratorProbe& probe, const json& key, const Accelerato
 }
 
 AcceleratorChoice runProbe(const AcceleratorProbe& probe) {
-  auto result = runCommand({probe.qemu, "-M", "microvm,acpi=on", "-accel", "kvm", "-cpu", "host",
-                            "-m", "128", "-smp", "1", "-nodefaults", "-no-user-config",
-                            "-nographic", "-no-reboot", "-serial", "stdio", "-kernel",
-                            probe.kernel.string(), "-append",
+  auto result = runCommand({probe.qemu,
+                            "-M",
+                            "microvm,acpi=on",
+                            "-accel",
+                            "kvm",
+                            "-cpu",
+                            "host",
+                            "-m",
+                            "128",
+                            "-smp",
+                            "1",
+                            "-nodefaults",
+                            "-no-user-config",
+                            "-nographic",
+                            "-no-reboot",
+                            "-serial",
+                            "stdio",
+                            "-kernel",
+                            probe.kernel.string(),
+                            "-append",
                             "console=ttyS0 panic=-1 reboot=t root=/dev/fcvm-probe-none"},
                            CommandOptions::withTimeout(kProbeTimeout));
   if (result.output.find("Kernel panic") != std::string::npos ||

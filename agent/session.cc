@@ -1,0 +1,245 @@
+#include "agent/session.h"
+
+#include <fcntl.h>
+#include <kj/debug.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "ipc/agent.capnp.h"
+
+namespace fcvm::agent {
+
+struct AgentSession::ProcessStream {
+  ProcessStream(uint32_t id, bool tty, pid_t pid, kj::UnixEventPort& events)
+      : id(id), tty(tty), child(pid, events) {}
+
+  const uint32_t id;
+  const bool tty;
+  ChildProcess child;  // first member: destroyed last, after the fds below are closed
+  kj::Own<kj::AsyncInputStream> out;
+  kj::Own<kj::AsyncInputStream> err;  // null for a tty
+  kj::Own<kj::AsyncOutputStream> in;  // null without stdin, and after eof
+  int ptyFd = -1;                     // the pty master (owned by `out`), for window sizes
+  std::string outBuffer;
+  std::string errBuffer;
+  kj::ForkedPromise<void> stdinTail = kj::Promise<void>(kj::READY_NOW).fork();
+};
+
+AgentSession::AgentSession(SessionDeps deps, std::string agentVersion)
+    : deps_(deps), agentVersion_(std::move(agentVersion)), writer_(deps.stream), tasks_(*this) {}
+
+AgentSession::~AgentSession() noexcept(false) = default;
+
+kj::Promise<SessionEnd> AgentSession::run() {
+  auto paf = kj::newPromiseAndFulfiller<SessionEnd>();
+  end_ = kj::mv(paf.fulfiller);
+  auto hello = writer_.send(Hello{wire::PROTOCOL_VERSION, agentVersion_});
+  auto loop = hello.then([this]() { return readLoop(); }).then([]() -> SessionEnd {
+    return SessionEnd{SessionEnd::Reason::kHostClosed, {}};
+  });
+  return paf.promise.exclusiveJoin(kj::mv(loop));
+}
+
+void AgentSession::finish(SessionEnd end) {
+  if (end_ && end_->isWaiting()) end_->fulfill(kj::mv(end));
+}
+
+void AgentSession::taskFailed(kj::Exception&& exception) {
+  if (end_ && end_->isWaiting()) end_->reject(kj::mv(exception));
+}
+
+void AgentSession::log(const std::string& line) {
+  fprintf(stderr, "fc-agent: %s\n", line.c_str());
+  std::string bounded = line.substr(0, wire::MAX_TEXT_BYTES);
+  if (!isValidUtf8(bounded)) bounded = "(log line not UTF-8)";
+  tasks_.add(writer_.send(Log{bounded}));
+}
+
+kj::Promise<void> AgentSession::readLoop() {
+  return readMessage(deps_.stream)
+      .then([this](std::optional<Message> message) -> kj::Promise<void> {
+        if (!message) return kj::READY_NOW;  // the host closed the channel
+        return handle(std::move(*message)).then([this]() { return readLoop(); });
+      });
+}
+
+kj::Promise<void> AgentSession::handle(Message message) {
+  if (!helloReceived_) {
+    auto* hello = std::get_if<Hello>(&message);
+    if (hello == nullptr) {
+      KJ_FAIL_REQUIRE("host's first message is not hello", messageName(message));
+    }
+    if (hello->protocolVersion != wire::PROTOCOL_VERSION) {
+      std::string why = "protocol version mismatch: host speaks " +
+                        std::to_string(hello->protocolVersion) + ", agent speaks " +
+                        std::to_string(wire::PROTOCOL_VERSION);
+      fprintf(stderr, "fc-agent: %s\n", why.c_str());
+      return writer_.send(Log{why}).then(
+          [why]() -> kj::Promise<void> { KJ_FAIL_REQUIRE("agent session ended", why); });
+    }
+    helloReceived_ = true;
+    return kj::READY_NOW;
+  }
+  return std::visit(
+      [this](auto& m) -> kj::Promise<void> {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, RunPlan>) {
+          startContainer(m);
+        } else if constexpr (std::is_same_v<T, ExecRequest>) {
+          startExec(m);
+        } else if constexpr (std::is_same_v<T, Stdin>) {
+          feedStdin(m);
+        } else if constexpr (std::is_same_v<T, WindowSize>) {
+          resize(m);
+        } else if constexpr (std::is_same_v<T, SetClock>) {
+          try {
+            deps_.clock.set(m.realtimeNs);
+          } catch (const kj::Exception& e) {
+            log(std::string("set clock: ") + e.getDescription().cStr());
+          }
+        } else if constexpr (std::is_same_v<T, PowerOff>) {
+          finish(SessionEnd{SessionEnd::Reason::kPowerOff, {}});
+        } else {
+          log(std::string("ignored a message the host may not send: ") + messageName(Message(m)));
+        }
+        return kj::READY_NOW;
+      },
+      message);
+}
+
+void AgentSession::startContainer(const RunPlan& plan) {
+  if (containerRequested_) {
+    log("ignored a second run plan");
+    return;
+  }
+  containerRequested_ = true;
+  if (plan.clockRealtimeNs != 0) {
+    try {
+      deps_.clock.set(plan.clockRealtimeNs);
+    } catch (const kj::Exception& e) {
+      log(std::string("set clock: ") + e.getDescription().cStr());
+    }
+  }
+  SpawnedProcess process;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions(
+                      [&]() { process = deps_.launcher.startContainer(plan); })) {
+    log(std::string("cannot start the container: ") + e->getDescription().cStr());
+    tasks_.add(writer_.send(Exit{kContainerStream, 127, 0}).then([this]() {
+      finish(SessionEnd{SessionEnd::Reason::kContainerExited, ExitStatus{127, 0}});
+    }));
+    return;
+  }
+  tasks_.add(writer_.send(ContainerStarted{}));
+  startStream(kContainerStream, false, kj::mv(process));
+}
+
+void AgentSession::startExec(const ExecRequest& request) {
+  if (request.id == kContainerStream || streams_.count(request.id) != 0) {
+    log("ignored exec request with id " + std::to_string(request.id) + " (0 or in use)");
+    return;
+  }
+  SpawnedProcess process;
+  KJ_IF_MAYBE (e,
+               kj::runCatchingExceptions([&]() { process = deps_.launcher.startExec(request); })) {
+    log("exec " + request.command[0] + ": " + e->getDescription().cStr());
+    tasks_.add(writer_.send(Exit{request.id, 127, 0}));
+    return;
+  }
+  startStream(request.id, request.tty, kj::mv(process));
+}
+
+void AgentSession::startStream(uint32_t id, bool tty, SpawnedProcess process) {
+  auto stream = kj::heap<ProcessStream>(id, tty, process.pid, deps_.events);
+  using Flags = kj::LowLevelAsyncIoProvider;
+  if (tty) {
+    stream->ptyFd = process.stdoutFd.get();
+    stream->out = deps_.io.wrapInputFd(process.stdoutFd.release(), Flags::TAKE_OWNERSHIP);
+  } else {
+    stream->out = deps_.io.wrapInputFd(process.stdoutFd.release(), Flags::TAKE_OWNERSHIP);
+    stream->err = deps_.io.wrapInputFd(process.stderrFd.release(), Flags::TAKE_OWNERSHIP);
+  }
+  if (process.stdinFd.get() >= 0) {
+    stream->in = deps_.io.wrapOutputFd(process.stdinFd.release(), Flags::TAKE_OWNERSHIP);
+  }
+  auto& s = *stream;
+  streams_[id] = kj::mv(stream);
+  tasks_.add(superviseStream(s));
+}
+
+kj::Promise<void> AgentSession::pump(ProcessStream& s, kj::AsyncInputStream& in, OutputKind kind,
+                                     std::string& buffer) {
+  buffer.resize(wire::MAX_DATA_BYTES);
+  auto read = in.tryRead(buffer.data(), 1, buffer.size());
+  if (s.tty) {
+    // A pty master reports EIO once the last slave fd is closed: that is its end of stream.
+    read = read.catch_([](kj::Exception&&) -> size_t { return 0; });
+  }
+  return read.then([this, &s, &in, kind, &buffer](size_t n) -> kj::Promise<void> {
+    if (n == 0) return kj::READY_NOW;
+    return writer_.send(Output{s.id, kind, buffer.substr(0, n)})
+        .then([this, &s, &in, kind, &buffer]() { return pump(s, in, kind, buffer); });
+  });
+}
+
+kj::Promise<void> AgentSession::superviseStream(ProcessStream& s) {
+  auto out = pump(s, *s.out, OutputKind::kStdout, s.outBuffer).eagerlyEvaluate(nullptr);
+  kj::Promise<void> err = kj::READY_NOW;
+  if (s.err) err = pump(s, *s.err, OutputKind::kStderr, s.errBuffer).eagerlyEvaluate(nullptr);
+  auto outputs = out.then([err = kj::mv(err)]() mutable { return kj::mv(err); });
+  uint32_t id = s.id;
+  return s.child.exited()
+      .then([this, id, outputs = kj::mv(outputs)](ExitStatus status) mutable {
+        auto grace = deps_.timer.afterDelay(kOutputGrace).then([this, id]() {
+          log("stream " + std::to_string(id) + ": output still open after exit; not waiting");
+        });
+        return outputs.exclusiveJoin(kj::mv(grace)).then([status]() { return status; });
+      })
+      .then([this, id](ExitStatus status) {
+        streams_.erase(id);
+        return writer_.send(Exit{id, status.code, status.signal}).then([this, id, status]() {
+          if (id == kContainerStream) {
+            finish(SessionEnd{SessionEnd::Reason::kContainerExited, status});
+          }
+        });
+      });
+}
+
+void AgentSession::feedStdin(const Stdin& message) {
+  auto it = streams_.find(message.streamId);
+  if (it == streams_.end() || !it->second->in) {
+    // The process may have exited (or closed its stdin) while the host was still sending.
+    return;
+  }
+  auto& s = *it->second;
+  std::string data = message.data;
+  if (message.eof && s.tty) data += '\x04';  // VEOF: a pty's end of input
+  if (!data.empty()) {
+    s.stdinTail = s.stdinTail.addBranch()
+                      .then([&s, data = std::move(data)]() mutable -> kj::Promise<void> {
+                        if (!s.in) return kj::READY_NOW;
+                        auto& bytes = data;
+                        return s.in->write(bytes.data(), bytes.size()).attach(kj::mv(data));
+                      })
+                      .catch_([&s](kj::Exception&&) { s.in = nullptr; })  // reader went away
+                      .fork();
+  }
+  if (message.eof && !s.tty) {
+    s.stdinTail = s.stdinTail.addBranch().then([&s]() { s.in = nullptr; }).fork();
+  }
+}
+
+void AgentSession::resize(const WindowSize& message) {
+  auto it = streams_.find(message.streamId);
+  if (it == streams_.end() || !it->second->tty) return;
+  struct winsize ws = {};
+  ws.ws_row = message.rows;
+  ws.ws_col = message.cols;
+  if (ioctl(it->second->ptyFd, TIOCSWINSZ, &ws) < 0) {
+    log("stream " + std::to_string(message.streamId) + ": TIOCSWINSZ failed");
+  }
+}
+
+}  // namespace fcvm::agent

@@ -1,0 +1,81 @@
+// The agent's side of one control channel: the protocol logic with no PID-1 specifics, so it
+// runs (and is tested) on any host. It greets the host, runs the container from the run plan
+// (stream 0) and exec requests (their own streams) through a ProcessLauncher, forwards each
+// process's stdout/stderr as Output frames, reports Exit once the process has exited and its
+// output is drained, feeds Stdin and window sizes, and sets the clock. It ends when the
+// container's exit has been reported, the host asks to power off, or the host closes the stream.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <kj/time.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "agent/child_process.h"
+#include "agent/frame_io.h"
+#include "agent/process_launcher.h"
+#include "agent/realtime_clock.h"
+
+namespace fcvm::agent {
+
+struct SessionEnd {
+  enum class Reason { kContainerExited, kPowerOff, kHostClosed };
+  Reason reason = Reason::kHostClosed;
+  ExitStatus container;  // for kContainerExited
+};
+
+struct SessionDeps {
+  kj::AsyncIoStream& stream;  // the control channel
+  kj::LowLevelAsyncIoProvider& io;
+  kj::UnixEventPort& events;  // child exits (captureChildExit() must have been called)
+  kj::Timer& timer;
+  ProcessLauncher& launcher;
+  RealtimeClock& clock;
+};
+
+class AgentSession : private kj::TaskSet::ErrorHandler {
+ public:
+  AgentSession(SessionDeps deps, std::string agentVersion);
+  ~AgentSession() noexcept(false);
+  AgentSession(const AgentSession&) = delete;
+  AgentSession& operator=(const AgentSession&) = delete;
+
+  // Rejects on a broken channel, a frame the agent cannot decode, or a host hello with another
+  // protocol version (after telling the host in a Log frame).
+  kj::Promise<SessionEnd> run();
+
+  // After a stream's process exits, how long its output may stay open (held by a grandchild)
+  // before the agent stops reading and reports the exit anyway.
+  static constexpr kj::Duration kOutputGrace = 2 * kj::SECONDS;
+
+ private:
+  struct ProcessStream;
+
+  kj::Promise<void> readLoop();
+  kj::Promise<void> handle(Message message);
+  void startContainer(const RunPlan& plan);
+  void startExec(const ExecRequest& request);
+  void startStream(uint32_t id, bool tty, SpawnedProcess process);
+  kj::Promise<void> superviseStream(ProcessStream& stream);
+  kj::Promise<void> pump(ProcessStream& stream, kj::AsyncInputStream& in, OutputKind kind,
+                         std::string& buffer);
+  void feedStdin(const Stdin& message);
+  void resize(const WindowSize& message);
+  void log(const std::string& line);
+  void finish(SessionEnd end);
+  void taskFailed(kj::Exception&& exception) override;
+
+  SessionDeps deps_;
+  const std::string agentVersion_;
+  FrameWriter writer_;
+  bool helloReceived_ = false;
+  bool containerRequested_ = false;
+  std::map<uint32_t, kj::Own<ProcessStream>> streams_;
+  kj::Own<kj::PromiseFulfiller<SessionEnd>> end_;
+  kj::TaskSet tasks_;  // after streams_: tasks referencing streams are cancelled first
+};
+
+}  // namespace fcvm::agent

@@ -1,0 +1,290 @@
+// AgentSession on the host: the real session logic and real processes (DirectLauncher runs the
+// commands as plain host commands instead of podman), talking to the real host side
+// (fcvm::worker::AgentChannel) over a socketpair. Nothing here needs root or a VM.
+#include "agent/session.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <map>
+
+#include "agent/direct_launcher.h"
+#include "ipc/agent.capnp.h"
+#include "worker/agent_channel.h"
+
+namespace fcvm::agent {
+namespace {
+
+class RecordingClock : public RealtimeClock {
+ public:
+  void set(int64_t realtimeNs) override { values.push_back(realtimeNs); }
+  std::vector<int64_t> values;
+};
+
+struct StreamResult {
+  std::string out;
+  std::string err;
+  Exit exit;
+};
+
+class AgentSessionTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    kj::UnixEventPort::captureChildExit();
+    signal(SIGPIPE, SIG_IGN);
+  }
+
+  AgentSessionTest() : io_(kj::setupAsyncIo()) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      throw std::runtime_error("socketpair failed");
+    }
+    using Flags = kj::LowLevelAsyncIoProvider;
+    agentStream_ = io_.lowLevelProvider->wrapSocketFd(fds[0], Flags::TAKE_OWNERSHIP);
+    hostFd_ = kj::AutoCloseFd(fds[1]);
+    session_ =
+        kj::heap<AgentSession>(SessionDeps{*agentStream_, *io_.lowLevelProvider, io_.unixEventPort,
+                                           io_.provider->getTimer(), launcher_, clock_},
+                               "test-agent");
+    end_ = session_->run().fork();
+  }
+  ~AgentSessionTest() noexcept override {}
+
+  void connectHost() {
+    host_ = kj::heap<worker::AgentChannel>(
+        io_.lowLevelProvider->wrapSocketFd(hostFd_.release(),
+                                           kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
+        "test-host");
+    auto hello = host_->handshake().wait(ws());
+    EXPECT_EQ(hello.agentVersion, "test-agent");
+  }
+
+  // Reads events until stream `id` exits; other streams' events are kept for later calls.
+  StreamResult collect(uint32_t id) {
+    for (;;) {
+      if (auto it = done_.find(id); it != done_.end()) {
+        auto r = it->second;
+        done_.erase(it);
+        return r;
+      }
+      auto event = host_->next().wait(ws());
+      if (!event) throw std::runtime_error("agent closed the channel");
+      if (auto* out = std::get_if<Output>(&*event)) {
+        auto& r = pending_[out->streamId];
+        (out->kind == OutputKind::kStdout ? r.out : r.err) += out->data;
+      } else if (auto* exit = std::get_if<Exit>(&*event)) {
+        auto r = pending_[exit->streamId];
+        pending_.erase(exit->streamId);
+        r.exit = *exit;
+        done_[exit->streamId] = r;
+      } else if (auto* log = std::get_if<Log>(&*event)) {
+        logs_.push_back(log->line);
+      }
+    }
+  }
+
+  StreamResult runExec(ExecRequest request) {
+    uint32_t id = request.id;
+    host_->exec(request).wait(ws());
+    return collect(id);
+  }
+
+  ExecRequest shell(uint32_t id, const std::string& script) {
+    return ExecRequest{.id = id, .command = {"sh", "-c", script}};
+  }
+
+  kj::WaitScope& ws() { return io_.waitScope; }
+
+  kj::AsyncIoContext io_;
+  DirectLauncher launcher_;
+  RecordingClock clock_;
+  kj::Own<kj::AsyncIoStream> agentStream_;
+  kj::AutoCloseFd hostFd_;
+  kj::Own<AgentSession> session_;
+  kj::ForkedPromise<SessionEnd> end_ = kj::Promise<SessionEnd>(SessionEnd{}).fork();
+  kj::Own<worker::AgentChannel> host_;
+  std::map<uint32_t, StreamResult> pending_;
+  std::map<uint32_t, StreamResult> done_;
+  std::vector<std::string> logs_;
+};
+
+TEST_F(AgentSessionTest, ContainerStdoutAndStderrSeparateAndExitCode) {
+  connectHost();
+  host_
+      ->runContainer(
+          RunPlan{.image = "unused", .command = {"sh", "-c", "echo out; echo err >&2; exit 42"}})
+      .wait(ws());
+  auto started = host_->next().wait(ws());
+  ASSERT_TRUE(started && std::holds_alternative<ContainerStarted>(*started));
+  auto r = collect(kContainerStream);
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  EXPECT_EQ(r.exit.code, 42);
+  EXPECT_EQ(r.exit.signal, 0);
+  auto end = end_.addBranch().wait(ws());
+  EXPECT_EQ(end.reason, SessionEnd::Reason::kContainerExited);
+  EXPECT_EQ(end.container.code, 42);
+}
+
+TEST_F(AgentSessionTest, ExitCodesAndSignalDeath) {
+  connectHost();
+  EXPECT_EQ(runExec(shell(1, "exit 0")).exit.code, 0);
+  EXPECT_EQ(runExec(ExecRequest{.id = 2, .command = {"false"}}).exit.code, 1);
+  auto killed = runExec(shell(3, "kill -9 $$"));
+  EXPECT_EQ(killed.exit.code, 137);
+  EXPECT_EQ(killed.exit.signal, 9);
+  // The id is free again once its exit was reported.
+  EXPECT_EQ(runExec(shell(1, "exit 5")).exit.code, 5);
+}
+
+TEST_F(AgentSessionTest, ConcurrentExecStreamsStaySeparate) {
+  connectHost();
+  host_->exec(shell(1, "for i in 1 2 3; do echo a$i; done")).wait(ws());
+  host_->exec(shell(2, "for i in 1 2 3; do echo b$i >&2; done; exit 2")).wait(ws());
+  auto b = collect(2);
+  auto a = collect(1);
+  EXPECT_EQ(a.out, "a1\na2\na3\n");
+  EXPECT_EQ(a.err, "");
+  EXPECT_EQ(b.err, "b1\nb2\nb3\n");
+  EXPECT_EQ(b.exit.code, 2);
+}
+
+TEST_F(AgentSessionTest, ExecWithPipedStdin) {
+  connectHost();
+  host_
+      ->exec(ExecRequest{
+          .id = 4, .command = {"sh", "-c", "read a; read b; echo \"$b $a\"; cat"}, .stdin = true})
+      .wait(ws());
+  host_->sendStdin(4, "one\ntwo\n", false).wait(ws());
+  host_->sendStdin(4, "rest", true).wait(ws());
+  auto r = collect(4);
+  EXPECT_EQ(r.out, "two one\nrest");
+  EXPECT_EQ(r.exit.code, 0);
+}
+
+TEST_F(AgentSessionTest, LargeStdinAndOutputRoundTrip) {
+  connectHost();
+  host_->exec(ExecRequest{.id = 6, .command = {"cat"}, .stdin = true}).wait(ws());
+  std::string expected;
+  for (int i = 0; i < 64; ++i) {
+    std::string chunk(wire::MAX_DATA_BYTES, static_cast<char>('a' + i % 26));
+    expected += chunk;
+    host_->sendStdin(6, chunk, i == 63).wait(ws());
+  }
+  auto r = collect(6);
+  EXPECT_EQ(r.out.size(), expected.size());
+  EXPECT_TRUE(r.out == expected);
+}
+
+TEST_F(AgentSessionTest, ExecEnvironment) {
+  connectHost();
+  auto r = runExec(ExecRequest{
+      .id = 1, .command = {"sh", "-c", "echo $FOO-$BAR"}, .env = {"FOO=foo", "BAR=b a r"}});
+  EXPECT_EQ(r.out, "foo-b a r\n");
+}
+
+TEST_F(AgentSessionTest, PtyExec) {
+  connectHost();
+  auto r =
+      runExec(ExecRequest{.id = 7,
+                          .command = {"sh", "-c", "test -t 0 && test -t 1 && echo tty; stty size"},
+                          .tty = true,
+                          .rows = 33,
+                          .cols = 101});
+  EXPECT_NE(r.out.find("tty\r\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("33 101"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(r.exit.code, 0);
+}
+
+TEST_F(AgentSessionTest, PtyExecWithStdinAndResize) {
+  connectHost();
+  host_
+      ->exec(ExecRequest{.id = 8,
+                         .command = {"sh", "-c", "stty -echo; read x; echo got:$x; stty size"},
+                         .tty = true,
+                         .rows = 24,
+                         .cols = 80,
+                         .stdin = true})
+      .wait(ws());
+  host_->resize(8, 50, 120).wait(ws());
+  host_->sendStdin(8, "hello\n", false).wait(ws());
+  auto r = collect(8);
+  EXPECT_NE(r.out.find("got:hello"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("50 120"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit.code, 0);
+}
+
+TEST_F(AgentSessionTest, ProgramThatCannotStartExits127WithLog) {
+  connectHost();
+  auto r = runExec(ExecRequest{.id = 9, .command = {"/nonexistent/fcvm-test-program"}});
+  EXPECT_EQ(r.exit.code, 127);
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_NE(logs_[0].find("/nonexistent/fcvm-test-program"), std::string::npos) << logs_[0];
+}
+
+TEST_F(AgentSessionTest, ContainerThatCannotStartEndsTheSession) {
+  connectHost();
+  host_->runContainer(RunPlan{.image = "x", .command = {"/nonexistent/fcvm-test-program"}})
+      .wait(ws());
+  auto r = collect(kContainerStream);
+  EXPECT_EQ(r.exit.code, 127);
+  EXPECT_EQ(end_.addBranch().wait(ws()).reason, SessionEnd::Reason::kContainerExited);
+}
+
+TEST_F(AgentSessionTest, ClockFromPlanAndSetClock) {
+  connectHost();
+  host_->setClock(1'234).wait(ws());
+  host_->runContainer(RunPlan{.image = "x", .command = {"true"}, .clockRealtimeNs = 5'678})
+      .wait(ws());
+  collect(kContainerStream);
+  EXPECT_EQ(clock_.values, (std::vector<int64_t>{1'234, 5'678}));
+}
+
+TEST_F(AgentSessionTest, PowerOffEndsTheSession) {
+  connectHost();
+  host_->powerOff().wait(ws());
+  EXPECT_EQ(end_.addBranch().wait(ws()).reason, SessionEnd::Reason::kPowerOff);
+}
+
+TEST_F(AgentSessionTest, HostClosingEndsTheSession) {
+  connectHost();
+  host_ = nullptr;
+  EXPECT_EQ(end_.addBranch().wait(ws()).reason, SessionEnd::Reason::kHostClosed);
+}
+
+TEST_F(AgentSessionTest, RunningProcessesAreKilledWithTheSession) {
+  connectHost();
+  host_->exec(ExecRequest{.id = 3, .command = {"sh", "-c", "echo up; exec cat"}, .stdin = true})
+      .wait(ws());
+  auto first = host_->next().wait(ws());
+  ASSERT_TRUE(first && std::holds_alternative<Output>(*first));
+  session_ = nullptr;  // kills and reaps `cat`; the host sees the channel's end
+  agentStream_ = nullptr;
+  EXPECT_FALSE(host_->next().wait(ws()).has_value());
+}
+
+TEST_F(AgentSessionTest, VersionMismatchIsReportedAndEndsTheSession) {
+  auto raw = io_.lowLevelProvider->wrapSocketFd(hostFd_.release(),
+                                                kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  FrameWriter writer(*raw);
+  writer.send(Hello{wire::PROTOCOL_VERSION + 1, "future-host"}).wait(ws());
+  auto hello = readMessage(*raw).wait(ws());
+  ASSERT_TRUE(hello && std::holds_alternative<Hello>(*hello));
+  auto log = readMessage(*raw).wait(ws());
+  ASSERT_TRUE(log && std::holds_alternative<Log>(*log));
+  EXPECT_NE(std::get<Log>(*log).line.find("protocol version mismatch"), std::string::npos);
+  EXPECT_THROW(end_.addBranch().wait(ws()), kj::Exception);
+}
+
+TEST_F(AgentSessionTest, GarbageFromHostEndsTheSessionCleanly) {
+  auto raw = io_.lowLevelProvider->wrapSocketFd(hostFd_.release(),
+                                                kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  std::string garbage = "\xff\xff\xff\x7f garbage that is not a frame";
+  raw->write(garbage.data(), garbage.size()).wait(ws());
+  EXPECT_THROW(end_.addBranch().wait(ws()), kj::Exception);
+}
+
+}  // namespace
+}  // namespace fcvm::agent

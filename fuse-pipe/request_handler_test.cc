@@ -1,0 +1,510 @@
+#include "fuse-pipe/request_handler.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <set>
+
+#include "fuse-pipe/passthrough_fs.h"
+#include "fuse-pipe/test_util.h"
+
+namespace fcvm::fusepipe {
+namespace {
+
+using BodyFn = std::function<void(WireWriter&)>;
+
+std::string readHostFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class RequestHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directory(root());
+    // Something outside the root that escapes would reach.
+    std::ofstream(tmp_ / "secret") << "outside";
+    std::filesystem::create_directory(tmp_ / "outside-dir");
+    fs_ = std::make_unique<PassthroughFs>(root(), PassthroughOptions{});
+  }
+
+  std::string root() const { return tmp_ / "root"; }
+
+  std::vector<uint8_t> call(Opcode opcode, const BodyFn& body, bool readOnly = false) {
+    WireWriter w;
+    encodeCredentials(
+        w, Credentials{.uid = ::getuid(), .gid = ::getgid(), .pid = 1, .umask = 022, .groups = {}});
+    body(w);
+    Frame frame{.header = {.opcode = static_cast<uint16_t>(opcode), .requestId = 1},
+                .payload = w.take()};
+    auto reply = RequestHandler(*fs_, readOnly).handle(frame);
+    EXPECT_TRUE(reply) << "no reply to " << opcodeName(frame.header.opcode);
+    return reply ? *reply : std::vector<uint8_t>{};
+  }
+
+  static Errno errnoOf(const std::vector<uint8_t>& reply) {
+    WireReader r(reply);
+    int32_t e = r.i32();
+    return r.failed() ? -1 : e;
+  }
+
+  Errno lookup(InodeId parent, std::string_view name, Entry* out = nullptr) {
+    auto reply = call(Opcode::kLookup, [&](WireWriter& w) {
+      w.u64(parent.value);
+      w.string(name);
+    });
+    WireReader r(reply);
+    Errno e = r.i32();
+    if (e == 0 && out) *out = decodeEntry(r);
+    return e;
+  }
+
+  Errno open(InodeId inode, uint32_t flags, HandleId* out = nullptr, bool readOnly = false) {
+    auto reply = call(
+        Opcode::kOpen,
+        [&](WireWriter& w) {
+          w.u64(inode.value);
+          w.u32(flags);
+        },
+        readOnly);
+    WireReader r(reply);
+    Errno e = r.i32();
+    if (e == 0 && out) *out = HandleId{r.u64()};
+    return e;
+  }
+
+  testing::TempDir tmp_;
+  std::unique_ptr<PassthroughFs> fs_;
+};
+
+TEST_F(RequestHandlerTest, UnknownOpcodeGetsEnosys) {
+  Frame frame{.header = {.opcode = 999, .requestId = 1}, .payload = {}};
+  auto reply = RequestHandler(*fs_, false).handle(frame);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(errnoOf(*reply), ENOSYS);
+  frame.header.opcode = static_cast<uint16_t>(Opcode::kHello);  // only valid as the first frame
+  EXPECT_EQ(errnoOf(*RequestHandler(*fs_, false).handle(frame)), ENOSYS);
+}
+
+TEST_F(RequestHandlerTest, TruncatedOrPaddedBodiesGetEproto) {
+  EXPECT_EQ(errnoOf(call(Opcode::kLookup, [](WireWriter& w) { w.u32(1); })), EPROTO);
+  EXPECT_EQ(errnoOf(call(Opcode::kGetattr,
+                         [](WireWriter& w) {
+                           w.u64(1);
+                           w.u8(0);
+                           w.u64(0);
+                           w.u8(0);  // one byte too many
+                         })),
+            EPROTO);
+  // A name whose length runs past the end of the frame.
+  EXPECT_EQ(errnoOf(call(Opcode::kMkdir,
+                         [](WireWriter& w) {
+                           w.u64(1);
+                           w.u32(200);
+                           w.u8('x');
+                         })),
+            EPROTO);
+  // No credentials at all.
+  Frame frame{.header = {.opcode = static_cast<uint16_t>(Opcode::kStatfs)}, .payload = {1, 2}};
+  EXPECT_EQ(errnoOf(*RequestHandler(*fs_, false).handle(frame)), EPROTO);
+}
+
+TEST_F(RequestHandlerTest, ForgetWithoutValidBodyIsIgnoredWithoutReply) {
+  Frame frame{.header = {.opcode = static_cast<uint16_t>(Opcode::kForget)}, .payload = {1}};
+  EXPECT_FALSE(RequestHandler(*fs_, false).handle(frame));
+}
+
+TEST_F(RequestHandlerTest, InvalidNamesAreRefusedBeforeReachingTheFilesystem) {
+  std::string nul("a\0b", 3);
+  for (std::string name : {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
+                           std::string("/etc"), nul, std::string(kMaxNameLength + 1, 'x')}) {
+    SCOPED_TRACE(name);
+    Errno e = lookup(kRootInode, name);
+    // An overlong name fails decoding (EPROTO); the others are decoded and refused (EINVAL).
+    EXPECT_EQ(e, name.size() > kMaxNameLength ? EPROTO : EINVAL);
+    EXPECT_EQ(errnoOf(call(Opcode::kMkdir,
+                           [&](WireWriter& w) {
+                             w.u64(kRootInode.value);
+                             w.string(name);
+                             w.u32(0755);
+                           })),
+              name.size() > kMaxNameLength ? EPROTO : EINVAL);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(root()));
+}
+
+TEST_F(RequestHandlerTest, UnknownIdsGetErrorsNotCrashes) {
+  EXPECT_EQ(lookup(InodeId{12345}, "x"), ESTALE);
+  EXPECT_EQ(lookup(InodeId{0}, "x"), ESTALE);
+  EXPECT_EQ(lookup(InodeId{~0ULL}, "x"), ESTALE);
+  EXPECT_EQ(open(InodeId{0xdeadbeef}, O_RDONLY), ESTALE);
+  EXPECT_EQ(errnoOf(call(Opcode::kRead,
+                         [](WireWriter& w) {
+                           w.u64(77);
+                           w.u64(0);
+                           w.u32(10);
+                         })),
+            EBADF);
+  EXPECT_EQ(errnoOf(call(Opcode::kRelease, [](WireWriter& w) { w.u64(77); })), EBADF);
+  EXPECT_EQ(errnoOf(call(Opcode::kReaddir,
+                         [](WireWriter& w) {
+                           w.u64(5);
+                           w.u64(0);
+                           w.u32(4096);
+                         })),
+            EBADF);
+}
+
+TEST_F(RequestHandlerTest, OversizedReadIsRefused) {
+  EXPECT_EQ(errnoOf(call(Opcode::kRead,
+                         [](WireWriter& w) {
+                           w.u64(1);
+                           w.u64(0);
+                           w.u32(kMaxIoSize + 1);
+                         })),
+            EINVAL);
+}
+
+TEST_F(RequestHandlerTest, SymlinksAreNeverFollowedOnTheHost) {
+  std::filesystem::create_symlink("/", std::filesystem::path(root()) / "to-host-root");
+  std::filesystem::create_symlink("..", std::filesystem::path(root()) / "to-parent");
+  std::filesystem::create_symlink("../secret", std::filesystem::path(root()) / "to-secret");
+  for (const char* link : {"to-host-root", "to-parent", "to-secret"}) {
+    SCOPED_TRACE(link);
+    Entry entry;
+    ASSERT_EQ(lookup(kRootInode, link, &entry), 0);
+    EXPECT_TRUE(S_ISLNK(entry.attr.mode));
+    // Looking up inside a symlink, opening it or reading it as a directory all fail.
+    EXPECT_EQ(lookup(entry.inode, "etc"), ENOTDIR);
+    EXPECT_EQ(lookup(entry.inode, "secret"), ENOTDIR);
+    EXPECT_EQ(open(entry.inode, O_RDONLY), ELOOP);
+    EXPECT_EQ(errnoOf(call(Opcode::kOpendir, [&](WireWriter& w) { w.u64(entry.inode.value); })),
+              ENOTDIR);
+    EXPECT_EQ(errnoOf(call(Opcode::kMkdir,
+                           [&](WireWriter& w) {
+                             w.u64(entry.inode.value);
+                             w.string("planted");
+                             w.u32(0755);
+                           })),
+              ENOTDIR);
+  }
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "planted"));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "outside-dir" / "planted"));
+  EXPECT_EQ(readHostFile(tmp_ / "secret"), "outside");
+}
+
+TEST_F(RequestHandlerTest, CreateRefusesToFollowAPlantedSymlink) {
+  std::filesystem::create_symlink("../secret", std::filesystem::path(root()) / "trap");
+  auto reply = call(Opcode::kCreate, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("trap");
+    w.u32(0644);
+    w.u32(O_WRONLY | O_TRUNC);
+  });
+  EXPECT_NE(errnoOf(reply), 0);
+  EXPECT_EQ(readHostFile(tmp_ / "secret"), "outside");
+}
+
+TEST_F(RequestHandlerTest, ReadOnlyRefusesEveryMutation) {
+  std::ofstream(root() + "/file") << "data";
+  std::filesystem::create_directory(root() + "/dir");
+  Entry file;
+  ASSERT_EQ(lookup(kRootInode, "file", &file), 0);
+  const bool ro = true;
+  auto nameBody = [](const char* name) {
+    return [name](WireWriter& w) {
+      w.u64(kRootInode.value);
+      w.string(name);
+    };
+  };
+  EXPECT_EQ(errnoOf(call(
+                Opcode::kMkdir,
+                [](WireWriter& w) {
+                  w.u64(kRootInode.value);
+                  w.string("new");
+                  w.u32(0755);
+                },
+                ro)),
+            EROFS);
+  EXPECT_EQ(errnoOf(call(Opcode::kUnlink, nameBody("file"), ro)), EROFS);
+  EXPECT_EQ(errnoOf(call(Opcode::kRmdir, nameBody("dir"), ro)), EROFS);
+  EXPECT_EQ(errnoOf(call(
+                Opcode::kCreate,
+                [](WireWriter& w) {
+                  w.u64(kRootInode.value);
+                  w.string("new");
+                  w.u32(0644);
+                  w.u32(O_RDONLY);
+                },
+                ro)),
+            EROFS);
+  EXPECT_EQ(errnoOf(call(
+                Opcode::kRename,
+                [](WireWriter& w) {
+                  w.u64(kRootInode.value);
+                  w.string("file");
+                  w.u64(kRootInode.value);
+                  w.string("moved");
+                  w.u32(0);
+                },
+                ro)),
+            EROFS);
+  EXPECT_EQ(errnoOf(call(
+                Opcode::kSetattr,
+                [&](WireWriter& w) {
+                  w.u64(file.inode.value);
+                  w.u32(kSetSize);
+                  w.u8(0);
+                  w.u64(0);
+                  for (int i = 0; i < 3; ++i) w.u32(0);
+                  w.u64(0);
+                  w.i64(0);
+                  w.u32(0);
+                  w.i64(0);
+                  w.u32(0);
+                },
+                ro)),
+            EROFS);
+  EXPECT_EQ(open(file.inode, O_WRONLY, nullptr, ro), EROFS);
+  EXPECT_EQ(open(file.inode, O_RDWR, nullptr, ro), EROFS);
+  EXPECT_EQ(open(file.inode, O_RDONLY | O_TRUNC, nullptr, ro), EROFS);
+  HandleId handle;
+  ASSERT_EQ(open(file.inode, O_RDONLY, &handle, ro), 0);
+  EXPECT_EQ(errnoOf(call(
+                Opcode::kWrite,
+                [&](WireWriter& w) {
+                  w.u64(handle.value);
+                  w.u64(0);
+                  w.string("x");
+                },
+                ro)),
+            EROFS);
+  auto statfs = call(
+      Opcode::kStatfs, [](WireWriter& w) { w.u64(kRootInode.value); }, ro);
+  WireReader r(statfs);
+  ASSERT_EQ(r.i32(), 0);
+  EXPECT_TRUE(decodeStatfs(r).flags & ST_RDONLY);
+  EXPECT_EQ(readHostFile(root() + "/file"), "data");
+  EXPECT_TRUE(std::filesystem::exists(root() + "/dir"));
+}
+
+TEST_F(RequestHandlerTest, ForgetDropsInodesButNeverTheRoot) {
+  std::ofstream(root() + "/f") << "x";
+  Entry e;
+  ASSERT_EQ(lookup(kRootInode, "f", &e), 0);
+  ASSERT_EQ(lookup(kRootInode, "f", &e), 0);
+  EXPECT_EQ(fs_->inodeCount(), 2u);
+  auto forget = [&](InodeId id, uint64_t n) {
+    WireWriter w;
+    encodeCredentials(w, Credentials{});
+    w.u64(id.value);
+    w.u64(n);
+    Frame frame{.header = {.opcode = static_cast<uint16_t>(Opcode::kForget)}, .payload = w.take()};
+    EXPECT_FALSE(RequestHandler(*fs_, false).handle(frame));
+  };
+  forget(e.inode, 1);
+  EXPECT_EQ(fs_->inodeCount(), 2u);  // one lookup left
+  forget(e.inode, 1);
+  EXPECT_EQ(fs_->inodeCount(), 1u);
+  forget(kRootInode, ~0ULL);
+  forget(InodeId{999}, 1);
+  EXPECT_EQ(fs_->inodeCount(), 1u);
+  EXPECT_EQ(lookup(kRootInode, "f", &e), 0);  // the root still works
+  EXPECT_NE(e.inode, InodeId{2});             // ids are not reused
+}
+
+// Random bodies for every opcode: whatever they decode to, the handler answers and survives.
+TEST_F(RequestHandlerTest, RandomBodiesNeverCrash) {
+  std::ofstream(root() + "/f") << "x";
+  std::mt19937 random(12345);
+  for (uint16_t opcode = 0; opcode <= 40; ++opcode) {
+    if (opcode == static_cast<uint16_t>(Opcode::kForget)) continue;  // no reply by design
+    // Device nodes are refused (tested below); never risk creating one at random as root.
+    if (opcode == static_cast<uint16_t>(Opcode::kMknod)) continue;
+    for (int round = 0; round < 200; ++round) {
+      WireWriter w;
+      encodeCredentials(
+          w,
+          Credentials{.uid = ::getuid(), .gid = ::getgid(), .pid = 0, .umask = 022, .groups = {}});
+      size_t length = random() % 64;
+      for (size_t i = 0; i < length; ++i) {
+        // Mostly small numbers, so that ids and lengths sometimes hit real things.
+        w.u8(random() % 4 == 0 ? static_cast<uint8_t>(random())
+                               : static_cast<uint8_t>(random() % 3));
+      }
+      Frame frame{.header = {.opcode = opcode}, .payload = w.take()};
+      auto reply = RequestHandler(*fs_, round % 2 == 0).handle(frame);
+      ASSERT_TRUE(reply);
+      EXPECT_GE(errnoOf(*reply), 0);
+    }
+  }
+  // Whatever the random requests did, it was inside the root.
+  EXPECT_EQ(readHostFile(tmp_ / "secret"), "outside");
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() / "outside-dir"));
+}
+
+TEST_F(RequestHandlerTest, DeviceNodesCanBeNeitherCreatedNorOpened) {
+  auto reply = call(Opcode::kMknod, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("null");
+    w.u32(S_IFCHR | 0666);
+    w.u64(makedev(1, 3));
+  });
+  EXPECT_EQ(errnoOf(reply), EPERM);
+  EXPECT_FALSE(std::filesystem::exists(root() + "/null"));
+  if (::mknod((root() + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) {
+    GTEST_SKIP() << "cannot create a device node here to test opening one";
+  }
+  Entry entry;
+  ASSERT_EQ(lookup(kRootInode, "null", &entry), 0);
+  EXPECT_EQ(open(entry.inode, O_RDWR), EACCES);
+}
+
+TEST_F(RequestHandlerTest, FifosAndRegularFilesCanBeMadeWithMknod) {
+  auto mknod = [&](const char* name, uint32_t mode) {
+    return errnoOf(call(Opcode::kMknod, [&](WireWriter& w) {
+      w.u64(kRootInode.value);
+      w.string(name);
+      w.u32(mode);
+      w.u64(0);
+    }));
+  };
+  EXPECT_EQ(mknod("fifo", S_IFIFO | 0644), 0);
+  EXPECT_EQ(mknod("plain", S_IFREG | 0644), 0);
+  EXPECT_TRUE(std::filesystem::is_fifo(root() + "/fifo"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(root() + "/plain"));
+}
+
+TEST_F(RequestHandlerTest, XattrsOutsideUserAndAclNamespacesAreRefused) {
+  std::ofstream(root() + "/f") << "x";
+  Entry file;
+  ASSERT_EQ(lookup(kRootInode, "f", &file), 0);
+  for (const char* name : {"trusted.x", "security.capability", "system.other", "user."}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(errnoOf(call(Opcode::kSetxattr,
+                           [&](WireWriter& w) {
+                             w.u64(file.inode.value);
+                             w.string(name);
+                             w.string("v");
+                             w.u32(0);
+                           })),
+              EPERM);
+    EXPECT_EQ(errnoOf(call(Opcode::kGetxattr,
+                           [&](WireWriter& w) {
+                             w.u64(file.inode.value);
+                             w.string(name);
+                             w.u32(64);
+                           })),
+              ENODATA);
+    EXPECT_EQ(errnoOf(call(Opcode::kRemovexattr,
+                           [&](WireWriter& w) {
+                             w.u64(file.inode.value);
+                             w.string(name);
+                           })),
+              EPERM);
+  }
+}
+
+TEST_F(RequestHandlerTest, ReaddirAndReaddirplusListEverythingAcrossCalls) {
+  std::filesystem::create_directory(root() + "/d");
+  std::set<std::string> expected = {".", ".."};
+  for (int i = 0; i < 50; ++i) {
+    std::string name = "file-" + std::to_string(i);
+    std::ofstream(root() + "/d/" + name) << i;
+    expected.insert(name);
+  }
+  Entry dir;
+  ASSERT_EQ(lookup(kRootInode, "d", &dir), 0);
+  size_t inodesBefore = fs_->inodeCount();
+  for (Opcode op : {Opcode::kReaddir, Opcode::kReaddirplus}) {
+    SCOPED_TRACE(opcodeName(static_cast<uint16_t>(op)));
+    auto opened = call(Opcode::kOpendir, [&](WireWriter& w) { w.u64(dir.inode.value); });
+    WireReader o(opened);
+    ASSERT_EQ(o.i32(), 0);
+    uint64_t handle = o.u64();
+    std::set<std::string> listed;
+    uint64_t offset = 0;
+    size_t lookedUp = 0;
+    while (true) {
+      auto reply = call(op, [&](WireWriter& w) {
+        w.u64(handle);
+        w.u64(offset);
+        w.u32(512);  // a few entries per call
+      });
+      WireReader r(reply);
+      ASSERT_EQ(r.i32(), 0);
+      uint32_t count = r.u32();
+      if (count == 0) break;
+      for (uint32_t i = 0; i < count; ++i) {
+        DirEntry d;
+        if (op == Opcode::kReaddir) {
+          d = decodeDirEntry(r);
+        } else {
+          DirEntryPlus plus = decodeDirEntryPlus(r);
+          d = plus.dirent;
+          EXPECT_EQ(plus.entry.has_value(), d.name != "." && d.name != "..") << d.name;
+          if (plus.entry) ++lookedUp;
+        }
+        EXPECT_TRUE(listed.insert(d.name).second) << "listed twice: " << d.name;
+        offset = d.offset;
+      }
+      ASSERT_TRUE(r.finish());
+    }
+    EXPECT_EQ(listed, expected);
+    if (op == Opcode::kReaddirplus) {
+      EXPECT_EQ(lookedUp, 50u);
+      EXPECT_EQ(fs_->inodeCount(), inodesBefore + 50);  // each looked-up entry is an inode now
+    }
+    EXPECT_EQ(errnoOf(call(Opcode::kReleasedir, [&](WireWriter& w) { w.u64(handle); })), 0);
+  }
+  EXPECT_EQ(fs_->openDirCount(), 0u);
+}
+
+TEST_F(RequestHandlerTest, LseekAcceptsOnlyDataAndHole) {
+  std::ofstream(root() + "/f") << "x";
+  Entry file;
+  ASSERT_EQ(lookup(kRootInode, "f", &file), 0);
+  HandleId handle;
+  ASSERT_EQ(open(file.inode, O_RDONLY, &handle), 0);
+  for (uint32_t whence : {0u, 1u, 2u, 5u, 0xffffffffu}) {
+    EXPECT_EQ(errnoOf(call(Opcode::kLseek,
+                           [&](WireWriter& w) {
+                             w.u64(handle.value);
+                             w.u64(0);
+                             w.u32(whence);
+                           })),
+              EINVAL);
+  }
+  auto reply = call(Opcode::kLseek, [&](WireWriter& w) {
+    w.u64(handle.value);
+    w.u64(0);
+    w.u32(SEEK_DATA);
+  });
+  WireReader r(reply);
+  EXPECT_EQ(r.i32(), 0);
+  EXPECT_EQ(r.u64(), 0u);
+}
+
+TEST(IsValidNameTest, AcceptsOrdinaryNamesOnly) {
+  EXPECT_TRUE(isValidName("a"));
+  EXPECT_TRUE(isValidName("..."));
+  EXPECT_TRUE(isValidName(".hidden"));
+  EXPECT_TRUE(isValidName(std::string(kMaxNameLength, 'n')));
+  EXPECT_FALSE(isValidName(""));
+  EXPECT_FALSE(isValidName("."));
+  EXPECT_FALSE(isValidName(".."));
+  EXPECT_FALSE(isValidName("a/b"));
+  EXPECT_FALSE(isValidName(std::string("a\0", 2)));
+  EXPECT_FALSE(isValidName(std::string(kMaxNameLength + 1, 'n')));
+}
+
+}  // namespace
+}  // namespace fcvm::fusepipe

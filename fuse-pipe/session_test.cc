@@ -1,0 +1,218 @@
+#include "fuse-pipe/session.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "fuse-pipe/passthrough_fs.h"
+#include "fuse-pipe/test_util.h"
+
+namespace fcvm::fusepipe {
+namespace {
+
+// A server Session on one end of a socketpair, running on its own thread, and a raw client on
+// the other end.
+class SessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directory(tmp_ / "root");
+    fs_ = std::make_unique<PassthroughFs>(tmp_ / "root", PassthroughOptions{});
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    client_.reset(fds[0]);
+    session_ = std::make_unique<Session>(UniqueFd(fds[1]), *fs_, SessionOptions{.workers = 4});
+    server_ = std::thread([this] { session_->run(); });
+  }
+
+  void TearDown() override {
+    session_->stop();
+    server_.join();
+  }
+
+  void send(Opcode opcode, uint64_t id, const std::function<void(WireWriter&)>& body) {
+    WireWriter w;
+    encodeCredentials(
+        w, Credentials{.uid = ::getuid(), .gid = ::getgid(), .pid = 1, .umask = 022, .groups = {}});
+    body(w);
+    FrameWriter(client_.get())
+        .write({.opcode = static_cast<uint16_t>(opcode), .requestId = id}, w.buffer());
+  }
+
+  Frame receive() {
+    auto frame = FrameReader(client_.get()).read();
+    if (!frame) throw std::runtime_error("server closed the stream");
+    return std::move(*frame);
+  }
+
+  // True once the server has closed its end (read sees end of stream).
+  bool serverClosed() {
+    try {
+      return !FrameReader(client_.get()).read().has_value();
+    } catch (const std::exception&) {
+      return true;
+    }
+  }
+
+  testing::TempDir tmp_;
+  std::unique_ptr<PassthroughFs> fs_;
+  UniqueFd client_;
+  std::unique_ptr<Session> session_;
+  std::thread server_;
+};
+
+TEST_F(SessionTest, AnswersLookupAfterHandshake) {
+  clientHandshake(client_.get());
+  std::ofstream(tmp_ / "root/hello") << "hi";
+  send(Opcode::kLookup, 7, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("hello");
+  });
+  Frame reply = receive();
+  EXPECT_EQ(reply.header.requestId, 7u);
+  EXPECT_EQ(reply.header.flags, kFrameReply);
+  EXPECT_EQ(reply.header.opcode, static_cast<uint16_t>(Opcode::kLookup));
+  WireReader r(reply.payload);
+  ASSERT_EQ(r.i32(), 0);
+  Entry entry = decodeEntry(r);
+  EXPECT_TRUE(r.finish());
+  EXPECT_EQ(entry.attr.size, 2u);
+}
+
+// Opening a FIFO for reading blocks until a writer appears; that must not hold up a later
+// request: the later one is answered first, the open once the host opens the FIFO for writing.
+// Deterministic: nothing races, the FIFO decides.
+TEST_F(SessionTest, RepliesAreSentInCompletionOrder) {
+  clientHandshake(client_.get());
+  std::string fifoPath = tmp_ / "root/fifo";
+  ASSERT_EQ(::mkfifo(fifoPath.c_str(), 0600), 0);
+
+  send(Opcode::kLookup, 1, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("fifo");
+  });
+  Frame lookup = receive();
+  WireReader lr(lookup.payload);
+  ASSERT_EQ(lr.i32(), 0);
+  InodeId fifo = decodeEntry(lr).inode;
+
+  send(Opcode::kOpen, 100, [&](WireWriter& w) {
+    w.u64(fifo.value);
+    w.u32(O_RDONLY);
+  });
+  send(Opcode::kGetattr, 101, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.u8(0);
+    w.u64(0);
+  });
+  Frame first = receive();
+  EXPECT_EQ(first.header.requestId, 101u);
+  // The server's open is waiting as a reader, so a blocking open for writing returns at once.
+  UniqueFd writer(::open(fifoPath.c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(writer.valid());
+  Frame second = receive();
+  EXPECT_EQ(second.header.requestId, 100u);
+  WireReader r(second.payload);
+  EXPECT_EQ(r.i32(), 0);
+}
+
+TEST_F(SessionTest, ManyRequestsInFlightAllGetTheirReplies) {
+  clientHandshake(client_.get());
+  constexpr uint64_t kCount = 500;
+  std::thread sender([&] {
+    for (uint64_t id = 1; id <= kCount; ++id) {
+      send(Opcode::kGetattr, id, [](WireWriter& w) {
+        w.u64(kRootInode.value);
+        w.u8(0);
+        w.u64(0);
+      });
+    }
+  });
+  std::vector<bool> seen(kCount + 1);
+  for (uint64_t i = 0; i < kCount; ++i) {
+    Frame reply = receive();
+    ASSERT_GE(reply.header.requestId, 1u);
+    ASSERT_LE(reply.header.requestId, kCount);
+    EXPECT_FALSE(seen[reply.header.requestId]);
+    seen[reply.header.requestId] = true;
+  }
+  sender.join();
+}
+
+TEST_F(SessionTest, OversizedFrameClosesTheConnection) {
+  clientHandshake(client_.get());
+  uint8_t raw[kFrameHeaderSize];
+  encodeFrameHeader({.payloadLength = kMaxFramePayload + 1, .opcode = 2, .requestId = 1}, raw);
+  ASSERT_EQ(::write(client_.get(), raw, sizeof raw), static_cast<ssize_t>(sizeof raw));
+  EXPECT_TRUE(serverClosed());
+}
+
+TEST_F(SessionTest, FrameWithReplyFlagClosesTheConnection) {
+  clientHandshake(client_.get());
+  FrameWriter(client_.get()).write({.opcode = 2, .flags = kFrameReply, .requestId = 1}, {});
+  EXPECT_TRUE(serverClosed());
+}
+
+TEST_F(SessionTest, GarbageInsteadOfHandshakeClosesTheConnection) {
+  std::vector<uint8_t> garbage(64, 0x41);
+  ASSERT_EQ(::write(client_.get(), garbage.data(), garbage.size()),
+            static_cast<ssize_t>(garbage.size()));
+  EXPECT_TRUE(serverClosed());
+}
+
+TEST_F(SessionTest, TruncatedFrameThenHangupEndsTheSession) {
+  clientHandshake(client_.get());
+  uint8_t raw[kFrameHeaderSize];
+  encodeFrameHeader({.payloadLength = 100, .opcode = 2, .requestId = 1}, raw);
+  ASSERT_EQ(::write(client_.get(), raw, sizeof raw), static_cast<ssize_t>(sizeof raw));
+  ::shutdown(client_.get(), SHUT_WR);
+  EXPECT_TRUE(serverClosed());
+}
+
+TEST_F(SessionTest, MalformedBodyGetsAnErrorReplyAndTheSessionGoesOn) {
+  clientHandshake(client_.get());
+  FrameWriter(client_.get())
+      .write({.opcode = static_cast<uint16_t>(Opcode::kLookup), .requestId = 5},
+             std::vector<uint8_t>{1, 2, 3});
+  Frame bad = receive();
+  EXPECT_EQ(bad.header.requestId, 5u);
+  WireReader r(bad.payload);
+  EXPECT_EQ(r.i32(), EPROTO);
+  FrameWriter(client_.get()).write({.opcode = 4242, .requestId = 6}, {});
+  Frame unknown = receive();
+  WireReader u(unknown.payload);
+  EXPECT_EQ(u.i32(), ENOSYS);
+  send(Opcode::kStatfs, 8, [](WireWriter& w) { w.u64(kRootInode.value); });
+  Frame ok = receive();
+  WireReader o(ok.payload);
+  EXPECT_EQ(o.i32(), 0);
+}
+
+TEST_F(SessionTest, ClientHangupReleasesEverything) {
+  clientHandshake(client_.get());
+  std::ofstream(tmp_ / "root/f") << "x";
+  send(Opcode::kLookup, 1, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("f");
+  });
+  receive();
+  send(Opcode::kOpen, 2, [](WireWriter& w) {
+    w.u64(2);
+    w.u32(O_RDONLY);
+  });
+  receive();
+  EXPECT_EQ(fs_->openFileCount(), 1u);
+  client_.reset();
+  server_.join();  // run() returns on its own once the client is gone
+  server_ = std::thread([] {});
+  EXPECT_EQ(fs_->openFileCount(), 1u);  // handles belong to the filesystem of this session...
+  fs_.reset();                          // ...and go with it
+}
+
+}  // namespace
+}  // namespace fcvm::fusepipe

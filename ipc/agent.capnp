@@ -1,0 +1,117 @@
+# fcvm host (worker) <-> fc-agent (guest PID 1). One connected byte stream: in the guest the
+# virtio-serial port named "fcvm.control" (found under /sys/class/virtio-ports/*/name), on the
+# host the Unix socket behind QEMU's chardev. Plain Cap'n Proto messages in the standard stream
+# framing (capnp::writeMessage), no RPC: the guest is untrusted, so every frame is bounded
+# (maxFrameWords, maxSegments) and every field is checked by the receiver before use.
+#
+# Order: each side's first message is `hello`; a protocolVersion mismatch closes the channel.
+# Host -> agent: hello, runPlan (once), execRequest, stdin, windowSize, setClock, powerOff.
+# Agent -> host: hello, containerStarted, output, exit, log.
+# Stream 0 is the container; exec streams use the ids the host chose in execRequest.id (> 0).
+@0xf70759a2514604ac;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("fcvm::agent::wire");
+
+const protocolVersion :UInt32 = 1;
+
+# Bounds every receiver enforces (a frame beyond them closes the channel).
+const maxFrameWords :UInt32 = 131072;   # 1 MiB per frame, header excluded
+const maxSegments :UInt32 = 16;
+const maxNestingDepth :UInt32 = 16;
+const maxDataBytes :UInt32 = 65536;     # output.data and stdin.data
+const maxTextBytes :UInt32 = 4096;      # any one Text field (paths, env entries, arguments)
+const maxListItems :UInt32 = 1024;      # any one List (command, env, volumes)
+const containerStream :UInt32 = 0;
+
+struct Hello {
+  protocolVersion @0 :UInt32;
+  agentVersion @1 :Text;            # the sender's build version, for logs
+}
+
+enum NetworkMode {
+  none @0;
+  host @1;
+}
+
+struct Volume {
+  hostTag @0 :Text;                 # the fuse-pipe channel / tag the host serves it under
+  guestPath @1 :Text;               # absolute path inside the container
+  readOnly @2 :Bool;
+}
+
+struct RunPlan {
+  image @0 :Text;                   # image reference podman in the guest can resolve
+  command @1 :List(Text);           # empty: the image's default command
+  env @2 :List(Text);               # NAME=VALUE
+  user @3 :Text;                    # empty: the image's user
+  workdir @4 :Text;                 # empty: the image's workdir
+  privileged @5 :Bool;
+  volumes @6 :List(Volume);
+  network @7 :NetworkMode;
+  clockRealtimeNs @8 :Int64;        # 0: leave the guest clock alone
+}
+
+enum OutputKind {
+  stdout @0;
+  stderr @1;                        # never sent for a tty stream (the pty merges both)
+}
+
+struct Output {
+  streamId @0 :UInt32;
+  kind @1 :OutputKind;
+  data @2 :Data;                    # 1..maxDataBytes bytes
+}
+
+struct Exit {
+  streamId @0 :UInt32;
+  code @1 :Int32;                   # exit status; 128+n when killed by signal n; 127: could not start
+  signal @2 :Int32;                 # n when killed by a signal, else 0
+}
+
+struct ExecRequest {
+  id @0 :UInt32;                    # the new stream's id: > 0 and not in use
+  inContainer @1 :Bool;             # podman exec in the container; else directly in the guest OS
+  command @2 :List(Text);           # not empty
+  env @3 :List(Text);               # NAME=VALUE
+  tty @4 :Bool;                     # run on a pty (stdout only, no stderr)
+  rows @5 :UInt16;
+  cols @6 :UInt16;
+  stdin @7 :Bool;                   # the host will send Stdin frames; else stdin is /dev/null
+}
+
+struct Stdin {
+  streamId @0 :UInt32;
+  data @1 :Data;                    # at most maxDataBytes
+  eof @2 :Bool;                     # after data: close the stream's stdin
+}
+
+struct WindowSize {
+  streamId @0 :UInt32;
+  rows @1 :UInt16;
+  cols @2 :UInt16;
+}
+
+struct SetClock {
+  realtimeNs @0 :Int64;             # CLOCK_REALTIME, e.g. after a snapshot restore
+}
+
+struct Log {
+  line @0 :Text;                    # the agent's own diagnostics, one line
+}
+
+struct Message {
+  union {
+    hello @0 :Hello;
+    runPlan @1 :RunPlan;
+    containerStarted @2 :Void;
+    output @3 :Output;
+    exit @4 :Exit;
+    execRequest @5 :ExecRequest;
+    stdin @6 :Stdin;
+    windowSize @7 :WindowSize;
+    setClock @8 :SetClock;
+    powerOff @9 :Void;
+    log @10 :Log;
+  }
+}

@@ -1,0 +1,112 @@
+#include "setup/initramfs.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "base/error.h"
+#include "base/sha256.h"
+#include "base/subprocess.h"
+
+namespace fcvm::setup {
+namespace {
+
+constexpr int kFormatVersion = 1;
+
+std::string moduleName(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  name = name.substr(0, name.find(".ko"));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+}  // namespace
+
+const std::vector<std::string>& guestModules() {
+  static const std::vector<std::string> kModules = {
+      "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net",
+      "vmw_vsock_virtio_transport", "fuse", "overlay"};
+  return kModules;
+}
+
+std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir,
+                                         const std::vector<std::string>& wanted) {
+  std::ifstream in(modulesDir / "modules.dep");
+  if (!in) throw SysError(errno, "open " + (modulesDir / "modules.dep").string());
+  std::map<std::string, std::string> pathOf;
+  std::map<std::string, std::vector<std::string>> depsOf;
+  for (std::string line; std::getline(in, line);) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string path = line.substr(0, colon);
+    std::string name = moduleName(path);
+    pathOf[name] = path;
+    std::istringstream deps(line.substr(colon + 1));
+    for (std::string dep; deps >> dep;) depsOf[name].push_back(moduleName(dep));
+  }
+  std::vector<std::string> order;
+  std::set<std::string> done;
+  std::function<void(const std::string&)> visit = [&](const std::string& name) {
+    if (done.count(name)) return;
+    auto it = pathOf.find(name);
+    if (it == pathOf.end()) throw Error(fmt::format("kernel module '{}' not found", name));
+    done.insert(name);
+    for (const auto& dep : depsOf[name]) visit(dep);
+    order.push_back(it->second);
+  };
+  for (const auto& name : wanted) visit(moduleName(name));
+  return order;
+}
+
+InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifact& kernel,
+                                  const std::filesystem::path& agentBinary, bool force) {
+  if (!std::filesystem::exists(agentBinary)) {
+    throw Error(fmt::format("fc-agent not found at {} (build it with `make build`)",
+                            agentBinary.string()));
+  }
+  auto modules = moduleLoadOrder(kernel.modules, guestModules());
+  Sha256 recipe;
+  recipe.update(fmt::format("initramfs v{}\nkernel {}\n", kFormatVersion, kernel.key));
+  for (const auto& m : modules) recipe.update(m + "\n");
+  recipe.updateFile(agentBinary);
+  std::string key = recipe.hex().substr(0, 24);
+  auto image = store.path("initramfs", key) / "initramfs.cpio";
+  if (store.has("initramfs", key) && !force) return {key, image, false};
+
+  auto staging = store.stage("initramfs", key);
+  auto tree = staging.dir() / "tree";
+  std::filesystem::create_directories(tree / "fcvm" / "modules");
+  std::filesystem::create_directories(tree / "dev");
+  for (const char* d : {"proc", "sys", "run", "tmp", "newroot"}) {
+    std::filesystem::create_directories(tree / d);
+  }
+  // The kernel opens /dev/console of the initramfs before /init runs.
+  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
+           "mknod {}/dev/console", tree.string());
+  std::filesystem::copy_file(agentBinary, tree / "init");
+  std::filesystem::permissions(tree / "init", std::filesystem::perms(0755));
+  std::ofstream order(tree / "fcvm" / "modules.order");
+  for (const auto& m : modules) {
+    auto name = std::filesystem::path(m).filename();
+    std::filesystem::copy_file(kernel.modules / m, tree / "fcvm" / "modules" / name);
+    order << name.string() << "\n";
+  }
+  order.close();
+  auto out = staging.dir() / "initramfs.cpio";
+  auto r = runCommand({"sh", "-c",
+                       fmt::format("cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc "
+                                   "--quiet --owner=0:0 > '{}'",
+                                   tree.string(), out.string())},
+                      CommandOptions::withTimeout(std::chrono::seconds(60)));
+  if (r.exitCode != 0) throw Error("cpio failed: " + r.output);
+  std::filesystem::remove_all(tree);
+  staging.commit();
+  return {key, image, true};
+}
+
+}  // namespace fcvm::setup

@@ -1,0 +1,181 @@
+#include "worker/agent_channel.h"
+
+#include <kj/debug.h>
+
+#include "ipc/agent.capnp.h"
+
+namespace fcvm::worker {
+namespace {
+
+kj::Exception channelError(const std::string& reason) {
+  return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                       kj::str("agent channel: ", reason.c_str()));
+}
+
+}  // namespace
+
+AgentChannel::AgentChannel(kj::Own<kj::AsyncIoStream> stream, std::string hostVersion)
+    : stream_(kj::mv(stream)), writer_(*stream_), hostVersion_(std::move(hostVersion)) {}
+
+void AgentChannel::fail(const std::string& reason) {
+  if (failure_.empty()) {
+    failure_ = reason;
+    // Close both directions so the guest sees the channel end; the stream object itself stays
+    // alive for writes still queued (they now fail).
+    kj::runCatchingExceptions([this]() { stream_->shutdownWrite(); });
+    kj::runCatchingExceptions([this]() { stream_->abortRead(); });
+  }
+  kj::throwFatalException(channelError(failure_));
+}
+
+void AgentChannel::requireUsable() const {
+  if (!failure_.empty()) kj::throwFatalException(channelError(failure_));
+}
+
+kj::Promise<void> AgentChannel::send(const agent::Message& message) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    return writer_.send(message).catch_([this](kj::Exception&& e) -> kj::Promise<void> {
+      if (failure_.empty()) failure_ = kj::str("write failed: ", e.getDescription()).cStr();
+      return channelError(failure_);
+    });
+  });
+}
+
+kj::Promise<agent::Hello> AgentChannel::handshake() {
+  return kj::evalNow([&]() {
+    KJ_REQUIRE(!handshakeDone_, "agent channel: handshake done twice");
+    auto sent = send(agent::Hello{agent::wire::PROTOCOL_VERSION, hostVersion_});
+    return agent::readMessage(*stream_)
+        .then(
+            [this](std::optional<agent::Message> message) -> agent::Hello {
+              auto* m = (message ? &*message : nullptr);
+              if (m == nullptr) fail("agent closed the channel before its hello");
+              auto* hello = std::get_if<agent::Hello>(m);
+              if (hello == nullptr) {
+                fail(std::string("agent's first message is ") + agent::messageName(*m) +
+                     ", not hello");
+              }
+              if (hello->protocolVersion != agent::wire::PROTOCOL_VERSION) {
+                fail("agent speaks protocol version " + std::to_string(hello->protocolVersion) +
+                     ", this host speaks " + std::to_string(agent::wire::PROTOCOL_VERSION));
+              }
+              handshakeDone_ = true;
+              return std::move(*hello);
+            },
+            [this](kj::Exception&& e) -> agent::Hello {
+              requireUsable();
+              fail(e.getDescription().cStr());
+            })
+        .then([sent = kj::mv(sent)](agent::Hello hello) mutable {
+          return sent.then([hello = std::move(hello)]() mutable { return std::move(hello); });
+        });
+  });
+}
+
+kj::Promise<void> AgentChannel::runContainer(const agent::RunPlan& plan) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(handshakeDone_, "agent channel: runContainer before handshake");
+    KJ_REQUIRE(!runPlanSent_, "agent channel: the container was already started");
+    runPlanSent_ = true;
+    streams_[agent::kContainerStream] = StreamState{};
+    return send(plan);
+  });
+}
+
+kj::Promise<void> AgentChannel::exec(const agent::ExecRequest& request) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(handshakeDone_, "agent channel: exec before handshake");
+    KJ_REQUIRE(request.id != agent::kContainerStream, "agent channel: exec id 0 is the container");
+    KJ_REQUIRE(streams_.count(request.id) == 0, "agent channel: exec id already open", request.id);
+    streams_[request.id] = StreamState{request.tty, request.stdin};
+    return send(request);
+  });
+}
+
+kj::Promise<void> AgentChannel::sendStdin(uint32_t streamId, std::string data, bool eof) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    auto it = streams_.find(streamId);
+    KJ_REQUIRE(it != streams_.end() && it->second.stdinOpen,
+               "agent channel: stream has no open stdin", streamId);
+    if (eof) it->second.stdinOpen = false;
+    return send(agent::Stdin{streamId, std::move(data), eof});
+  });
+}
+
+kj::Promise<void> AgentChannel::resize(uint32_t streamId, uint16_t rows, uint16_t cols) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    auto it = streams_.find(streamId);
+    KJ_REQUIRE(it != streams_.end() && it->second.tty, "agent channel: not an open tty stream",
+               streamId);
+    return send(agent::WindowSize{streamId, rows, cols});
+  });
+}
+
+kj::Promise<void> AgentChannel::setClock(int64_t realtimeNs) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    return send(agent::SetClock{realtimeNs});
+  });
+}
+
+kj::Promise<void> AgentChannel::powerOff() {
+  return kj::evalNow([&]() {
+    requireUsable();
+    return send(agent::PowerOff{});
+  });
+}
+
+kj::Promise<std::optional<AgentEvent>> AgentChannel::next() {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(handshakeDone_, "agent channel: next() before handshake");
+    return agent::readMessage(*stream_).then(
+        [this](std::optional<agent::Message> message) -> std::optional<AgentEvent> {
+          requireUsable();
+          auto* m = (message ? &*message : nullptr);
+          if (m == nullptr) return std::nullopt;
+          return check(std::move(*m));
+        },
+        [this](kj::Exception&& e) -> std::optional<AgentEvent> {
+          requireUsable();
+          fail(e.getDescription().cStr());
+        });
+  });
+}
+
+AgentEvent AgentChannel::check(agent::Message message) {
+  if (auto* out = std::get_if<agent::Output>(&message)) {
+    auto it = streams_.find(out->streamId);
+    if (it == streams_.end()) fail("output for unknown stream " + std::to_string(out->streamId));
+    if (out->streamId == agent::kContainerStream && !containerStarted_) {
+      fail("container output before containerStarted");
+    }
+    if (it->second.tty && out->kind == agent::OutputKind::kStderr) {
+      fail("stderr output on tty stream " + std::to_string(out->streamId));
+    }
+    return std::move(*out);
+  }
+  if (auto* exit = std::get_if<agent::Exit>(&message)) {
+    if (streams_.erase(exit->streamId) == 0) {
+      fail("exit for unknown stream " + std::to_string(exit->streamId));
+    }
+    if (exit->signal < 0 || exit->signal > 64) {
+      fail("exit with impossible signal " + std::to_string(exit->signal));
+    }
+    return *exit;
+  }
+  if (std::holds_alternative<agent::ContainerStarted>(message)) {
+    if (!runPlanSent_ || containerStarted_) fail("unexpected containerStarted");
+    containerStarted_ = true;
+    return agent::ContainerStarted{};
+  }
+  if (auto* log = std::get_if<agent::Log>(&message)) return std::move(*log);
+  fail(std::string("agent sent a message it may not send: ") + agent::messageName(message));
+}
+
+}  // namespace fcvm::worker

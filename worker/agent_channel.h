@@ -1,0 +1,76 @@
+// The host side of the control channel to one VM's fc-agent (ipc/agent.capnp). The guest is
+// untrusted: every frame it sends is bounded and decoded in full before use (agent/frame_io.h,
+// agent/messages.h), and checked against what this side recorded itself — the order (hello
+// first), the streams it opened (stream 0 after runContainer, exec ids it chose), tty streams
+// having no stderr. Any violation closes the channel for good; it never crashes or hangs the
+// worker. All failures are kj::Exceptions whose description starts with "agent channel: ".
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "agent/frame_io.h"
+#include "agent/messages.h"
+
+namespace fcvm::worker {
+
+// What the agent may report after its hello.
+using AgentEvent = std::variant<agent::ContainerStarted, agent::Output, agent::Exit, agent::Log>;
+
+class AgentChannel {
+ public:
+  // `stream` is the connected control stream (the Unix socket behind the VM's virtio-serial port
+  // "fcvm.control"). `hostVersion` goes into our hello, for the agent's logs.
+  explicit AgentChannel(kj::Own<kj::AsyncIoStream> stream, std::string hostVersion = "fcvm");
+  AgentChannel(const AgentChannel&) = delete;
+  AgentChannel& operator=(const AgentChannel&) = delete;
+
+  // Sends our hello and waits for the agent's; a protocol version mismatch closes the channel.
+  // Must complete before anything else is sent or received.
+  kj::Promise<agent::Hello> handshake();
+
+  // Opens stream 0. Once per channel.
+  kj::Promise<void> runContainer(const agent::RunPlan& plan);
+  // Opens stream request.id (> 0, not open).
+  kj::Promise<void> exec(const agent::ExecRequest& request);
+  // To an open stream that was started with stdin.
+  kj::Promise<void> sendStdin(uint32_t streamId, std::string data, bool eof);
+  kj::Promise<void> resize(uint32_t streamId, uint16_t rows, uint16_t cols);
+  kj::Promise<void> setClock(int64_t realtimeNs);
+  kj::Promise<void> powerOff();
+
+  // The agent's next checked event; null when the agent closed the stream cleanly between frames.
+  // One call at a time.
+  kj::Promise<std::optional<AgentEvent>> next();
+
+  bool isOpen(uint32_t streamId) const { return streams_.count(streamId) != 0; }
+  // Why the channel was closed, empty while it works.
+  const std::string& failure() const { return failure_; }
+
+ private:
+  struct StreamState {
+    bool tty = false;
+    bool stdinOpen = false;
+  };
+
+  kj::Promise<void> send(const agent::Message& message);
+  AgentEvent check(agent::Message message);
+  [[noreturn]] void fail(const std::string& reason);
+  void requireUsable() const;
+
+  kj::Own<kj::AsyncIoStream> stream_;
+  agent::FrameWriter writer_;
+  const std::string hostVersion_;
+  bool handshakeDone_ = false;
+  bool runPlanSent_ = false;
+  bool containerStarted_ = false;
+  std::map<uint32_t, StreamState> streams_;  // opened by us, closed by the agent's exit
+  std::string failure_;
+};
+
+}  // namespace fcvm::worker

@@ -1,0 +1,66 @@
+// QEMU (microvm machine) as fcvm's VMM: the command line for a VM's configuration, and the QEMU
+// process itself, killed and reaped when its owner lets go.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/unique_fd.h"
+
+namespace fcvm::worker {
+
+// A virtio-serial port the guest finds by `name` under /sys/class/virtio-ports; QEMU connects it
+// to the Unix socket at `socket`, where the host already listens.
+struct SerialChannel {
+  std::string name;
+  std::filesystem::path socket;
+};
+
+struct QemuConfig {
+  std::string qemu = "qemu-system-x86_64";
+  std::string accel = "tcg";  // "kvm" or "tcg", from chooseAccelerator()
+  unsigned cpus = 1;          // under TCG more vCPUs are no faster and risk soft lockups
+  unsigned memoryMib = 256;
+  std::filesystem::path kernel;
+  std::filesystem::path initramfs;
+  std::filesystem::path rootDisk;
+  bool rootDiskSnapshot = false;  // guest writes go to a throwaway overlay, never to rootDisk
+  // Guest RAM in this file, mapped shared, so the VM can be snapshotted; anonymous if empty.
+  std::filesystem::path memoryFile;
+  std::vector<SerialChannel> channels;
+  std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)
+  std::string extraKernelArgs;
+};
+
+// The kernel command line for a guest under `accel` (TCG needs the host's TSC rate spelled out).
+std::string kernelCommandLine(const QemuConfig& config);
+std::vector<std::string> qemuCommandLine(const QemuConfig& config);
+
+// The host TSC rate in kHz, as the guest kernel should assume it under TCG.
+unsigned hostTscKhz();
+
+// A running QEMU. Destroying it kills QEMU (SIGKILL) and reaps it.
+class QemuProcess {
+ public:
+  explicit QemuProcess(const QemuConfig& config);
+  ~QemuProcess();
+  QemuProcess(const QemuProcess&) = delete;
+  QemuProcess& operator=(const QemuProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // Waits up to `timeout` for QEMU to exit; returns its wait status, or nullopt on timeout.
+  std::optional<int> waitExit(std::chrono::milliseconds timeout);
+  void kill();
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+  bool reaped_ = false;
+};
+
+}  // namespace fcvm::worker

@@ -1,0 +1,54 @@
+#include "worker/qemu_vmm.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace fcvm::worker {
+namespace {
+
+bool hasPair(const std::vector<std::string>& argv, const std::string& flag,
+             const std::string& value) {
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag && argv[i + 1] == value) return true;
+  }
+  return false;
+}
+
+TEST(QemuVmmTest, TcgGuestGetsTheTscRateAndOneMicrovm) {
+  QemuConfig config;
+  config.kernel = "/k/vmlinux";
+  config.initramfs = "/k/initramfs.cpio";
+  config.rootDisk = "/d/rootfs.ext4";
+  config.rootDiskSnapshot = true;
+  config.channels = {{"fcvm.control", "/run/vm/control.sock"}};
+  config.consoleLog = "/run/vm/console.log";
+  auto argv = qemuCommandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-M", "microvm,acpi=on,x-option-roms=off,rtc=on"));
+  EXPECT_TRUE(hasPair(argv, "-accel", "tcg"));
+  EXPECT_TRUE(hasPair(argv, "-initrd", "/k/initramfs.cpio"));
+  EXPECT_TRUE(hasPair(argv, "-device", "virtserialport,chardev=ch0,name=fcvm.control"));
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch0,path=/run/vm/control.sock"));
+  EXPECT_TRUE(hasPair(argv, "-drive",
+                      "id=root,file=/d/rootfs.ext4,format=raw,if=none,cache=unsafe,snapshot=on"));
+  auto cmdline = kernelCommandLine(config);
+  EXPECT_NE(cmdline.find("tsc_early_khz=" + std::to_string(hostTscKhz())), std::string::npos);
+  EXPECT_NE(cmdline.find("tsc=reliable"), std::string::npos);
+}
+
+TEST(QemuVmmTest, SnapshottableGuestRamLivesInASharedFile) {
+  QemuConfig config;
+  config.accel = "kvm";
+  config.kernel = "/k/vmlinux";
+  config.memoryFile = "/dev/shm/vm.mem";
+  config.memoryMib = 512;
+  auto argv = qemuCommandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-object",
+                      "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/vm.mem,share=on"));
+  EXPECT_TRUE(hasPair(argv, "-M", "microvm,acpi=on,x-option-roms=off,rtc=on,memory-backend=mem"));
+  EXPECT_TRUE(hasPair(argv, "-cpu", "host"));
+  EXPECT_EQ(kernelCommandLine(config).find("tsc_early_khz"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fcvm::worker
