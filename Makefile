@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan bench lint format demo clean
+.PHONY: all deps build test test-unit test-asan bench bench-guest guest-setup lint format demo clean
 
 all: build
 
@@ -29,11 +29,19 @@ $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DFCVM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
 
 test-asan: $(ASAN_BUILD)/build.ninja
-	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS)
 
-bench: build
+bench: build bench-guest
 	$(BUILD)/bin/fcvm_state_table_bench
+
+# Guest artifacts and the test image for guest tests and benchmarks, in $(BUILD)/guest-data.
+guest-setup: build
+	FCVM_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm setup
+	tests/guest/make-busybox-image
+
+bench-guest: guest-setup
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_guest_bench
 
 lint: $(BUILD)/build.ninja
 	scripts/lint $(BUILD)

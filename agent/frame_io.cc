@@ -43,7 +43,8 @@ capnp::ReaderOptions frameReaderOptions() {
 kj::Promise<kj::Maybe<kj::Own<capnp::MessageReader>>> readFrame(kj::AsyncInputStream& in) {
   auto state = kj::heap<FrameState>();
   auto& s = *state;
-  return in.tryRead(s.header, 1, sizeof(s.header))
+  // evalNow: a read that fails at once throws from tryRead() itself instead of rejecting.
+  return kj::evalNow([&]() { return in.tryRead(s.header, 1, sizeof(s.header)); })
       .then([&in, &s](size_t n) -> kj::Promise<bool> {
         if (n == 0) return false;  // clean end of stream
         return readExactly(in, s.header + n, sizeof(s.header) - n).then([]() { return true; });

@@ -30,6 +30,7 @@ namespace {
 
 constexpr char kModuleList[] = "/fcvm/modules.order";
 constexpr char kModuleDir[] = "/fcvm";
+constexpr char kImageStore[] = "/var/lib/fcvm-images";  // listed in the rootfs's storage.conf
 constexpr char kRootDevice[] = "/dev/vda";
 constexpr auto kDeviceTimeout = std::chrono::seconds(20);
 constexpr auto kHostTimeout = std::chrono::seconds(60);
@@ -69,6 +70,7 @@ int run(const std::string& portPath, bool pid1) {
     loadModules(kModuleList, kModuleDir);
     switchRoot(kRootDevice, "ext4", "/newroot", kDeviceTimeout);
     mountSystem();
+    mountImageStore(kImageStore, kDeviceTimeout);
     setDefaultEnvironment();
     bringUpLoopback();
   }

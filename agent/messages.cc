@@ -186,6 +186,11 @@ struct Encoder {
   void operator()(const SetClock& c) { m.initSetClock().setRealtimeNs(c.realtimeNs); }
   void operator()(const PowerOff&) { m.setPowerOff(); }
   void operator()(const Log& l) { m.initLog().setLine(asText(l.line, "log.line")); }
+  void operator()(const StdinAck& a) {
+    auto b = m.initStdinAck();
+    b.setStreamId(a.streamId);
+    b.setBytes(a.bytes);
+  }
 };
 
 }  // namespace
@@ -193,7 +198,7 @@ struct Encoder {
 const char* messageName(const Message& message) {
   static constexpr const char* kNames[] = {
       "hello", "runPlan",    "containerStarted", "output",   "exit", "execRequest",
-      "stdin", "windowSize", "setClock",         "powerOff", "log"};
+      "stdin", "windowSize", "setClock",         "powerOff", "log",  "stdinAck"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }
@@ -237,6 +242,10 @@ Message decode(capnp::MessageReader& frame) {
       return PowerOff{};
     case wire::Message::LOG:
       return Log{text(m.getLog().getLine(), "log.line")};
+    case wire::Message::STDIN_ACK: {
+      auto a = m.getStdinAck();
+      return StdinAck{a.getStreamId(), a.getBytes()};
+    }
   }
   KJ_FAIL_REQUIRE("agent frame: unknown message type", static_cast<int>(m.which()));
 }

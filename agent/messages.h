@@ -107,6 +107,13 @@ struct PowerOff {
   bool operator==(const PowerOff&) const = default;
 };
 
+struct StdinAck {
+  uint32_t streamId = 0;
+  uint32_t bytes = 0;
+
+  bool operator==(const StdinAck&) const = default;
+};
+
 struct Log {
   std::string line;
 
@@ -114,7 +121,7 @@ struct Log {
 };
 
 using Message = std::variant<Hello, RunPlan, ContainerStarted, Output, Exit, ExecRequest, Stdin,
-                             WindowSize, SetClock, PowerOff, Log>;
+                             WindowSize, SetClock, PowerOff, Log, StdinAck>;
 
 // The message's union member name ("output", "execRequest", ...), for errors and logs.
 const char* messageName(const Message& message);

@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace fcvm::agent {
@@ -26,10 +28,18 @@ void makeDir(const char* path) {
   }
 }
 
-// Mounts unless something is mounted there already (EBUSY).
+// A mount point sits on another device than its parent (the moved /dev, for instance).
+bool isMountPoint(const std::string& path) {
+  struct stat self, parent;
+  if (stat(path.c_str(), &self) != 0 || stat((path + "/..").c_str(), &parent) != 0) return false;
+  return self.st_dev != parent.st_dev || self.st_ino == parent.st_ino;
+}
+
+// Mounts unless something is mounted there already.
 void mountFs(const char* source, const char* target, const char* type, unsigned long flags,
              const char* data) {
   makeDir(target);
+  if (isMountPoint(target)) return;
   if (mount(source, target, type, flags, data) != 0 && errno != EBUSY) {
     KJ_FAIL_SYSCALL("mount", errno, type, target);
   }
@@ -43,15 +53,20 @@ void mountInitramfsBasics() {
   mountFs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
 }
 
-void switchRoot(const std::string& device, const std::string& fsType, const std::string& newRoot,
-                std::chrono::milliseconds timeout) {
-  // No udev in the initramfs: the node appears in devtmpfs when virtio_blk probes the disk.
+// No udev: a disk's node appears in devtmpfs when virtio_blk probes it, asynchronously. Polling
+// is the only notification PID 1 has here.
+void waitForDevice(const std::string& device, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   struct stat st;
   while (stat(device.c_str(), &st) != 0) {
-    KJ_REQUIRE(std::chrono::steady_clock::now() < deadline, "root disk did not appear", device);
+    KJ_REQUIRE(std::chrono::steady_clock::now() < deadline, "disk did not appear", device);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+}
+
+void switchRoot(const std::string& device, const std::string& fsType, const std::string& newRoot,
+                std::chrono::milliseconds timeout) {
+  waitForDevice(device, timeout);
   makeDir(newRoot.c_str());
   KJ_SYSCALL(mount(device.c_str(), newRoot.c_str(), fsType.c_str(), 0, nullptr), "mount root",
              device, newRoot);
@@ -76,6 +91,23 @@ void mountSystem() {
   mountFs("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
   mountFs("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
   mountFs("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+}
+
+void mountImageStore(const std::string& target, std::chrono::milliseconds timeout) {
+  std::ifstream in("/proc/cmdline");
+  std::string word, device;
+  while (in >> word) {
+    if (word.rfind("fcvm.images=", 0) == 0) device = word.substr(strlen("fcvm.images="));
+  }
+  if (device.empty()) return;
+  KJ_REQUIRE(device.rfind("/dev/vd", 0) == 0 && device.find('/', 5) == std::string::npos &&
+                 device.size() <= 12,
+             "bad fcvm.images", device);
+  waitForDevice(device, timeout);
+  makeDir(target.c_str());
+  KJ_SYSCALL(mount(device.c_str(), target.c_str(), "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                   "noload"),
+             "mount image store", device, target);
 }
 
 void setDefaultEnvironment() {

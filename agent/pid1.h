@@ -21,6 +21,11 @@ void switchRoot(const std::string& device, const std::string& fsType, const std:
 // /sys/fs/cgroup (cgroup2), /run and /tmp (tmpfs). Existing mounts are kept.
 void mountSystem();
 
+// When the kernel command line names an image store disk (fcvm.images=/dev/vdX), waits for it
+// and mounts it read-only at `target`: the host's images, which podman lists as an additional
+// image store.
+void mountImageStore(const std::string& target, std::chrono::milliseconds timeout);
+
 // PATH/HOME/TERM defaults for a PID 1 started by the kernel with an almost empty environment.
 void setDefaultEnvironment();
 

@@ -42,7 +42,11 @@ std::vector<std::string> podmanRunArgv(const RunPlan& plan) {
                                    "--cgroup-manager",
                                    "cgroupfs",
                                    "--events-backend",
-                                   "file"};
+                                   "file",
+                                   // Images come from the host's read-only image store; a guest
+                                   // never contacts a registry on its own.
+                                   "--pull",
+                                   "never"};
   if (plan.privileged) argv.push_back("--privileged");
   if (!plan.user.empty()) argv.insert(argv.end(), {"-u", plan.user});
   if (!plan.workdir.empty()) argv.insert(argv.end(), {"-w", plan.workdir});

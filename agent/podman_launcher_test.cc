@@ -11,7 +11,8 @@ using Argv = std::vector<std::string>;
 TEST(PodmanRunArgv, MinimalPlan) {
   EXPECT_EQ(podmanRunArgv(RunPlan{.image = "localhost/app:1"}),
             (Argv{"podman", "run", "--rm", "--name", "fcvm", "--network", "none",
-                  "--cgroup-manager", "cgroupfs", "--events-backend", "file", "localhost/app:1"}));
+                  "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--pull", "never",
+                  "localhost/app:1"}));
 }
 
 TEST(PodmanRunArgv, FullPlan) {
@@ -28,7 +29,8 @@ TEST(PodmanRunArgv, FullPlan) {
                                        "fcvm",     "--network",
                                        "host",     "--cgroup-manager",
                                        "cgroupfs", "--events-backend",
-                                       "file",     "--privileged",
+                                       "file",     "--pull",
+                                       "never",    "--privileged",
                                        "-u",       "1000:1000",
                                        "-w",       "/srv",
                                        "-e",       "A=1",

@@ -26,6 +26,7 @@ struct AgentSession::ProcessStream {
   std::string outBuffer;
   std::string errBuffer;
   kj::ForkedPromise<void> stdinTail = kj::Promise<void>(kj::READY_NOW).fork();
+  size_t stdinPending = 0;  // bytes queued in stdinTail, not yet acked to the host
 };
 
 AgentSession::AgentSession(SessionDeps deps, std::string agentVersion)
@@ -172,7 +173,8 @@ void AgentSession::startStream(uint32_t id, bool tty, SpawnedProcess process) {
 kj::Promise<void> AgentSession::pump(ProcessStream& s, kj::AsyncInputStream& in, OutputKind kind,
                                      std::string& buffer) {
   buffer.resize(wire::MAX_DATA_BYTES);
-  auto read = in.tryRead(buffer.data(), 1, buffer.size());
+  // evalNow: a read that fails at once throws from tryRead() itself instead of rejecting.
+  auto read = kj::evalNow([&]() { return in.tryRead(buffer.data(), 1, buffer.size()); });
   if (s.tty) {
     // A pty master reports EIO once the last slave fd is closed: that is its end of stream.
     read = read.catch_([](kj::Exception&&) -> size_t { return 0; });
@@ -215,8 +217,17 @@ void AgentSession::feedStdin(const Stdin& message) {
   }
   auto& s = *it->second;
   std::string data = message.data;
+  uint32_t acked = static_cast<uint32_t>(data.size());
+  if (s.stdinPending + acked > wire::STDIN_WINDOW_BYTES) {
+    log("stream " + std::to_string(s.id) + ": host overran the stdin window; data dropped");
+    tasks_.add(writer_.send(StdinAck{s.id, acked}));
+    return;
+  }
   if (message.eof && s.tty) data += '\x04';  // VEOF: a pty's end of input
   if (!data.empty()) {
+    s.stdinPending += acked;
+    // The ack goes out once the process took the bytes (or its stdin went away), from inside
+    // the queue the stream owns: after the stream's exit, nothing more is acked.
     s.stdinTail = s.stdinTail.addBranch()
                       .then([&s, data = std::move(data)]() mutable -> kj::Promise<void> {
                         if (!s.in) return kj::READY_NOW;
@@ -224,6 +235,10 @@ void AgentSession::feedStdin(const Stdin& message) {
                         return s.in->write(bytes.data(), bytes.size()).attach(kj::mv(data));
                       })
                       .catch_([&s](kj::Exception&&) { s.in = nullptr; })  // reader went away
+                      .then([this, &s, acked]() {
+                        s.stdinPending -= acked;
+                        if (acked > 0) tasks_.add(writer_.send(StdinAck{s.id, acked}));
+                      })
                       .fork();
   }
   if (message.eof && !s.tty) {

@@ -2,7 +2,10 @@
 // runs (and is tested) on any host. It greets the host, runs the container from the run plan
 // (stream 0) and exec requests (their own streams) through a ProcessLauncher, forwards each
 // process's stdout/stderr as Output frames, reports Exit once the process has exited and its
-// output is drained, feeds Stdin and window sizes, and sets the clock. It ends when the
+// output is drained, feeds Stdin (acking each chunk once the process took it, so the host keeps
+// at most stdinWindowBytes in flight per stream), applies window sizes, and sets the clock.
+// Output is paced by the channel: a pump reads its next chunk once the last frame was written,
+// so a host that stops reading stops the process at its pipe. It ends when the
 // container's exit has been reported, the host asks to power off, or the host closes the stream.
 #pragma once
 

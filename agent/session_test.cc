@@ -68,7 +68,16 @@ class AgentSessionTest : public ::testing::Test {
         done_.erase(it);
         return r;
       }
-      auto event = host_->next().wait(ws());
+      // A session that fails while the host waits turns into a test failure, not a hang. (One
+      // that ends normally has written everything before ending: keep reading.)
+      using Event = std::optional<worker::AgentEvent>;
+      auto failed = end_.addBranch().then(
+          [](SessionEnd) { return kj::Promise<Event>(kj::NEVER_DONE); },
+          [](kj::Exception&& e) -> kj::Promise<Event> {
+            throw std::runtime_error(std::string("the agent session failed: ") +
+                                     e.getDescription().cStr());
+          });
+      auto event = host_->next().exclusiveJoin(kj::mv(failed)).wait(ws());
       if (!event) throw std::runtime_error("agent closed the channel");
       if (auto* out = std::get_if<Output>(&*event)) {
         auto& r = pending_[out->streamId];
@@ -92,6 +101,18 @@ class AgentSessionTest : public ::testing::Test {
 
   ExecRequest shell(uint32_t id, const std::string& script) {
     return ExecRequest{.id = id, .command = {"sh", "-c", script}};
+  }
+
+  // Sends `chunks` chunks of stdin to `id` as the window allows, while the caller reads events
+  // (which carries the agent's acks). Resolves when all were sent or the stream went away.
+  kj::Promise<void> produceStdin(uint32_t id, int chunks, bool eofAtEnd, std::string* sent) {
+    if (chunks == 0) return kj::READY_NOW;
+    std::string chunk(wire::MAX_DATA_BYTES, static_cast<char>('a' + chunks % 26));
+    if (sent != nullptr) *sent += chunk;
+    return host_->sendStdin(id, std::move(chunk), eofAtEnd && chunks == 1)
+        .then([this, id, chunks, eofAtEnd, sent]() {
+          return produceStdin(id, chunks - 1, eofAtEnd, sent);
+        });
   }
 
   kj::WaitScope& ws() { return io_.waitScope; }
@@ -167,14 +188,24 @@ TEST_F(AgentSessionTest, LargeStdinAndOutputRoundTrip) {
   connectHost();
   host_->exec(ExecRequest{.id = 6, .command = {"cat"}, .stdin = true}).wait(ws());
   std::string expected;
-  for (int i = 0; i < 64; ++i) {
-    std::string chunk(wire::MAX_DATA_BYTES, static_cast<char>('a' + i % 26));
-    expected += chunk;
-    host_->sendStdin(6, chunk, i == 63).wait(ws());
-  }
+  // Four times the stdin window: only flows if the agent acks what cat consumed.
+  auto producer = produceStdin(6, 64, true, &expected).eagerlyEvaluate(nullptr);
   auto r = collect(6);
+  producer.wait(ws());
   EXPECT_EQ(r.out.size(), expected.size());
   EXPECT_TRUE(r.out == expected);
+}
+
+TEST_F(AgentSessionTest, StdinForAProcessThatExitsDoesNotStallTheChannel) {
+  connectHost();
+  host_->exec(ExecRequest{.id = 2, .command = {"true"}, .stdin = true}).wait(ws());
+  // Far more than the window, never read by `true`: the agent drops and acks it, or the stream
+  // ends while the host still waits for the window (then the send fails).
+  auto producer = produceStdin(2, 40, false, nullptr).then([]() {}, [](kj::Exception&&) {});
+  auto eager = producer.eagerlyEvaluate(nullptr);
+  EXPECT_EQ(collect(2).exit.code, 0);
+  eager.wait(ws());
+  EXPECT_EQ(runExec(shell(3, "echo still here")).out, "still here\n");
 }
 
 TEST_F(AgentSessionTest, ExecEnvironment) {

@@ -26,6 +26,7 @@ void ClientConnection::close() {
 }
 
 void ClientConnection::call(Opcode opcode, std::span<const uint8_t> payload, Completion done) {
+  flushDeferred();
   uint64_t id = nextRequestId_++;
   {
     std::lock_guard lock(mutex_);
@@ -39,19 +40,40 @@ void ClientConnection::call(Opcode opcode, std::span<const uint8_t> payload, Com
     done(EIO, empty);
     return;
   }
-  try {
-    writer_.write({.opcode = static_cast<uint16_t>(opcode), .requestId = id}, payload);
-  } catch (const std::exception& e) {
-    fail(std::string("cannot send request: ") + e.what());  // completes this request too
-  }
+  write(opcode, id, payload);
 }
 
 void ClientConnection::send(Opcode opcode, std::span<const uint8_t> payload) {
-  if (dead_) return;
+  flushDeferred();
+  if (!dead_) write(opcode, 0, payload);
+}
+
+void ClientConnection::defer(Opcode opcode, std::vector<uint8_t> payload) {
+  std::lock_guard lock(mutex_);
+  if (!dead_) deferred_.push_back({opcode, std::move(payload)});
+}
+
+void ClientConnection::flushDeferred() {
+  std::vector<Deferred> batch;
+  {
+    std::lock_guard lock(mutex_);
+    if (deferred_.empty()) return;
+    batch.swap(deferred_);
+  }
+  for (auto& d : batch) {
+    if (d.opcode == Opcode::kForget) {  // the one request without a reply
+      send(d.opcode, d.payload);
+    } else {
+      call(d.opcode, d.payload, [](Errno, WireReader&) {});
+    }
+  }
+}
+
+void ClientConnection::write(Opcode opcode, uint64_t requestId, std::span<const uint8_t> payload) {
   try {
-    writer_.write({.opcode = static_cast<uint16_t>(opcode), .requestId = 0}, payload);
+    writer_.write({.opcode = static_cast<uint16_t>(opcode), .requestId = requestId}, payload);
   } catch (const std::exception& e) {
-    fail(std::string("cannot send request: ") + e.what());
+    fail(std::string("cannot send request: ") + e.what());  // completes pending requests too
   }
 }
 
@@ -74,9 +96,10 @@ void ClientConnection::receiveLoop() {
       WireReader result(frame->payload);
       int32_t error = result.i32();
       if (result.failed() || error < 0) {
+        fail("malformed reply to " + std::string(opcodeName(frame->header.opcode)));
         WireReader empty({});
-        done(EIO, empty);
-        throw ProtocolError("malformed reply");
+        done(EIO, empty);  // after fail(): the connection is already marked dead
+        return;
       }
       if (error != 0) {
         WireReader empty({});
@@ -103,6 +126,7 @@ void ClientConnection::fail(const std::string& why) {
       }
     }
     orphans.swap(pending_);
+    deferred_.clear();
   }
   ::shutdown(stream_.get(), SHUT_RDWR);
   for (auto& [id, done] : orphans) {

@@ -38,6 +38,11 @@ class ClientConnection {
   // Sends a request that has no reply; dropped silently if the server is gone.
   void send(Opcode opcode, std::span<const uint8_t> payload);
 
+  // Queues a clean-up request (a forget, a release) whose outcome does not matter; the next
+  // call() or send() sends it first. For completions: they run on the receiver thread, which
+  // must never block writing to the stream (the server may be waiting for it to read).
+  void defer(Opcode opcode, std::vector<uint8_t> payload);
+
   // Shuts the stream down, joins the receiver and completes what is pending with EIO; later calls
   // complete with EIO at once. Idempotent; not to be called from a completion.
   void close();
@@ -46,6 +51,9 @@ class ClientConnection {
 
  private:
   void receiveLoop();
+  // Sends what defer() queued.
+  void flushDeferred();
+  void write(Opcode opcode, uint64_t requestId, std::span<const uint8_t> payload);
   // Marks the server gone and completes every pending request with EIO.
   void fail(const std::string& why);
 
@@ -55,8 +63,14 @@ class ClientConnection {
   std::atomic<bool> closing_ = false;  // the destructor runs: the end of the stream is expected
   std::atomic<uint64_t> nextRequestId_ = 1;
 
-  std::mutex mutex_;  // guards pending_; never held while a completion runs
+  struct Deferred {
+    Opcode opcode;
+    std::vector<uint8_t> payload;
+  };
+
+  std::mutex mutex_;  // guards pending_ and deferred_; never held while a completion runs
   std::unordered_map<uint64_t, Completion> pending_;
+  std::vector<Deferred> deferred_;
 
   std::mutex closeMutex_;  // serialises close()
   std::thread receiver_;   // last: started after everything above exists

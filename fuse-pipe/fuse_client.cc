@@ -70,19 +70,27 @@ struct stat toStat(const Attr& a) {
   return st;
 }
 
-void sendForget(ClientConnection& connection, InodeId inode, uint64_t count) {
+std::vector<uint8_t> forgetPayload(InodeId inode, uint64_t count) {
   WireWriter w;
   encodeCredentials(w, Credentials{});
   w.u64(inode.value);
   w.u64(count);
-  connection.send(Opcode::kForget, w.buffer());
+  return w.take();
 }
 
-void sendRelease(ClientConnection& connection, HandleId handle) {
+std::vector<uint8_t> releasePayload(HandleId handle) {
   WireWriter w;
   encodeCredentials(w, Credentials{});
   w.u64(handle.value);
-  connection.call(Opcode::kRelease, w.buffer(), [](Errno, WireReader&) {});
+  return w.take();
+}
+
+// Clean-up from completions (receiver thread): deferred, never written from there.
+void deferForget(ClientConnection& connection, InodeId inode) {
+  connection.defer(Opcode::kForget, forgetPayload(inode, 1));
+}
+void deferRelease(ClientConnection& connection, Opcode opcode, HandleId handle) {
+  connection.defer(opcode, releasePayload(handle));
 }
 
 // Sends the request; on success `onResult` decodes the result and answers the kernel; errors
@@ -120,7 +128,7 @@ void forwardEntry(fuse_req_t req, Opcode opcode, const WireWriter& payload) {
     e.attr = toStat(entry.attr);
     e.attr_timeout = client.timeout;
     e.entry_timeout = client.timeout;
-    if (fuse_reply_entry(req, &e) != 0) sendForget(client.connection, entry.inode, 1);
+    if (fuse_reply_entry(req, &e) != 0) deferForget(client.connection, entry.inode);
   });
 }
 
@@ -156,13 +164,14 @@ void onLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void onForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  sendForget(clientOf(req).connection, InodeId{ino}, nlookup);
+  clientOf(req).connection.send(Opcode::kForget, forgetPayload(InodeId{ino}, nlookup));
   fuse_reply_none(req);
 }
 
 void onForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   for (size_t i = 0; i < count; ++i) {
-    sendForget(clientOf(req).connection, InodeId{forgets[i].ino}, forgets[i].nlookup);
+    clientOf(req).connection.send(Opcode::kForget,
+                                  forgetPayload(InodeId{forgets[i].ino}, forgets[i].nlookup));
   }
   fuse_reply_none(req);
 }
@@ -282,7 +291,9 @@ void onOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
     info.fh = handle.value;
-    if (fuse_reply_open(req, &info) != 0) sendRelease(clientOf(req).connection, handle);
+    if (fuse_reply_open(req, &info) != 0) {
+      deferRelease(clientOf(req).connection, Opcode::kRelease, handle);
+    }
   });
 }
 
@@ -352,11 +363,7 @@ void onOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     info.fh = handle.value;
     if (fuse_reply_open(req, &info) != 0) {
-      WireWriter release;
-      encodeCredentials(release, Credentials{});
-      release.u64(handle.value);
-      clientOf(req).connection.call(Opcode::kReleasedir, release.buffer(),
-                                    [](Errno, WireReader&) {});
+      deferRelease(clientOf(req).connection, Opcode::kReleasedir, handle);
     }
   });
 }
@@ -460,8 +467,8 @@ void onCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     e.entry_timeout = client.timeout;
     info.fh = handle.value;
     if (fuse_reply_create(req, &e, &info) != 0) {
-      sendRelease(client.connection, handle);
-      sendForget(client.connection, entry.inode, 1);
+      deferRelease(client.connection, Opcode::kRelease, handle);
+      deferForget(client.connection, entry.inode);
     }
   });
 }
@@ -482,7 +489,7 @@ void onReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
     if (!result.finish()) {
       // Whatever was decoded counted as lookups on the server: give them back.
       for (const auto& e : entries) {
-        if (e.entry) sendForget(client.connection, e.entry->inode, 1);
+        if (e.entry) deferForget(client.connection, e.entry->inode);
       }
       fuse_reply_err(req, EIO);
       return;
@@ -510,7 +517,7 @@ void onReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
       used += need;
     }
     for (size_t i = packed; i < entries.size(); ++i) {
-      if (entries[i].entry) sendForget(client.connection, entries[i].entry->inode, 1);
+      if (entries[i].entry) deferForget(client.connection, entries[i].entry->inode);
     }
     fuse_reply_buf(req, buffer.data(), used);
   });
@@ -704,6 +711,7 @@ void runMount(ClientConnection& connection, const MountOptions& options) {
   for (const auto& o : options.fuseOptions) fuseOptions += "," + o;
   std::vector<std::string> argvStrings = {"fuse-pipe", "-o", fuseOptions};
   std::vector<char*> argv;
+  argv.reserve(argvStrings.size());
   for (auto& s : argvStrings) argv.push_back(s.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   ArgsOwner argsOwner(&args);  // libfuse may replace argv with copies it allocated

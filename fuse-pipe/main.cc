@@ -37,7 +37,7 @@ int serve(const fp::ServerOptions& options, const std::string& listen, int ready
   sigaddset(&stopSignals, SIGTERM);
   sigaddset(&stopSignals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  (void)::signal(SIGPIPE, SIG_IGN);
   fp::UniqueFd stopFd(::signalfd(-1, &stopSignals, SFD_CLOEXEC));
   if (!stopFd.valid()) fp::throwErrno("signalfd", "");
 

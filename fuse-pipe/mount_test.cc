@@ -62,6 +62,7 @@ class Child {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, writeEnd.get(), 3);
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
     pid_t pid = -1;
@@ -146,7 +147,7 @@ class MountTest : public ::testing::Test {
   // Layout: tmp/srv/root is served, tmp/mnt is the mountpoint, tmp/srv/secret lies outside the
   // served tree, at the place a "../secret" symlink in the root would reach on the host.
   void SetUp() override {
-    if (!canMount()) GTEST_SKIP() << "needs root and /dev/fuse";
+    if (!canMount()) GTEST_FAIL() << "needs root and /dev/fuse";
     fs::create_directories(hostRoot_);
     fs::create_directory(mountpoint_);
     std::ofstream(tmp_ / "srv/secret") << "host secret";
@@ -359,6 +360,7 @@ TEST_F(MountTest, ConcurrentCallersAreMultiplexed) {
   constexpr int kThreads = 8;
   std::atomic<int> failures = 0;
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 40; ++i) {
@@ -439,6 +441,29 @@ TEST_F(MountTest, SignalUnmountsCleanly) {
   EXPECT_EQ(readFile(h("f")), "x");
 }
 
+TEST_F(MountTest, OneServerServesSeveralMountsAndStopsCleanlyOnSigterm) {
+  startAll();
+  const std::string second = tmp_ / "mnt2";
+  fs::create_directory(second);
+  UnmountGuard secondGuard(second);
+  auto secondMount = Child::startAndWaitReady({FUSE_PIPE_BINARY, "--log-level", "warn", "mount",
+                                               "--connect", "unix:" + socket_, second,
+                                               "--cache-timeout", "0", "--ready-fd", "3"});
+  writeFile(m("shared"), "from the first mount");
+  EXPECT_EQ(readFile(second + "/shared"), "from the first mount");
+  writeFile(second + "/other", "from the second");
+  EXPECT_EQ(readFile(m("other")), "from the second");
+
+  int status = server_->signalAndWait(SIGTERM);
+  server_.reset();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_EQ(openErrno(m("shared"), O_RDONLY), EIO);
+  EXPECT_EQ(openErrno(second + "/shared", O_RDONLY), EIO);
+  status = secondMount->signalAndWait(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_FALSE(isMounted(second));
+}
+
 TEST_F(MountTest, ServerDeathGivesEioAndTheMountStillUnmounts) {
   startAll();
   writeFile(m("f"), "x");
@@ -465,7 +490,7 @@ TEST_F(MountTest, ExtendedAttributes) {
   startAll();
   writeFile(m("f"), "x");
   if (::setxattr(h("f").c_str(), "user.probe", "1", 1, 0) != 0) {
-    GTEST_SKIP() << "the host filesystem has no user xattrs: " << std::strerror(errno);
+    GTEST_FAIL() << "the host filesystem has no user xattrs: " << std::strerror(errno);
   }
   ASSERT_EQ(::removexattr(h("f").c_str(), "user.probe"), 0);
   ASSERT_EQ(::setxattr(m("f").c_str(), "user.color", "blue", 4, 0), 0);
@@ -622,6 +647,8 @@ TEST_F(MountTest, CallerCredentialsDecidePermissionsOnTheHost) {
     if (openErrno(m("group/viagroup"), O_CREAT | O_WRONLY) != 0) return 5;
     if (::chmod(m("rootonly").c_str(), 0666) == 0 || errno != EPERM) return 6;
     if (::unlink(m("rootonly").c_str()) == 0 || errno != EACCES) return 7;
+    if (::access(m("rootonly").c_str(), R_OK) == 0 || errno != EACCES) return 8;
+    if (::access(m("shared/mine").c_str(), W_OK) != 0) return 9;
     return 0;
   });
   EXPECT_EQ(result, 0);

@@ -101,7 +101,10 @@ std::vector<uint8_t> filterXattrList(std::span<const uint8_t> list) {
   for (size_t i = 0; i < list.size(); ++i) {
     if (list[i] != 0) continue;
     std::string_view name(reinterpret_cast<const char*>(list.data()) + start, i - start);
-    if (isAllowedXattrName(name)) out.insert(out.end(), list.begin() + start, list.begin() + i + 1);
+    if (isAllowedXattrName(name)) {
+      auto nameWithNul = list.subspan(start, i + 1 - start);
+      out.insert(out.end(), nameWithNul.begin(), nameWithNul.end());
+    }
     start = i + 1;
   }
   return out;
@@ -196,8 +199,10 @@ Errno PassthroughFs::setattr(const Credentials& caller, InodeId inode,
   if (request.fields & kSetSize) {
     if (request.size > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) return EFBIG;
     auto size = static_cast<off_t>(request.size);
+    // Only regular files are truncated by path (through /proc, which must not meet a symlink).
     int rc = file                    ? ::ftruncate(file->fd.get(), size)
              : node->type == S_IFDIR ? (errno = EISDIR, -1)
+             : node->type != S_IFREG ? (errno = EINVAL, -1)
                                      : ::truncate(procPath(pathFd).c_str(), size);
     if (rc != 0) return errno;
   }
@@ -333,8 +338,8 @@ Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t fla
   if (node->type == S_IFCHR || node->type == S_IFBLK) return EACCES;
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
-  UniqueFd fd(
-      ::open(procPath(node->pathFd.get()).c_str(), (flags & kAllowedOpenFlags) | O_CLOEXEC));
+  UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(),
+                     static_cast<int>(flags & kAllowedOpenFlags) | O_CLOEXEC));
   if (!fd.valid()) return errno;
   auto id = files_.insert(std::make_shared<OpenFile>(OpenFile{std::move(fd)}));
   if (!id) return EMFILE;

@@ -6,7 +6,10 @@
 #
 # Order: each side's first message is `hello`; a protocolVersion mismatch closes the channel.
 # Host -> agent: hello, runPlan (once), execRequest, stdin, windowSize, setClock, powerOff.
-# Agent -> host: hello, containerStarted, output, exit, log.
+# Agent -> host: hello, containerStarted, output, exit, log, stdinAck.
+# Stdin is flow-controlled per stream: the host keeps at most stdinWindowBytes of a stream's
+# stdin un-acknowledged; the agent acks bytes once the process took them (or they were dropped
+# because it closed its stdin). A slow reader thus never blocks the channel for other streams.
 # Stream 0 is the container; exec streams use the ids the host chose in execRequest.id (> 0).
 @0xf70759a2514604ac;
 
@@ -22,6 +25,7 @@ const maxNestingDepth :UInt32 = 16;
 const maxDataBytes :UInt32 = 65536;     # output.data and stdin.data
 const maxTextBytes :UInt32 = 4096;      # any one Text field (paths, env entries, arguments)
 const maxListItems :UInt32 = 1024;      # any one List (command, env, volumes)
+const stdinWindowBytes :UInt32 = 1048576;  # un-acked stdin bytes per stream
 const containerStream :UInt32 = 0;
 
 struct Hello {
@@ -96,6 +100,11 @@ struct SetClock {
   realtimeNs @0 :Int64;             # CLOCK_REALTIME, e.g. after a snapshot restore
 }
 
+struct StdinAck {
+  streamId @0 :UInt32;
+  bytes @1 :UInt32;                 # stdin bytes of this stream now consumed (or dropped)
+}
+
 struct Log {
   line @0 :Text;                    # the agent's own diagnostics, one line
 }
@@ -113,5 +122,6 @@ struct Message {
     setClock @8 :SetClock;
     powerOff @9 :Void;
     log @10 :Log;
+    stdinAck @11 :StdinAck;
   }
 }

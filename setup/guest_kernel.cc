@@ -41,6 +41,34 @@ std::pair<std::string, std::string> resolvePackage() {
   return {package, m[2]};
 }
 
+// apt-cache takes seconds; its answer only changes when apt's package lists do (apt-get update
+// renames files into /var/lib/apt/lists, which moves the directory's mtime).
+std::pair<std::string, std::string> resolvePackageCached(const ArtifactStore& store) {
+  std::error_code ec;
+  auto lists = std::filesystem::last_write_time("/var/lib/apt/lists", ec);
+  auto stamp = ec ? std::string() : std::to_string(lists.time_since_epoch().count());
+  auto cache = store.path("kernel", ".resolved.json");
+  if (!stamp.empty()) {
+    try {
+      std::ifstream in(cache);
+      json j = json::parse(in);
+      if (j.at("lists") == stamp) return {j.at("package"), j.at("version")};
+    } catch (const json::exception&) {
+      // no cache yet, or a damaged one: ask apt
+    }
+  }
+  auto resolved = resolvePackage();
+  if (!stamp.empty()) {
+    std::filesystem::create_directories(cache.parent_path());
+    std::ofstream(cache) << json{{"lists", stamp},
+                                 {"package", resolved.first},
+                                 {"version", resolved.second}}
+                                .dump()
+                         << "\n";
+  }
+  return resolved;
+}
+
 std::string keyOf(const std::string& package, const std::string& version) {
   std::string key = package + "_" + version;
   for (char& c : key) {
@@ -74,7 +102,7 @@ std::optional<std::string> newestStored(const ArtifactStore& store) {
 KernelArtifact ensureKernel(const ArtifactStore& store, bool force, const std::string& logFile) {
   std::string package, version;
   try {
-    std::tie(package, version) = resolvePackage();
+    std::tie(package, version) = resolvePackageCached(store);
   } catch (const Error& e) {
     if (auto stored = newestStored(store); stored && !force) return describe(store, *stored);
     throw;
@@ -104,6 +132,8 @@ KernelArtifact ensureKernel(const ArtifactStore& store, bool force, const std::s
   if (vmlinuz.empty()) throw Error(package + " has no /boot/vmlinuz-*");
   std::string release = vmlinuz.filename().string().substr(std::string("vmlinuz-").size());
   extractVmlinux(vmlinuz, dir / "vmlinux");
+  // The package ships no modules.dep: depmod writes it at install time, which we never do.
+  run({"depmod", "-b", (dir / "unpacked").string(), release}, options);
   std::filesystem::rename(dir / "unpacked" / "lib" / "modules" / release, dir / "modules");
   std::filesystem::copy_file(dir / "unpacked" / "boot" / ("config-" + release), dir / "config");
   std::filesystem::remove_all(dir / "unpacked");

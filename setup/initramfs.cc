@@ -16,7 +16,7 @@
 namespace fcvm::setup {
 namespace {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 
 std::string moduleName(const std::string& path) {
   std::string name = std::filesystem::path(path).filename().string();
@@ -88,13 +88,17 @@ InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifa
   // The kernel opens /dev/console of the initramfs before /init runs.
   checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
            "mknod {}/dev/console", tree.string());
-  std::filesystem::copy_file(agentBinary, tree / "init");
+  // Debug info is most of the agent's size and only slows the guest's unpacking of /init.
+  auto strip = runCommand({"strip", "--strip-all", "-o", (tree / "init").string(),
+                           agentBinary.string()},
+                          CommandOptions::withTimeout(std::chrono::seconds(60)));
+  if (strip.exitCode != 0) throw Error("strip fc-agent: " + strip.output);
   std::filesystem::permissions(tree / "init", std::filesystem::perms(0755));
   std::ofstream order(tree / "fcvm" / "modules.order");
   for (const auto& m : modules) {
     auto name = std::filesystem::path(m).filename();
     std::filesystem::copy_file(kernel.modules / m, tree / "fcvm" / "modules" / name);
-    order << name.string() << "\n";
+    order << "modules/" << name.string() << "\n";  // relative to /fcvm
   }
   order.close();
   auto out = staging.dir() / "initramfs.cpio";

@@ -37,7 +37,10 @@ const std::map<std::string, std::string>& configFiles() {
        "[storage]\n"
        "driver = \"overlay\"\n"
        "runroot = \"/run/containers/storage\"\n"
-       "graphroot = \"/var/lib/containers/storage\"\n"},
+       "graphroot = \"/var/lib/containers/storage\"\n"
+       "[storage.options]\n"
+       "# The host's images, prepared per digest and attached read-only (fc-agent mounts it).\n"
+       "additionalimagestores = [\"/var/lib/fcvm-images\"]\n"},
       {"etc/hostname", "fcvm\n"},
       {"etc/hosts", "127.0.0.1 localhost fcvm\n::1 localhost\n"},
       {"etc/resolv.conf", ""},
@@ -80,6 +83,7 @@ RootfsArtifact ensureRootfs(const ArtifactStore& store, const RootfsOptions& opt
     std::filesystem::create_directories((tree / path).parent_path());
     std::ofstream(tree / path) << content;
   }
+  std::filesystem::create_directories(tree / "var/lib/fcvm-images");
   // Package lists and caches are not needed in a guest and only cost space in every copy.
   for (const char* dir : {"var/cache/apt/archives", "var/lib/apt/lists"}) {
     for (const auto& e : std::filesystem::directory_iterator(tree / dir)) {

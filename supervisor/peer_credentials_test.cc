@@ -11,7 +11,7 @@
 #include <functional>
 
 #include "ipc/rpc_client.h"
-#include "supervisor/listening_socket.h"
+#include "ipc/listening_socket.h"
 #include "supervisor/supervisor_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -82,7 +82,7 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     vm.state = ipc::VmState::kStopped;
     registry.update(vm);
   }
-  ListeningSocket socket(dir / "supervisor.sock", 0666);
+  ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
 
   int bob = spawnCaller(kBob, socket.path(), [](auto& s, auto& ws) -> std::string {
     if (names(s, ws) != std::vector<std::string>{"web-b"}) return "bob listed other VMs";

@@ -12,7 +12,7 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
-#include "supervisor/listening_socket.h"
+#include "ipc/listening_socket.h"
 #include "supervisor/supervisor_server.h"
 
 namespace fcvm::supervisor {
@@ -80,7 +80,7 @@ int runSupervisor(const DaemonOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
 
-  ListeningSocket socket(paths.supervisorSocket(), root ? 0666 : 0600);
+  ipc::ListeningSocket socket(paths.supervisorSocket(), root ? 0666 : 0600);
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
       socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                               kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |

@@ -18,14 +18,19 @@ AgentChannel::AgentChannel(kj::Own<kj::AsyncIoStream> stream, std::string hostVe
     : stream_(kj::mv(stream)), writer_(*stream_), hostVersion_(std::move(hostVersion)) {}
 
 void AgentChannel::fail(const std::string& reason) {
+  markFailed(reason);
+  kj::throwFatalException(channelError(failure_));
+}
+
+void AgentChannel::markFailed(const std::string& reason) {
   if (failure_.empty()) {
     failure_ = reason;
     // Close both directions so the guest sees the channel end; the stream object itself stays
     // alive for writes still queued (they now fail).
     kj::runCatchingExceptions([this]() { stream_->shutdownWrite(); });
     kj::runCatchingExceptions([this]() { stream_->abortRead(); });
+    while (!streams_.empty()) closeStream(streams_.begin()->first, "the channel failed");
   }
-  kj::throwFatalException(channelError(failure_));
 }
 
 void AgentChannel::requireUsable() const {
@@ -36,7 +41,7 @@ kj::Promise<void> AgentChannel::send(const agent::Message& message) {
   return kj::evalNow([&]() {
     requireUsable();
     return writer_.send(message).catch_([this](kj::Exception&& e) -> kj::Promise<void> {
-      if (failure_.empty()) failure_ = kj::str("write failed: ", e.getDescription()).cStr();
+      markFailed(kj::str("write failed: ", e.getDescription()).cStr());
       return channelError(failure_);
     });
   });
@@ -90,7 +95,10 @@ kj::Promise<void> AgentChannel::exec(const agent::ExecRequest& request) {
     KJ_REQUIRE(handshakeDone_, "agent channel: exec before handshake");
     KJ_REQUIRE(request.id != agent::kContainerStream, "agent channel: exec id 0 is the container");
     KJ_REQUIRE(streams_.count(request.id) == 0, "agent channel: exec id already open", request.id);
-    streams_[request.id] = StreamState{request.tty, request.stdin};
+    StreamState state;
+    state.tty = request.tty;
+    state.stdinOpen = request.stdin;
+    streams_[request.id] = std::move(state);
     return send(request);
   });
 }
@@ -101,9 +109,36 @@ kj::Promise<void> AgentChannel::sendStdin(uint32_t streamId, std::string data, b
     auto it = streams_.find(streamId);
     KJ_REQUIRE(it != streams_.end() && it->second.stdinOpen,
                "agent channel: stream has no open stdin", streamId);
-    if (eof) it->second.stdinOpen = false;
-    return send(agent::Stdin{streamId, std::move(data), eof});
+    KJ_REQUIRE(data.size() <= agent::wire::MAX_DATA_BYTES, "agent channel: stdin chunk too large",
+               data.size());
+    auto& st = it->second;
+    KJ_REQUIRE(!st.creditWaiter, "agent channel: one sendStdin at a time per stream", streamId);
+    if (eof) st.stdinOpen = false;
+    uint64_t size = data.size();
+    kj::Promise<void> credit = kj::READY_NOW;
+    if (st.unacked + size > agent::wire::STDIN_WINDOW_BYTES) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      st.creditWaiter = kj::mv(paf.fulfiller);
+      st.waitingFor = size;
+      credit = kj::mv(paf.promise);
+    }
+    return credit.then([this, streamId, size, eof, data = std::move(data)]() mutable {
+      requireUsable();
+      auto it = streams_.find(streamId);
+      KJ_REQUIRE(it != streams_.end(), "agent channel: stream exited", streamId);
+      it->second.unacked += size;
+      return send(agent::Stdin{streamId, std::move(data), eof});
+    });
   });
+}
+
+void AgentChannel::closeStream(uint32_t streamId, const char* why) {
+  auto it = streams_.find(streamId);
+  if (it == streams_.end()) return;
+  if (it->second.creditWaiter) {
+    it->second.creditWaiter->reject(channelError(std::string("stdin not sent: ") + why));
+  }
+  streams_.erase(it);
 }
 
 kj::Promise<void> AgentChannel::resize(uint32_t streamId, uint16_t rows, uint16_t cols) {
@@ -134,21 +169,40 @@ kj::Promise<std::optional<AgentEvent>> AgentChannel::next() {
   return kj::evalNow([&]() {
     requireUsable();
     KJ_REQUIRE(handshakeDone_, "agent channel: next() before handshake");
-    return agent::readMessage(*stream_).then(
-        [this](std::optional<agent::Message> message) -> std::optional<AgentEvent> {
-          requireUsable();
-          auto* m = (message ? &*message : nullptr);
-          if (m == nullptr) return std::nullopt;
-          return check(std::move(*m));
-        },
-        [this](kj::Exception&& e) -> std::optional<AgentEvent> {
-          requireUsable();
-          fail(e.getDescription().cStr());
-        });
+    return readUntilEvent().then([this]() { return std::exchange(nextEvent_, std::nullopt); });
   });
 }
 
-AgentEvent AgentChannel::check(agent::Message message) {
+kj::Promise<void> AgentChannel::readUntilEvent() {
+  return agent::readMessage(*stream_).then(
+      [this](std::optional<agent::Message> message) -> kj::Promise<void> {
+        requireUsable();
+        if (!message) return kj::READY_NOW;  // clean end: nextEvent_ stays empty
+        nextEvent_ = check(std::move(*message));
+        if (!nextEvent_) return readUntilEvent();  // flow control, handled: read on
+        return kj::READY_NOW;
+      },
+      [this](kj::Exception&& e) -> kj::Promise<void> {
+        requireUsable();
+        fail(e.getDescription().cStr());
+      });
+}
+
+std::optional<AgentEvent> AgentChannel::check(agent::Message message) {
+  if (auto* ack = std::get_if<agent::StdinAck>(&message)) {
+    auto it = streams_.find(ack->streamId);
+    if (it == streams_.end()) fail("stdinAck for unknown stream " + std::to_string(ack->streamId));
+    auto& st = it->second;
+    if (ack->bytes > st.unacked) {
+      fail("stdinAck for more bytes than sent on stream " + std::to_string(ack->streamId));
+    }
+    st.unacked -= ack->bytes;
+    if (st.creditWaiter && st.unacked + st.waitingFor <= agent::wire::STDIN_WINDOW_BYTES) {
+      st.creditWaiter->fulfill();
+      st.creditWaiter = nullptr;
+    }
+    return std::nullopt;
+  }
   if (auto* out = std::get_if<agent::Output>(&message)) {
     auto it = streams_.find(out->streamId);
     if (it == streams_.end()) fail("output for unknown stream " + std::to_string(out->streamId));
@@ -161,9 +215,10 @@ AgentEvent AgentChannel::check(agent::Message message) {
     return std::move(*out);
   }
   if (auto* exit = std::get_if<agent::Exit>(&message)) {
-    if (streams_.erase(exit->streamId) == 0) {
+    if (streams_.count(exit->streamId) == 0) {
       fail("exit for unknown stream " + std::to_string(exit->streamId));
     }
+    closeStream(exit->streamId, "the stream exited");
     if (exit->signal < 0 || exit->signal > 64) {
       fail("exit with impossible signal " + std::to_string(exit->signal));
     }

@@ -2,8 +2,10 @@
 // untrusted: every frame it sends is bounded and decoded in full before use (agent/frame_io.h,
 // agent/messages.h), and checked against what this side recorded itself — the order (hello
 // first), the streams it opened (stream 0 after runContainer, exec ids it chose), tty streams
-// having no stderr. Any violation closes the channel for good; it never crashes or hangs the
-// worker. All failures are kj::Exceptions whose description starts with "agent channel: ".
+// having no stderr, stdin acks never exceeding what was sent. Any violation closes the channel
+// for good; it never crashes or hangs the worker (a guest that sends nothing at all is the
+// caller's deadline: wrap handshake()/next() in kj::Timer::timeoutAfter). All failures are
+// kj::Exceptions whose description starts with "agent channel: ".
 #pragma once
 
 #include <kj/async-io.h>
@@ -12,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 
 #include "agent/frame_io.h"
@@ -38,14 +41,17 @@ class AgentChannel {
   kj::Promise<void> runContainer(const agent::RunPlan& plan);
   // Opens stream request.id (> 0, not open).
   kj::Promise<void> exec(const agent::ExecRequest& request);
-  // To an open stream that was started with stdin.
+  // To an open stream that was started with stdin; at most maxDataBytes. Resolves once sent,
+  // which waits while stdinWindowBytes of this stream's stdin are un-acknowledged by the agent:
+  // acks are read by next(), so keep a next() pending meanwhile. One call at a time per stream.
+  // Rejects if the stream exits first.
   kj::Promise<void> sendStdin(uint32_t streamId, std::string data, bool eof);
   kj::Promise<void> resize(uint32_t streamId, uint16_t rows, uint16_t cols);
   kj::Promise<void> setClock(int64_t realtimeNs);
   kj::Promise<void> powerOff();
 
   // The agent's next checked event; null when the agent closed the stream cleanly between frames.
-  // One call at a time.
+  // One call at a time. Flow-control frames (stdinAck) are handled here, never returned.
   kj::Promise<std::optional<AgentEvent>> next();
 
   bool isOpen(uint32_t streamId) const { return streams_.count(streamId) != 0; }
@@ -56,11 +62,17 @@ class AgentChannel {
   struct StreamState {
     bool tty = false;
     bool stdinOpen = false;
+    uint64_t unacked = 0;  // stdin bytes sent, not yet acked by the agent
+    kj::Own<kj::PromiseFulfiller<void>> creditWaiter;  // a sendStdin waiting for the window
+    uint64_t waitingFor = 0;                           // its size
   };
 
   kj::Promise<void> send(const agent::Message& message);
-  AgentEvent check(agent::Message message);
-  [[noreturn]] void fail(const std::string& reason);
+  kj::Promise<void> readUntilEvent();  // into nextEvent_; left empty at a clean end
+  std::optional<AgentEvent> check(agent::Message message);  // nullopt: handled here
+  void closeStream(uint32_t streamId, const char* why);
+  [[noreturn]] void fail(const std::string& reason);  // markFailed, then throw
+  void markFailed(const std::string& reason);         // closes the channel for good
   void requireUsable() const;
 
   kj::Own<kj::AsyncIoStream> stream_;
@@ -71,6 +83,7 @@ class AgentChannel {
   bool containerStarted_ = false;
   std::map<uint32_t, StreamState> streams_;  // opened by us, closed by the agent's exit
   std::string failure_;
+  std::optional<AgentEvent> nextEvent_;  // handed from readUntilEvent() to next()
 };
 
 }  // namespace fcvm::worker

@@ -85,6 +85,16 @@ class AgentChannelTest : public ::testing::Test {
     EXPECT_EQ(peer_->tryRead(&c, 1, 1).wait(ws()), 0u);
   }
 
+  // The fake agent reads frames until powerOff, counting stdin frames.
+  kj::Promise<void> drainOnPeer(size_t* stdinFrames) {
+    return agent::readMessage(*peer_).then([this, stdinFrames](std::optional<Message> m) {
+      if (!m || std::holds_alternative<agent::PowerOff>(*m))
+        return kj::Promise<void>(kj::READY_NOW);
+      if (std::holds_alternative<agent::Stdin>(*m)) ++*stdinFrames;
+      return drainOnPeer(stdinFrames);
+    });
+  }
+
   AgentEvent nextEvent() {
     auto e = channel_->next().wait(ws());
     auto* p = (e ? &*e : nullptr);
@@ -426,6 +436,74 @@ TEST_F(AgentChannelTest, AgentMessagesRoundTrip) {
   EXPECT_EQ(std::get<agent::Exit>(nextEvent()), (agent::Exit{0, 42, 0}));
   peer_->shutdownWrite();
   EXPECT_FALSE(channel_->next().wait(ws()).has_value());
+}
+
+TEST_F(AgentChannelTest, StdinAcksAreConsumedByTheChannel) {
+  handshake();
+  channel_->exec(agent::ExecRequest{.id = 2, .command = {"cat"}, .stdin = true}).wait(ws());
+  receiveOnPeer();
+  channel_->sendStdin(2, "0123456789", false).wait(ws());
+  receiveOnPeer();
+  writer_->send(agent::StdinAck{2, 10}).wait(ws());
+  writer_->send(agent::Log{"after ack"}).wait(ws());
+  EXPECT_EQ(std::get<agent::Log>(nextEvent()).line, "after ack");
+}
+
+TEST_F(AgentChannelTest, StdinWaitsForTheWindow) {
+  handshake();
+  channel_->exec(agent::ExecRequest{.id = 2, .command = {"cat"}, .stdin = true}).wait(ws());
+  receiveOnPeer();
+  const std::string chunk(agent::wire::MAX_DATA_BYTES, 'c');
+  constexpr int kChunksInWindow = agent::wire::STDIN_WINDOW_BYTES / agent::wire::MAX_DATA_BYTES;
+  // The fake agent reads everything the host sends, as it arrives.
+  size_t stdinFrames = 0;
+  auto drain = drainOnPeer(&stdinFrames).eagerlyEvaluate(nullptr);
+  for (int i = 0; i < kChunksInWindow; ++i) channel_->sendStdin(2, chunk, false).wait(ws());
+  auto beyond = channel_->sendStdin(2, chunk, false);
+  EXPECT_FALSE(beyond.poll(ws()));  // the window is full: nothing more goes out
+  EXPECT_EQ(stdinFrames, static_cast<size_t>(kChunksInWindow));
+  auto reader = channel_->next().eagerlyEvaluate(nullptr);
+  writer_->send(agent::StdinAck{2, static_cast<uint32_t>(chunk.size())}).wait(ws());
+  beyond.wait(ws());  // the ack, read by next(), opened the window
+  writer_->send(agent::Log{"done"}).wait(ws());
+  auto event = reader.wait(ws());
+  ASSERT_TRUE(event.has_value());
+  EXPECT_EQ(std::get<agent::Log>(*event).line, "done");
+  channel_->powerOff().wait(ws());  // ends the drain
+  drain.wait(ws());
+  EXPECT_EQ(stdinFrames, static_cast<size_t>(kChunksInWindow + 1));
+}
+
+TEST_F(AgentChannelTest, StdinWaitingForTheWindowFailsWhenTheStreamExits) {
+  handshake();
+  channel_->exec(agent::ExecRequest{.id = 2, .command = {"cat"}, .stdin = true}).wait(ws());
+  receiveOnPeer();
+  const std::string chunk(agent::wire::MAX_DATA_BYTES, 'c');
+  constexpr int kChunksInWindow = agent::wire::STDIN_WINDOW_BYTES / agent::wire::MAX_DATA_BYTES;
+  size_t stdinFrames = 0;
+  auto drain = drainOnPeer(&stdinFrames).eagerlyEvaluate(nullptr);
+  for (int i = 0; i < kChunksInWindow; ++i) channel_->sendStdin(2, chunk, false).wait(ws());
+  auto beyond = channel_->sendStdin(2, chunk, false);
+  writer_->send(agent::Exit{2, 0, 0}).wait(ws());
+  EXPECT_TRUE(std::holds_alternative<agent::Exit>(nextEvent()));
+  EXPECT_THROW(beyond.wait(ws()), kj::Exception);
+  EXPECT_TRUE(channel_->failure().empty());
+}
+
+TEST_F(AgentChannelTest, AckForMoreThanSentRejected) {
+  handshake();
+  channel_->exec(agent::ExecRequest{.id = 2, .command = {"cat"}, .stdin = true}).wait(ws());
+  receiveOnPeer();
+  channel_->sendStdin(2, "abc", false).wait(ws());
+  receiveOnPeer();
+  writer_->send(agent::StdinAck{2, 4}).wait(ws());
+  expectRejected("stdinAck for more bytes than sent on stream 2");
+}
+
+TEST_F(AgentChannelTest, AckForUnknownStreamRejected) {
+  handshake();
+  writer_->send(agent::StdinAck{6, 1}).wait(ws());
+  expectRejected("stdinAck for unknown stream 6");
 }
 
 uint64_t fnv1a(uint64_t hash, std::string_view data) {

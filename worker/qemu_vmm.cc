@@ -66,6 +66,13 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                        config.rootDiskSnapshot ? ",snapshot=on" : ""),
                  "-device", "virtio-blk-device,drive=root"});
   }
+  for (size_t i = 0; i < config.extraDisks.size(); ++i) {
+    const auto& disk = config.extraDisks[i];
+    argv.insert(argv.end(), {"-drive",
+                             fmt::format("id=disk{},file={},format=raw,if=none{}", i,
+                                         disk.path.string(), disk.readOnly ? ",readonly=on" : ""),
+                             "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
+  }
   if (!config.consoleLog.empty()) {
     argv.insert(argv.end(), {"-chardev",
                              fmt::format("file,id=console,path={}", config.consoleLog.string()),

@@ -21,6 +21,12 @@ struct SerialChannel {
   std::filesystem::path socket;
 };
 
+// A further virtio-blk disk; the guest sees them as /dev/vdb, /dev/vdc, ... in this order.
+struct ExtraDisk {
+  std::filesystem::path path;
+  bool readOnly = true;
+};
+
 struct QemuConfig {
   std::string qemu = "qemu-system-x86_64";
   std::string accel = "tcg";  // "kvm" or "tcg", from chooseAccelerator()
@@ -32,6 +38,7 @@ struct QemuConfig {
   bool rootDiskSnapshot = false;  // guest writes go to a throwaway overlay, never to rootDisk
   // Guest RAM in this file, mapped shared, so the VM can be snapshotted; anonymous if empty.
   std::filesystem::path memoryFile;
+  std::vector<ExtraDisk> extraDisks;
   std::vector<SerialChannel> channels;
   std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)
   std::string extraKernelArgs;

@@ -7,7 +7,7 @@
 
 #include "base/unique_fd.h"
 
-namespace fcvm::supervisor {
+namespace fcvm::ipc {
 
 class ListeningSocket {
  public:
@@ -27,4 +27,4 @@ class ListeningSocket {
   UniqueFd fd_;
 };
 
-}  // namespace fcvm::supervisor
+}  // namespace fcvm::ipc

@@ -1,4 +1,4 @@
-#include "supervisor/listening_socket.h"
+#include "ipc/listening_socket.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,7 +9,7 @@
 
 #include "base/error.h"
 
-namespace fcvm::supervisor {
+namespace fcvm::ipc {
 
 ListeningSocket::ListeningSocket(std::filesystem::path path, mode_t mode) : path_(std::move(path)) {
   sockaddr_un addr{};
@@ -32,4 +32,4 @@ ListeningSocket::ListeningSocket(std::filesystem::path path, mode_t mode) : path
 
 ListeningSocket::~ListeningSocket() { ::unlink(path_.c_str()); }
 
-}  // namespace fcvm::supervisor
+}  // namespace fcvm::ipc

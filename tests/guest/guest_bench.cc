@@ -1,0 +1,130 @@
+// `make bench-guest`: where a guest's start-up time goes, each figure beside the baseline of the
+// same kernel booting a trivial /init that powers off at once. Medians of a few runs.
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fmt/format.h>
+#include <functional>
+
+#include "base/error.h"
+#include "base/install_layout.h"
+#include "base/subprocess.h"
+#include "tests/guest/guest_vm.h"
+#include "worker/image_cache.h"
+
+namespace fcvm::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kRuns = 3;
+constexpr const char* kImage = "localhost/fcvm-test-busybox:latest";
+
+double seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::function<double()> measure) {
+  std::vector<double> samples;
+  for (int i = 0; i < kRuns; ++i) samples.push_back(measure());
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+// An initramfs holding only the trivial init.
+std::filesystem::path bareInitramfs(const TempDir& dir) {
+  auto tree = dir / "bare";
+  std::filesystem::create_directories(tree / "dev");
+  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)), "mknod");
+  std::filesystem::copy_file(siblingBinary("fcvm-bare-init", "FCVM_BARE_INIT_BIN"), tree / "init");
+  auto cpio = dir / "bare.cpio";
+  auto r = runCommand({"sh", "-c",
+                       fmt::format("cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
+                                   tree.string(), cpio.string())});
+  if (r.exitCode != 0) throw Error("cpio: " + r.output);
+  return cpio;
+}
+
+double bareBoot(const setup::GuestArtifacts& artifacts, const std::filesystem::path& initramfs) {
+  worker::QemuConfig config;
+  config.kernel = artifacts.kernel;
+  config.initramfs = initramfs;
+  auto start = Clock::now();
+  worker::QemuProcess qemu(config);
+  if (!qemu.waitExit(std::chrono::minutes(3))) throw Error("bare boot did not power off");
+  return seconds(start);
+}
+
+double bootToContainer(kj::AsyncIoContext& io, const setup::GuestArtifacts& artifacts,
+                       const std::filesystem::path& imagesDir, bool waitForStart) {
+  auto start = Clock::now();
+  worker::ImageCache images(imagesDir);
+  auto prepared = images.prepare(kImage, (imagesDir / "bench.log").string());
+  GuestVmOptions options;
+  options.imageDisk = prepared.disk;
+  GuestVm vm(io, artifacts, options);
+  agent::RunPlan plan;
+  plan.image = kImage;
+  plan.command = {"true"};
+  vm.wait(vm.agent().runContainer(plan));
+  if (waitForStart) {
+    vm.waitContainerStarted();
+  } else {
+    auto r = vm.waitStream(agent::kContainerStream);
+    if (r.code != 0) throw Error("container failed: " + r.err);
+  }
+  return seconds(start);
+}
+
+int run() {
+  auto io = kj::setupAsyncIo();
+  auto artifacts = testArtifacts();
+  TempDir dir("fcvm-bench-guest");
+  auto initramfs = bareInitramfs(dir);
+  auto shared = testDataDir() / "images";
+
+  double bare = median([&] { return bareBoot(artifacts, initramfs); });
+  double agent = median([&] {
+    GuestVm vm(io, artifacts);
+    double t = vm.secondsToAgent();
+    vm.powerOff();
+    return t;
+  });
+  double started = median([&] { return bootToContainer(io, artifacts, shared, true); });
+  int fresh = 0;
+  double firstRun = median([&] {
+    // A new image cache each time: the export and unpack happen inside the measurement.
+    return bootToContainer(io, artifacts, dir / fmt::format("images-{}", fresh++), false);
+  });
+  double secondRun = median([&] { return bootToContainer(io, artifacts, shared, false); });
+
+  fmt::print("guest start-up under {}, median of {} runs (kernel {})\n", "tcg", kRuns,
+             artifacts.kernelVersion);
+  fmt::print("{:<46} {:>9} {:>8}\n", "", "seconds", "x bare");
+  auto row = [&](const char* what, double s) {
+    fmt::print("{:<46} {:>9.2f} {:>8.2f}\n", what, s, s / bare);
+  };
+  row("bare boot: kernel to trivial /init, power off", bare);
+  row("boot to fc-agent ready (hello)", agent);
+  row("boot to container started", started);
+  row("run `true`, first run of the image (export)", firstRun);
+  row("run `true`, second run of the image (cached)", secondRun);
+  return 0;
+}
+
+}  // namespace
+}  // namespace fcvm::testing
+
+int main() {
+  try {
+    return fcvm::testing::run();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bench-guest: {}\n", e.what());
+    return 1;
+  } catch (const kj::Exception& e) {
+    fmt::print(stderr, "bench-guest: {}\n", e.getDescription().cStr());
+    return 1;
+  }
+}

@@ -1,0 +1,130 @@
+#include "worker/image_cache.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <cmath>
+
+#include "base/error.h"
+#include "base/paths.h"
+#include "base/sha256.h"
+#include "base/subprocess.h"
+#include "base/unique_fd.h"
+
+namespace fcvm::worker {
+namespace {
+
+constexpr auto kPodmanTimeout = std::chrono::minutes(10);
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+CommandResult mustRun(const std::vector<std::string>& argv, const CommandOptions& options,
+                      const std::string& what) {
+  auto r = runCommand(argv, options);
+  if (r.exitCode != 0) {
+    throw Error(fmt::format("{}: {} failed (exit {}): {}", what, argv[0], r.exitCode,
+                            trim(r.output).substr(0, 400)));
+  }
+  return r;
+}
+
+uint64_t treeBytes(const std::filesystem::path& dir) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    struct stat st{};
+    if (::lstat(e.path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+}  // namespace
+
+ImageCache::ImageCache(std::filesystem::path dir) : dir_(std::move(dir)) {
+  ensureOwnedDirectory(dir_, 0755);
+}
+
+PreparedImage ImageCache::prepare(const std::string& image, const std::string& logFile) {
+  auto quick = CommandOptions::withTimeout(std::chrono::seconds(60));
+  PreparedImage prepared;
+  std::string archive;  // what `podman load` reads
+  for (const char* prefix : {"oci-archive:", "docker-archive:"}) {
+    if (image.starts_with(prefix)) archive = image.substr(std::string(prefix).size());
+  }
+  if (!archive.empty()) {
+    if (!std::filesystem::is_regular_file(archive)) {
+      throw Error(fmt::format("image archive {} does not exist", archive));
+    }
+    prepared.digest = sha256File(archive);
+  } else {
+    auto r = runCommand({"podman", "image", "inspect", "--format", "{{.Id}}", image}, quick);
+    if (r.exitCode != 0) {
+      throw Error(fmt::format("image '{}' is not in host podman storage (podman import/load/pull "
+                              "it first)",
+                              image));
+    }
+    prepared.digest = trim(r.output);
+  }
+  prepared.reference = image;
+  auto dir = dir_ / prepared.digest.substr(0, 32);
+  prepared.disk = dir / "store.ext4";
+
+  ensureOwnedDirectory(dir, 0755);
+  UniqueFd lock(::open((dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) throw SysError(errno, "open " + (dir / "lock").string());
+  checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}", dir.string());
+  if (std::filesystem::exists(prepared.disk)) return prepared;
+
+  auto staging = dir / "staging";
+  std::filesystem::remove_all(staging);
+  std::filesystem::create_directories(staging);
+  CommandOptions slow = CommandOptions::withTimeout(kPodmanTimeout);
+  slow.outputFile = logFile;
+  if (archive.empty()) {
+    archive = (staging / "image.tar").string();
+    mustRun({"podman", "save", "--format", "oci-archive", "-o", archive, image}, slow,
+            "export " + image);
+  }
+  // A podman storage root of its own, in the layout the guest's podman (overlay driver) reads.
+  // Podman limits the runroot path to 50 characters, so it gets a short one of its own.
+  auto store = staging / "store";
+  char runrootTemplate[] = "/tmp/fcvm-rr-XXXXXX";
+  if (::mkdtemp(runrootTemplate) == nullptr) throw SysError(errno, "mkdtemp /tmp/fcvm-rr-*");
+  std::filesystem::path runroot = runrootTemplate;
+  struct RemoveRunroot {
+    std::filesystem::path path;
+    ~RemoveRunroot() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } removeRunroot{runroot};
+  mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
+           "--storage-driver", "overlay", "load", "-q", "-i", archive},
+          slow, "load " + image);
+  if (!image.starts_with("oci-archive:") && !image.starts_with("docker-archive:")) {
+    // Keep the host's name for it, whatever the archive recorded.
+    auto loaded = mustRun({"podman", "--root", store.string(), "--runroot",
+                           runroot.string(), "--storage-driver", "overlay", "images",
+                           "-q", "--no-trunc"},
+                          quick, "list " + image);
+    auto id = trim(loaded.output);
+    mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
+             "--storage-driver", "overlay", "tag", id.substr(0, id.find('\n')), image},
+            quick, "tag " + image);
+  }
+  auto bytes = treeBytes(store);
+  auto sizeMib = static_cast<uint64_t>(std::ceil(bytes * 1.3 / 1048576.0)) + 32;
+  auto tmpDisk = staging / "store.ext4";
+  mustRun({"mkfs.ext4", "-q", "-F", "-L", "fcvm-images", "-d", store.string(), tmpDisk.string(),
+           std::to_string(sizeMib) + "M"},
+          slow, "pack " + image);
+  std::filesystem::rename(tmpDisk, prepared.disk);
+  std::filesystem::remove_all(staging);
+  prepared.built = true;
+  return prepared;
+}
+
+}  // namespace fcvm::worker
