@@ -2,13 +2,12 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/reflink.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 
@@ -81,26 +80,15 @@ HostCheck reflinkCheck(const Paths& paths) {
   while (!std::filesystem::exists(dir) && dir.has_parent_path() && dir != dir.parent_path()) {
     dir = dir.parent_path();
   }
-  HostCheck check{"reflink", false, false, ""};
-  UniqueFd source(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  UniqueFd clone(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  if (!source || !clone) {
-    check.detail =
-        fmt::format("cannot create a test file in {}: {}", dir.string(), errnoText(errno));
-    return check;
+  auto storage = paths.dataDir / "storage";
+  if (std::filesystem::exists(storage)) dir = storage;
+  if (auto why = whyNoReflink(dir)) {
+    return {"reflink", false, false,
+            fmt::format("{} cannot reflink ({}); `fcvm setup` puts the data dir's storage on a "
+                        "loopback btrfs",
+                        dir.string(), *why)};
   }
-  char block[4096] = {1};
-  if (::write(source.get(), block, sizeof block) != sizeof block ||
-      ::ioctl(clone.get(), FICLONE, source.get()) != 0) {
-    check.detail = fmt::format(
-        "{} cannot reflink ({}); `fcvm setup` will put the data dir on a "
-        "loopback btrfs",
-        dir.string(), errnoText(errno));
-    return check;
-  }
-  check.ok = true;
-  check.detail = fmt::format("{} supports reflink copies", dir.string());
-  return check;
+  return {"reflink", true, false, fmt::format("{} supports reflink copies", dir.string())};
 }
 
 }  // namespace

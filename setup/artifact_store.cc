@@ -122,7 +122,7 @@ void ArtifactStore::setCurrent(std::string_view kernelKey, std::string_view init
 }
 
 std::optional<GuestArtifacts> currentArtifacts(const std::filesystem::path& dataDir) {
-  return readCurrent(dataDir / "artifacts");
+  return readCurrent(dataDir / "storage" / "artifacts");
 }
 
 }  // namespace fcvm::setup

@@ -1,4 +1,4 @@
-// Content-addressed guest artifacts under <data dir>/artifacts/<kind>/<key>/.
+// Content-addressed guest artifacts under <data dir>/storage/artifacts/<kind>/<key>/.
 //
 // An artifact is built in a staging directory and renamed into place only when complete and
 // synced, so an interrupted `fcvm setup` leaves nothing a later run would trust: a key directory

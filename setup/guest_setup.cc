@@ -9,6 +9,7 @@
 #include "setup/debian_mirror.h"
 #include "setup/guest_kernel.h"
 #include "setup/initramfs.h"
+#include "setup/reflink_storage.h"
 #include "setup/rootfs.h"
 
 namespace fcvm::setup {
@@ -51,8 +52,12 @@ SetupReport runSetup(const SetupOptions& options) {
   ensureOwnedDirectory(paths.dataDir, 0755);
   ensureOwnedDirectory(paths.logDir(), 0755);
   std::string log = (paths.logDir() / "setup.log").string();
-  ArtifactStore store(paths.dataDir / "artifacts");
   SetupReport report;
+  report.steps.push_back(step(options, "storage", "a file system that can reflink VM disks", [&] {
+    auto storage = ensureReflinkStorage(paths.dataDir, log);
+    return SetupStep{"", "", storage.dir, storage.created, 0, storage.detail};
+  }));
+  ArtifactStore store(storageDir(paths.dataDir) / "artifacts");
 
   KernelArtifact kernel;
   report.steps.push_back(step(options, "kernel", "Debian linux-image-cloud-amd64", [&] {
@@ -75,7 +80,7 @@ SetupReport runSetup(const SetupOptions& options) {
                      mib(rootfs.bytesUsed) + " used"};
   }));
 
-  store.setCurrent(report.steps[0].key, report.steps[1].key, report.steps[2].key, kernel.version);
+  store.setCurrent(report.steps[1].key, report.steps[2].key, report.steps[3].key, kernel.version);
   report.seconds = secondsSince(start);
   return report;
 }

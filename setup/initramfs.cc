@@ -16,7 +16,7 @@
 namespace fcvm::setup {
 namespace {
 
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 
 std::string moduleName(const std::string& path) {
   std::string name = std::filesystem::path(path).filename().string();

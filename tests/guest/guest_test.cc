@@ -87,7 +87,7 @@ TEST_F(GuestTest, EnvWorkdirAndUserAreHonoured) {
   EXPECT_EQ(r.code, 0);
 }
 
-TEST_F(GuestTest, ExecInGuestAndInContainerWithPipedStdin) {
+TEST_F(GuestTest, ExecInGuestAndInContainerWithPipedStdinAndPty) {
   auto vm = boot();
   vm->wait(vm->agent().runContainer(
       plan({"sh", "-c", "echo ready > /tmp/marker; echo running; exec sleep 600"})));
@@ -114,6 +114,19 @@ TEST_F(GuestTest, ExecInGuestAndInContainerWithPipedStdin) {
   auto inContainer = vm->waitStream(2);
   EXPECT_EQ(inContainer.out, "ready\nSHOUT") << inContainer.err;
   EXPECT_EQ(inContainer.code, 3);
+
+  agent::ExecRequest tty;
+  tty.id = 3;
+  tty.inContainer = true;
+  tty.tty = true;
+  tty.rows = 31;
+  tty.cols = 101;
+  tty.command = {"sh", "-c", "stty size; test -t 1 && echo on-a-tty"};
+  vm->wait(vm->agent().exec(tty));
+  auto onTty = vm->waitStream(3);
+  EXPECT_EQ(onTty.out, "31 101\r\non-a-tty\r\n") << onTty.err;
+  EXPECT_EQ(onTty.err, "");  // a pty merges both streams
+  EXPECT_EQ(onTty.code, 0);
 
   int status = vm->powerOff();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
