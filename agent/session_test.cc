@@ -40,13 +40,6 @@ class AgentSessionTest : public ::testing::Test {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
       throw std::runtime_error("socketpair failed");
     }
-    if (const char* b = getenv("FCVM_TEST_SOCKBUF")) {
-      int sz = atoi(b);
-      for (int fd : fds) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-      }
-    }
     using Flags = kj::LowLevelAsyncIoProvider;
     agentStream_ = io_.lowLevelProvider->wrapSocketFd(fds[0], Flags::TAKE_OWNERSHIP);
     hostFd_ = kj::AutoCloseFd(fds[1]);
