@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan bench bench-guest guest-setup lint format demo clean
+.PHONY: all deps build test test-unit test-asan bench bench-guest guest-setup lint format format-check demo clean
 
 all: build
 
@@ -48,6 +48,9 @@ lint: $(BUILD)/build.ninja
 
 format:
 	scripts/lint --fix
+
+format-check:
+	scripts/lint --format-only
 
 demo: deps build
 	scripts/demo $(BUILD)

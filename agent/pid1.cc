@@ -105,9 +105,9 @@ void mountImageStore(const std::string& target, std::chrono::milliseconds timeou
              "bad fcvm.images", device);
   waitForDevice(device, timeout);
   makeDir(target.c_str());
-  KJ_SYSCALL(mount(device.c_str(), target.c_str(), "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV,
-                   "noload"),
-             "mount image store", device, target);
+  KJ_SYSCALL(
+      mount(device.c_str(), target.c_str(), "ext4", MS_RDONLY | MS_NOSUID | MS_NODEV, "noload"),
+      "mount image store", device, target);
 }
 
 void setDefaultEnvironment() {

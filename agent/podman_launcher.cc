@@ -32,21 +32,12 @@ void checkVolume(const VolumeSpec& v) {
 std::vector<std::string> podmanRunArgv(const RunPlan& plan) {
   KJ_REQUIRE(!plan.image.empty(), "run plan without image");
   checkEnv(plan.env);
-  std::vector<std::string> argv = {"podman",
-                                   "run",
-                                   "--rm",
-                                   "--name",
-                                   kContainerName,
-                                   "--network",
+  std::vector<std::string> argv = {"podman", "run", "--rm", "--name", kContainerName, "--network",
                                    plan.network == NetworkMode::kHost ? "host" : "none",
-                                   "--cgroup-manager",
-                                   "cgroupfs",
-                                   "--events-backend",
-                                   "file",
+                                   "--cgroup-manager", "cgroupfs", "--events-backend", "file",
                                    // Images come from the host's read-only image store; a guest
                                    // never contacts a registry on its own.
-                                   "--pull",
-                                   "never"};
+                                   "--pull", "never"};
   if (plan.privileged) argv.push_back("--privileged");
   if (!plan.user.empty()) argv.insert(argv.end(), {"-u", plan.user});
   if (!plan.workdir.empty()) argv.insert(argv.end(), {"-w", plan.workdir});

@@ -10,7 +10,8 @@
 namespace fcvm {
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
+  if (ctx_ == nullptr ||
+      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
     throw Error("SHA-256: OpenSSL could not initialise a digest");
   }
 }
@@ -46,6 +47,8 @@ std::string Sha256::hex() {
 
 std::string sha256Hex(std::string_view data) { return Sha256().update(data).hex(); }
 
-std::string sha256File(const std::filesystem::path& path) { return Sha256().updateFile(path).hex(); }
+std::string sha256File(const std::filesystem::path& path) {
+  return Sha256().updateFile(path).hex();
+}
 
 }  // namespace fcvm

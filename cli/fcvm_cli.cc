@@ -99,8 +99,7 @@ class Commands {
 
   int setup() {
     setup::SetupOptions options{Paths::resolve(ctx_.uid, ctx_.env),
-                                siblingBinary("fc-agent", "FCVM_AGENT_BIN"), opt_.force,
-                                &ctx_.err};
+                                siblingBinary("fc-agent", "FCVM_AGENT_BIN"), opt_.force, &ctx_.err};
     auto report = setup::runSetup(options);
     if (opt_.json) {
       ctx_.out << setup::toJson(report).dump(2) << "\n";

@@ -47,8 +47,8 @@ ArtifactStore::ArtifactStore(std::filesystem::path root) : root_(std::move(root)
   ensureOwnedDirectory(root_, 0755);
   auto lockPath = root_.string() + ".lock";
   lock_.reset(static_cast<int>(
-      checkSys(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600),
-               "open {}", lockPath)));
+      checkSys(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), "open {}",
+               lockPath)));
   if (::flock(lock_.get(), LOCK_EX | LOCK_NB) == -1) {
     if (errno != EWOULDBLOCK) throw SysError(errno, "lock " + lockPath);
     throw Error(fmt::format("another `fcvm setup` is running on {}", root_.string()));

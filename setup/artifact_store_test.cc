@@ -65,8 +65,9 @@ TEST(ArtifactStoreTest, OneSetupAtATime) {
 TEST(ArtifactStoreTest, CurrentSetNeedsEveryFile) {
   testing::TempDir dir;
   ArtifactStore store(dir / "storage" / "artifacts");
-  for (auto [kind, file] : {std::pair{"kernel", "vmlinux"}, std::pair{"initramfs", "initramfs.cpio"},
-                            std::pair{"rootfs", "rootfs.ext4"}}) {
+  for (auto [kind, file] :
+       {std::pair{"kernel", "vmlinux"}, std::pair{"initramfs", "initramfs.cpio"},
+        std::pair{"rootfs", "rootfs.ext4"}}) {
     auto staging = store.stage(kind, "x");
     std::ofstream(staging.dir() / file) << "data";
     staging.commit();

@@ -60,11 +60,9 @@ std::pair<std::string, std::string> resolvePackageCached(const ArtifactStore& st
   auto resolved = resolvePackage();
   if (!stamp.empty()) {
     std::filesystem::create_directories(cache.parent_path());
-    std::ofstream(cache) << json{{"lists", stamp},
-                                 {"package", resolved.first},
-                                 {"version", resolved.second}}
-                                .dump()
-                         << "\n";
+    std::ofstream(cache)
+        << json{{"lists", stamp}, {"package", resolved.first}, {"version", resolved.second}}.dump()
+        << "\n";
   }
   return resolved;
 }

@@ -62,13 +62,17 @@ SetupReport runSetup(const SetupOptions& options) {
   KernelArtifact kernel;
   report.steps.push_back(step(options, "kernel", "Debian linux-image-cloud-amd64", [&] {
     kernel = ensureKernel(store, options.force, log);
-    return SetupStep{"", kernel.key, kernel.vmlinux, kernel.built, 0,
-                     kernel.package + " " + kernel.version};
+    return SetupStep{"",           kernel.key, kernel.vmlinux,
+                     kernel.built, 0,          kernel.package + " " + kernel.version};
   }));
 
   report.steps.push_back(step(options, "initramfs", "fc-agent and kernel modules", [&] {
     auto initramfs = ensureInitramfs(store, kernel, options.agentBinary, options.force);
-    return SetupStep{"", initramfs.key, initramfs.image, initramfs.built, 0,
+    return SetupStep{"",
+                     initramfs.key,
+                     initramfs.image,
+                     initramfs.built,
+                     0,
                      mib(std::filesystem::file_size(initramfs.image))};
   }));
 
@@ -76,8 +80,8 @@ SetupReport runSetup(const SetupOptions& options) {
   report.steps.push_back(step(options, "rootfs", "Debian bookworm with podman from " + mirror, [&] {
     RootfsOptions rootfsOptions{mirror, paths.cacheDir() / "debs", log, options.force};
     auto rootfs = ensureRootfs(store, rootfsOptions);
-    return SetupStep{"", rootfs.key, rootfs.image, rootfs.built, 0,
-                     mib(rootfs.bytesUsed) + " used"};
+    return SetupStep{"",           rootfs.key, rootfs.image,
+                     rootfs.built, 0,          mib(rootfs.bytesUsed) + " used"};
   }));
 
   store.setCurrent(report.steps[1].key, report.steps[2].key, report.steps[3].key, kernel.version);

@@ -29,8 +29,8 @@ std::string moduleName(const std::string& path) {
 
 const std::vector<std::string>& guestModules() {
   static const std::vector<std::string> kModules = {
-      "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net",
-      "vmw_vsock_virtio_transport", "fuse", "overlay"};
+      "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "vmw_vsock_virtio_transport",
+      "fuse",        "overlay"};
   return kModules;
 }
 
@@ -66,8 +66,8 @@ std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir
 InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifact& kernel,
                                   const std::filesystem::path& agentBinary, bool force) {
   if (!std::filesystem::exists(agentBinary)) {
-    throw Error(fmt::format("fc-agent not found at {} (build it with `make build`)",
-                            agentBinary.string()));
+    throw Error(
+        fmt::format("fc-agent not found at {} (build it with `make build`)", agentBinary.string()));
   }
   auto modules = moduleLoadOrder(kernel.modules, guestModules());
   Sha256 recipe;
@@ -89,9 +89,9 @@ InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifa
   checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
            "mknod {}/dev/console", tree.string());
   // Debug info is most of the agent's size and only slows the guest's unpacking of /init.
-  auto strip = runCommand({"strip", "--strip-all", "-o", (tree / "init").string(),
-                           agentBinary.string()},
-                          CommandOptions::withTimeout(std::chrono::seconds(60)));
+  auto strip =
+      runCommand({"strip", "--strip-all", "-o", (tree / "init").string(), agentBinary.string()},
+                 CommandOptions::withTimeout(std::chrono::seconds(60)));
   if (strip.exitCode != 0) throw Error("strip fc-agent: " + strip.output);
   std::filesystem::permissions(tree / "init", std::filesystem::perms(0755));
   std::ofstream order(tree / "fcvm" / "modules.order");

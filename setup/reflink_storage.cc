@@ -15,7 +15,8 @@ namespace {
 constexpr const char* kImageSize = "32G";  // sparse: costs only what is used
 
 bool isMountPoint(const std::filesystem::path& dir) {
-  struct stat self{}, parent{};
+  struct stat self {
+  }, parent{};
   if (::stat(dir.c_str(), &self) != 0 || ::stat(dir.parent_path().c_str(), &parent) != 0) {
     return false;
   }
@@ -54,9 +55,10 @@ ReflinkStorage ensureReflinkStorage(const std::filesystem::path& dataDir,
     return storage;
   }
   if (!std::filesystem::is_empty(storage.dir)) {
-    throw Error(fmt::format("{} cannot reflink ({}) and is not empty; move its contents away so "
-                            "fcvm setup can mount a loopback btrfs there",
-                            storage.dir.string(), why.value_or("unknown")));
+    throw Error(
+        fmt::format("{} cannot reflink ({}) and is not empty; move its contents away so "
+                    "fcvm setup can mount a loopback btrfs there",
+                    storage.dir.string(), why.value_or("unknown")));
   }
   if (!std::filesystem::exists(image)) {
     auto tmp = image;
@@ -69,9 +71,9 @@ ReflinkStorage ensureReflinkStorage(const std::filesystem::path& dataDir,
   mustRun({"mount", "-o", "loop", image.string(), storage.dir.string()}, logFile);
   storage.loopback = true;
   storage.created = true;
-  storage.detail = fmt::format(
-      "the data dir cannot reflink ({}): mounted loopback btrfs {} ({} sparse) there", *why,
-      image.string(), kImageSize);
+  storage.detail =
+      fmt::format("the data dir cannot reflink ({}): mounted loopback btrfs {} ({} sparse) there",
+                  *why, image.string(), kImageSize);
   return storage;
 }
 

@@ -66,7 +66,7 @@ RootfsArtifact ensureRootfs(const ArtifactStore& store, const RootfsOptions& opt
   std::string key = recipe.hex().substr(0, 24);
   auto image = store.path("rootfs", key) / "rootfs.ext4";
   auto used = [](const std::filesystem::path& p) {
-    struct stat st{};
+    struct stat st {};
     return ::stat(p.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
   };
   if (store.has("rootfs", key) && !options.force) return {key, image, used(image), false};

@@ -17,9 +17,9 @@ struct RootfsArtifact {
 };
 
 struct RootfsOptions {
-  std::string mirror;                   // the host's Debian mirror
-  std::filesystem::path packageCache;   // debootstrap's .deb cache, kept across rebuilds
-  std::string logFile;                  // debootstrap's and mkfs's output
+  std::string mirror;                  // the host's Debian mirror
+  std::filesystem::path packageCache;  // debootstrap's .deb cache, kept across rebuilds
+  std::string logFile;                 // debootstrap's and mkfs's output
   bool force = false;
 };
 

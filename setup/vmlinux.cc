@@ -30,7 +30,9 @@ bool isElf(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {};
   in.read(magic, 4);
-  return in && std::string(magic, 4) == "\x7f" "ELF";
+  return in && std::string(magic, 4) ==
+                   "\x7f"
+                   "ELF";
 }
 
 }  // namespace

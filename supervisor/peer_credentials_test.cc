@@ -10,8 +10,8 @@
 
 #include <functional>
 
-#include "ipc/rpc_client.h"
 #include "ipc/listening_socket.h"
+#include "ipc/rpc_client.h"
 #include "supervisor/supervisor_server.h"
 #include "tests/support/temp_dir.h"
 

@@ -35,7 +35,7 @@ CommandResult mustRun(const std::vector<std::string>& argv, const CommandOptions
 uint64_t treeBytes(const std::filesystem::path& dir) {
   uint64_t total = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    struct stat st{};
+    struct stat st {};
     if (::lstat(e.path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
   }
   return total;
@@ -62,9 +62,10 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   } else {
     auto r = runCommand({"podman", "image", "inspect", "--format", "{{.Id}}", image}, quick);
     if (r.exitCode != 0) {
-      throw Error(fmt::format("image '{}' is not in host podman storage (podman import/load/pull "
-                              "it first)",
-                              image));
+      throw Error(
+          fmt::format("image '{}' is not in host podman storage (podman import/load/pull "
+                      "it first)",
+                      image));
     }
     prepared.digest = trim(r.output);
   }
@@ -101,18 +102,17 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
       std::filesystem::remove_all(path, ec);
     }
   } removeRunroot{runroot};
-  mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
-           "--storage-driver", "overlay", "load", "-q", "-i", archive},
+  mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(), "--storage-driver",
+           "overlay", "load", "-q", "-i", archive},
           slow, "load " + image);
   if (!image.starts_with("oci-archive:") && !image.starts_with("docker-archive:")) {
     // Keep the host's name for it, whatever the archive recorded.
-    auto loaded = mustRun({"podman", "--root", store.string(), "--runroot",
-                           runroot.string(), "--storage-driver", "overlay", "images",
-                           "-q", "--no-trunc"},
+    auto loaded = mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
+                           "--storage-driver", "overlay", "images", "-q", "--no-trunc"},
                           quick, "list " + image);
     auto id = trim(loaded.output);
-    mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
-             "--storage-driver", "overlay", "tag", id.substr(0, id.find('\n')), image},
+    mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(), "--storage-driver",
+             "overlay", "tag", id.substr(0, id.find('\n')), image},
             quick, "tag " + image);
   }
   auto bytes = treeBytes(store);

@@ -53,18 +53,18 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                         config.memoryMib, config.memoryFile.string())});
     machine += ",memory-backend=mem";
   }
-  argv.insert(argv.end(), {"-M", machine, "-accel", config.accel, "-cpu",
-                           config.accel == "kvm" ? "host" : "max", "-smp",
-                           std::to_string(config.cpus), "-m", std::to_string(config.memoryMib),
-                           "-kernel", config.kernel.string(), "-append",
-                           kernelCommandLine(config)});
+  argv.insert(
+      argv.end(),
+      {"-M", machine, "-accel", config.accel, "-cpu", config.accel == "kvm" ? "host" : "max",
+       "-smp", std::to_string(config.cpus), "-m", std::to_string(config.memoryMib), "-kernel",
+       config.kernel.string(), "-append", kernelCommandLine(config)});
   if (!config.initramfs.empty()) argv.insert(argv.end(), {"-initrd", config.initramfs.string()});
   if (!config.rootDisk.empty()) {
-    argv.insert(argv.end(),
-                {"-drive", fmt::format("id=root,file={},format=raw,if=none,cache=unsafe{}",
-                                       config.rootDisk.string(),
-                                       config.rootDiskSnapshot ? ",snapshot=on" : ""),
-                 "-device", "virtio-blk-device,drive=root"});
+    argv.insert(argv.end(), {"-drive",
+                             fmt::format("id=root,file={},format=raw,if=none,cache=unsafe{}",
+                                         config.rootDisk.string(),
+                                         config.rootDiskSnapshot ? ",snapshot=on" : ""),
+                             "-device", "virtio-blk-device,drive=root"});
   }
   for (size_t i = 0; i < config.extraDisks.size(); ++i) {
     const auto& disk = config.extraDisks[i];
@@ -74,9 +74,9 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                              "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
   }
   if (!config.consoleLog.empty()) {
-    argv.insert(argv.end(), {"-chardev",
-                             fmt::format("file,id=console,path={}", config.consoleLog.string()),
-                             "-serial", "chardev:console"});
+    argv.insert(argv.end(),
+                {"-chardev", fmt::format("file,id=console,path={}", config.consoleLog.string()),
+                 "-serial", "chardev:console"});
   }
   if (!config.channels.empty()) {
     argv.insert(argv.end(), {"-device", "virtio-serial-device,max_ports=8"});

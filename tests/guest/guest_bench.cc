@@ -1,12 +1,12 @@
 // `make bench-guest`: where a guest's start-up time goes, each figure beside the baseline of the
 // same kernel booting a trivial /init that powers off at once. Medians of a few runs.
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fmt/format.h>
 #include <functional>
 
 #include "base/error.h"

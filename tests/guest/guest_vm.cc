@@ -18,9 +18,10 @@ std::filesystem::path testDataDir() {
 setup::GuestArtifacts testArtifacts() {
   auto artifacts = setup::currentArtifacts(testDataDir());
   if (!artifacts) {
-    throw Error(fmt::format("no guest artifacts in {}: run `fcvm setup` with FCVM_DATA_DIR "
-                            "set to it (ctest's guest_setup fixture does)",
-                            testDataDir().string()));
+    throw Error(
+        fmt::format("no guest artifacts in {}: run `fcvm setup` with FCVM_DATA_DIR "
+                    "set to it (ctest's guest_setup fixture does)",
+                    testDataDir().string()));
   }
   return *artifacts;
 }
@@ -59,8 +60,7 @@ GuestVm::GuestVm(kj::AsyncIoContext& io, const setup::GuestArtifacts& artifacts,
     throw Error(fmt::format("guest did not reach fc-agent: {}\n--- console ---\n{}",
                             e.getDescription().cStr(), consoleTail()));
   }
-  secondsToAgent_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  secondsToAgent_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 GuestVm::~GuestVm() = default;
@@ -106,8 +106,8 @@ void GuestVm::waitContainerStarted() {
 void GuestVm::waitForOutput(uint32_t id, const std::string& text) {
   while (streams_[id].out.find(text) == std::string::npos) {
     if (exited_[id]) {
-      throw Error(fmt::format("stream {} exited before printing '{}': {}", id, text,
-                              streams_[id].err));
+      throw Error(
+          fmt::format("stream {} exited before printing '{}': {}", id, text, streams_[id].err));
     }
     pump();
   }
@@ -115,7 +115,8 @@ void GuestVm::waitForOutput(uint32_t id, const std::string& text) {
 
 int GuestVm::powerOff() {
   wait(agent_->powerOff());
-  auto status = qemu_->waitExit(std::chrono::duration_cast<std::chrono::milliseconds>(kBootDeadline));
+  auto status =
+      qemu_->waitExit(std::chrono::duration_cast<std::chrono::milliseconds>(kBootDeadline));
   if (!status) throw Error("the guest did not power off");
   return *status;
 }
