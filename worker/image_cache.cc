@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <fstream>
 
 #include "base/error.h"
 #include "base/paths.h"
@@ -41,6 +42,23 @@ uint64_t treeBytes(const std::filesystem::path& dir) {
   return total;
 }
 
+// How the guest names the prepared image, kept beside its disk (written before the disk is renamed
+// into place, so a disk never exists without it).
+void writeReference(const std::filesystem::path& dir, const std::string& reference) {
+  std::ofstream out(dir / "reference");
+  out << reference << "\n";
+  if (!out) throw Error("write " + (dir / "reference").string());
+}
+
+std::string readReference(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "reference");
+  std::string reference;
+  if (!std::getline(in, reference) || reference.empty()) {
+    throw Error("image cache entry " + dir.string() + " has no reference");
+  }
+  return reference;
+}
+
 }  // namespace
 
 ImageCache::ImageCache(std::filesystem::path dir) : dir_(std::move(dir)) {
@@ -54,7 +72,8 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   for (const char* prefix : {"oci-archive:", "docker-archive:"}) {
     if (image.starts_with(prefix)) archive = image.substr(std::string(prefix).size());
   }
-  if (!archive.empty()) {
+  bool isArchive = !archive.empty();
+  if (isArchive) {
     if (!std::filesystem::is_regular_file(archive)) {
       throw Error(fmt::format("image archive {} does not exist", archive));
     }
@@ -70,14 +89,18 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
     prepared.digest = trim(r.output);
   }
   prepared.reference = image;
-  auto dir = dir_ / prepared.digest.substr(0, 32);
+  // The layout version leads the name, so entries of an older layout are simply not found.
+  auto dir = dir_ / ("v2-" + prepared.digest.substr(0, 32));
   prepared.disk = dir / "store.ext4";
 
   ensureOwnedDirectory(dir, 0755);
   UniqueFd lock(::open((dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock) throw SysError(errno, "open " + (dir / "lock").string());
   checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}", dir.string());
-  if (std::filesystem::exists(prepared.disk)) return prepared;
+  if (std::filesystem::exists(prepared.disk)) {
+    prepared.reference = readReference(dir);
+    return prepared;
+  }
 
   auto staging = dir / "staging";
   std::filesystem::remove_all(staging);
@@ -105,14 +128,20 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(), "--storage-driver",
            "overlay", "load", "-q", "-i", archive},
           slow, "load " + image);
-  if (!image.starts_with("oci-archive:") && !image.starts_with("docker-archive:")) {
+  auto loaded = mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
+                         "--storage-driver", "overlay", "images", "-q", "--no-trunc"},
+                        quick, "list " + image);
+  auto id = trim(loaded.output);
+  id = id.substr(0, id.find('\n'));
+  if (id.starts_with("sha256:")) id = id.substr(7);
+  if (id.empty()) throw Error(fmt::format("load {}: no image in the archive", image));
+  if (isArchive) {
+    // The guest names an archive's image by its id: the archive's own tags may be absent.
+    prepared.reference = id;
+  } else {
     // Keep the host's name for it, whatever the archive recorded.
-    auto loaded = mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
-                           "--storage-driver", "overlay", "images", "-q", "--no-trunc"},
-                          quick, "list " + image);
-    auto id = trim(loaded.output);
     mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(), "--storage-driver",
-             "overlay", "tag", id.substr(0, id.find('\n')), image},
+             "overlay", "tag", id, image},
             quick, "tag " + image);
   }
   auto bytes = treeBytes(store);
@@ -121,6 +150,7 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   mustRun({"mkfs.ext4", "-q", "-F", "-L", "fcvm-images", "-d", store.string(), tmpDisk.string(),
            std::to_string(sizeMib) + "M"},
           slow, "pack " + image);
+  writeReference(dir, prepared.reference);
   std::filesystem::rename(tmpDisk, prepared.disk);
   std::filesystem::remove_all(staging);
   prepared.built = true;

@@ -13,7 +13,7 @@ namespace fcvm::worker {
 
 struct PreparedImage {
   std::string digest;          // podman's image id, or the archive's sha256
-  std::string reference;       // how the guest names it
+  std::string reference;       // how the guest names it (an archive's image: by its id)
   std::filesystem::path disk;  // ext4 image holding a podman storage root with the image
   bool built = false;
 };

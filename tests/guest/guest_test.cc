@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include "base/sha256.h"
+#include "base/subprocess.h"
 #include "tests/guest/guest_vm.h"
 #include "worker/image_cache.h"
 
@@ -16,9 +17,13 @@ class GuestTest : public ::testing::Test {
  protected:
   GuestTest() : io_(std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo())) {}
 
-  std::unique_ptr<GuestVm> boot() {
+  // Boots a guest with `image` (host storage or an archive) in its image store; `reference` is
+  // set to the name the guest knows it by.
+  std::unique_ptr<GuestVm> boot(const std::string& image = kImage,
+                                std::string* reference = nullptr) {
     worker::ImageCache images(testDataDir() / "images");
-    auto prepared = images.prepare(kImage, (testDataDir() / "logs" / "images.log").string());
+    auto prepared = images.prepare(image, (testDataDir() / "logs" / "images.log").string());
+    if (reference != nullptr) *reference = prepared.reference;
     GuestVmOptions options;
     options.imageDisk = prepared.disk;
     return std::make_unique<GuestVm>(*io_, testArtifacts(), options);
@@ -130,6 +135,24 @@ TEST_F(GuestTest, ExecInGuestAndInContainerWithPipedStdinAndPty) {
 
   int status = vm->powerOff();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+TEST_F(GuestTest, ImageFromAnOciArchiveRuns) {
+  TempDir dir("fcvm-archive");
+  auto archive = dir / "busybox.tar";
+  auto saved =
+      runCommand({"podman", "save", "--format", "oci-archive", "-o", archive.string(), kImage},
+                 CommandOptions::withTimeout(std::chrono::minutes(2)));
+  ASSERT_EQ(saved.exitCode, 0) << saved.output;
+  std::string reference;
+  auto vm = boot("oci-archive:" + archive.string(), &reference);
+  EXPECT_EQ(reference.size(), 64u) << reference;  // the guest knows it by its image id
+  auto p = plan({"sh", "-c", "echo from the archive"});
+  p.image = reference;
+  vm->wait(vm->agent().runContainer(p));
+  auto r = vm->waitStream(agent::kContainerStream);
+  EXPECT_EQ(r.out, "from the archive\n") << r.err;
+  EXPECT_EQ(r.code, 0);
 }
 
 TEST_F(GuestTest, HundredMegabytesOfStdoutArriveIntact) {
