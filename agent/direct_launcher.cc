@@ -13,14 +13,19 @@ SpawnedProcess DirectLauncher::startContainer(const RunPlan& plan) {
   return spawnProcess(options);
 }
 
-SpawnedProcess DirectLauncher::startExec(const ExecRequest& request) {
+SpawnOptions execSpawnOptions(const ExecRequest& request, std::vector<std::string> argv) {
   SpawnOptions options;
-  options.argv = request.command;
-  options.env = request.env;
+  options.argv = std::move(argv);
   options.pipeStdin = request.stdin;
   options.tty = request.tty;
   options.rows = request.rows;
   options.cols = request.cols;
+  return options;
+}
+
+SpawnedProcess DirectLauncher::startExec(const ExecRequest& request) {
+  SpawnOptions options = execSpawnOptions(request, request.command);
+  options.env = request.env;
   return spawnProcess(options);
 }
 

@@ -6,6 +6,9 @@
 
 namespace fcvm::agent {
 
+// How an exec request runs `argv`: its stdin, pty and window size (shared by both launchers).
+SpawnOptions execSpawnOptions(const ExecRequest& request, std::vector<std::string> argv);
+
 class DirectLauncher : public ProcessLauncher {
  public:
   SpawnedProcess startContainer(const RunPlan& plan) override;

@@ -74,13 +74,8 @@ SpawnedProcess PodmanLauncher::startContainer(const RunPlan& plan) {
 
 SpawnedProcess PodmanLauncher::startExec(const ExecRequest& request) {
   if (!request.inContainer) return direct_.startExec(request);
-  SpawnOptions options;
-  options.argv = podmanExecArgv(request);
-  options.pipeStdin = request.stdin;
-  options.tty = request.tty;
-  options.rows = request.rows;
-  options.cols = request.cols;
-  return spawnProcess(options);
+  // The container's environment goes in podman's own -e arguments, not podman's environment.
+  return spawnProcess(execSpawnOptions(request, podmanExecArgv(request)));
 }
 
 }  // namespace fcvm::agent
