@@ -1,6 +1,11 @@
 #include "agent/podman_launcher.h"
 
 #include <kj/debug.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 
 namespace fcvm::agent {
 namespace {
@@ -37,7 +42,9 @@ std::vector<std::string> podmanRunArgv(const RunPlan& plan) {
                                    "--cgroup-manager", "cgroupfs", "--events-backend", "file",
                                    // Images come from the host's read-only image store; a guest
                                    // never contacts a registry on its own.
-                                   "--pull", "never"};
+                                   "--pull", "never",
+                                   // READY=1 on NOTIFY_SOCKET once the container runs.
+                                   "--sdnotify", "conmon"};
   if (plan.privileged) argv.push_back("--privileged");
   if (!plan.user.empty()) argv.insert(argv.end(), {"-u", plan.user});
   if (!plan.workdir.empty()) argv.insert(argv.end(), {"-w", plan.workdir});
@@ -66,10 +73,49 @@ std::vector<std::string> podmanExecArgv(const ExecRequest& request) {
   return argv;
 }
 
+PodmanLauncher::PodmanLauncher(std::string notifySocket) : notifyPath_(std::move(notifySocket)) {}
+
+PodmanLauncher::~PodmanLauncher() noexcept {
+  if (notify_ != nullptr) ::unlink(notifyPath_.c_str());
+}
+
 SpawnedProcess PodmanLauncher::startContainer(const RunPlan& plan) {
   SpawnOptions options;
   options.argv = podmanRunArgv(plan);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  KJ_REQUIRE(notifyPath_.size() < sizeof addr.sun_path, "notify socket path too long");
+  std::strcpy(addr.sun_path, notifyPath_.c_str());
+  int fd;
+  KJ_SYSCALL(fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  notify_ = kj::AutoCloseFd(fd);
+  ::unlink(notifyPath_.c_str());
+  KJ_SYSCALL(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), notifyPath_);
+  options.env.push_back("NOTIFY_SOCKET=" + notifyPath_);
   return spawnProcess(options);
+}
+
+kj::Promise<void> PodmanLauncher::containerRunning(kj::UnixEventPort& events) {
+  KJ_REQUIRE(notify_ != nullptr, "no container started");
+  if (!notifyObserver_) {
+    notifyObserver_ = kj::heap<kj::UnixEventPort::FdObserver>(
+        events, notify_.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  }
+  // Datagrams of NAME=VALUE lines; anything but a READY=1 line (MAINPID=..., STATUS=...) is
+  // skipped. Only processes in the guest can reach the socket.
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(notify_.get(), buf, sizeof buf - 1, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      KJ_FAIL_SYSCALL("recv", errno, notifyPath_);
+    }
+    std::string text(buf, static_cast<size_t>(n));
+    if (("\n" + text + "\n").find("\nREADY=1\n") != std::string::npos) return kj::READY_NOW;
+  }
+  return notifyObserver_->whenBecomesReadable().then(
+      [this, &events] { return containerRunning(events); });
 }
 
 SpawnedProcess PodmanLauncher::startExec(const ExecRequest& request) {

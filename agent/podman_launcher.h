@@ -15,7 +15,8 @@ inline constexpr char kContainerName[] = "fcvm";
 inline constexpr char kVolumeMountRoot[] = "/run/fcvm/volumes";
 
 // podman run --rm --name fcvm --network host|none --cgroup-manager cgroupfs
-//   --events-backend file [--privileged] [-u USER] [-w DIR] [-e NAME=VALUE]...
+//   --events-backend file --pull never --sdnotify conmon [--privileged] [-u USER] [-w DIR] [-e
+//   NAME=VALUE]...
 //   [-v /run/fcvm/volumes/TAG:PATH[:ro]]... IMAGE [COMMAND...]
 // Throws kj::Exception for an empty image, an env entry without '=', a volume tag that is not
 // [A-Za-z0-9._-]+ (or is "." / ".."), or a guest path that is not absolute or contains ':' or "..".
@@ -24,13 +25,23 @@ std::vector<std::string> podmanRunArgv(const RunPlan& plan);
 // podman exec [-i] [-t] [-e NAME=VALUE]... fcvm COMMAND...
 std::vector<std::string> podmanExecArgv(const ExecRequest& request);
 
+// Where podman tells the agent that the container runs (sd_notify READY=1 with --sdnotify=conmon,
+// sent once the OCI runtime has started the container's process).
+inline constexpr char kNotifySocket[] = "/run/fcvm-notify.sock";
+
 class PodmanLauncher : public ProcessLauncher {
  public:
+  explicit PodmanLauncher(std::string notifySocket = kNotifySocket);
+  ~PodmanLauncher() noexcept override;
   SpawnedProcess startContainer(const RunPlan& plan) override;
   SpawnedProcess startExec(const ExecRequest& request) override;
+  kj::Promise<void> containerRunning(kj::UnixEventPort& events) override;
 
  private:
   DirectLauncher direct_;
+  std::string notifyPath_;
+  kj::AutoCloseFd notify_;  // datagram socket bound at notifyPath_, created by startContainer
+  kj::Own<kj::UnixEventPort::FdObserver> notifyObserver_;
 };
 
 }  // namespace fcvm::agent

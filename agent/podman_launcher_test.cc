@@ -9,10 +9,10 @@ namespace {
 using Argv = std::vector<std::string>;
 
 TEST(PodmanRunArgv, MinimalPlan) {
-  EXPECT_EQ(
-      podmanRunArgv(RunPlan{.image = "localhost/app:1"}),
-      (Argv{"podman", "run", "--rm", "--name", "fcvm", "--network", "none", "--cgroup-manager",
-            "cgroupfs", "--events-backend", "file", "--pull", "never", "localhost/app:1"}));
+  EXPECT_EQ(podmanRunArgv(RunPlan{.image = "localhost/app:1"}),
+            (Argv{"podman", "run", "--rm", "--name", "fcvm", "--network", "none",
+                  "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--pull", "never",
+                  "--sdnotify", "conmon", "localhost/app:1"}));
 }
 
 TEST(PodmanRunArgv, FullPlan) {
@@ -30,7 +30,8 @@ TEST(PodmanRunArgv, FullPlan) {
                                        "host",     "--cgroup-manager",
                                        "cgroupfs", "--events-backend",
                                        "file",     "--pull",
-                                       "never",    "--privileged",
+                                       "never",    "--sdnotify",
+                                       "conmon",   "--privileged",
                                        "-u",       "1000:1000",
                                        "-w",       "/srv",
                                        "-e",       "A=1",

@@ -133,8 +133,11 @@ void AgentSession::startContainer(const RunPlan& plan) {
     }));
     return;
   }
-  tasks_.add(writer_.send(ContainerStarted{}));
   startStream(kContainerStream, false, kj::mv(process));
+  // Reported once the container really runs, so the host's "started" means exec -c can find it.
+  tasks_.add(deps_.launcher.containerRunning(deps_.events).then([this]() {
+    return writer_.send(ContainerStarted{});
+  }));
 }
 
 void AgentSession::startExec(const ExecRequest& request) {

@@ -40,7 +40,13 @@ Paths Paths::resolve(uid_t uid, const Environment& env) {
   } else {
     paths.runtimeDir = "/tmp/fcvm-run-" + std::to_string(uid);
   }
-  if (paths.dataDir.is_relative() || paths.runtimeDir.is_relative()) {
+  if (auto dir = env("FCVM_MEMORY_DIR")) {
+    paths.memoryDir = *dir;
+  } else {
+    paths.memoryDir = uid == 0 ? "/dev/shm/fcvm" : "/dev/shm/fcvm-" + std::to_string(uid);
+  }
+  if (paths.dataDir.is_relative() || paths.runtimeDir.is_relative() ||
+      paths.memoryDir.is_relative()) {
     throw Error(fmt::format("data dir '{}' and runtime dir '{}' must be absolute paths",
                             paths.dataDir.string(), paths.runtimeDir.string()));
   }

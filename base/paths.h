@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace fcvm {
 
@@ -22,6 +23,9 @@ Environment processEnvironment();
 struct Paths {
   std::filesystem::path dataDir;
   std::filesystem::path runtimeDir;
+  // Guest RAM files (tmpfs): FCVM_MEMORY_DIR, else /dev/shm/fcvm (root) or /dev/shm/fcvm-<uid>.
+  // Not the runtime dir: /run is a small tmpfs on most hosts (and no tmpfs at all on some).
+  std::filesystem::path memoryDir;
 
   static Paths resolve(uid_t uid, const Environment& env);
 
@@ -33,6 +37,18 @@ struct Paths {
   std::filesystem::path supervisorLog() const { return logDir() / "supervisor.log"; }
   std::filesystem::path vmRecordDir() const { return dataDir / "vms"; }
   std::filesystem::path cacheDir() const { return dataDir / "cache"; }
+  // Reflink-capable storage (a loopback btrfs when the data dir cannot reflink; see fcvm setup).
+  std::filesystem::path storageDir() const { return dataDir / "storage"; }
+  std::filesystem::path imageCacheDir() const { return storageDir() / "images"; }
+  std::filesystem::path accelProbeCache() const { return cacheDir() / "accel-probe.json"; }
+  // One VM's files: spec, logs and final state (data dir); its disk (storage); its sockets and
+  // guest memory (runtime dir).
+  std::filesystem::path vmDir(std::string_view id) const { return vmRecordDir() / id; }
+  std::filesystem::path vmDiskDir(std::string_view id) const { return storageDir() / "vms" / id; }
+  std::filesystem::path vmRunDir(std::string_view id) const { return runtimeDir / "vms" / id; }
+  std::filesystem::path vmMemoryFile(std::string_view id) const {
+    return memoryDir / (std::string(id) + ".mem");
+  }
 };
 
 // Creates `dir` and its parents (new ones get `mode`) and checks that the leaf is a real directory

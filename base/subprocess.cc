@@ -89,6 +89,10 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
   }
+  if (!options.errorFile.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 2, options.errorFile.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   if (!options.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, options.cwd.c_str());
   std::vector<std::string> envStorage;
   for (char** e = environ; *e != nullptr; ++e) {

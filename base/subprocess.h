@@ -24,6 +24,7 @@ struct CommandOptions {
   std::vector<std::string> extraEnv;  // NAME=VALUE, added to (or replacing in) this environment
   std::string cwd;                    // working directory of the child, if set
   std::string outputFile;             // append output here instead of collecting it
+  std::string errorFile;              // stderr here (truncated), apart from stdout
 
   static CommandOptions withTimeout(std::chrono::milliseconds t) {
     CommandOptions o;

@@ -102,8 +102,7 @@ bool DoctorReport::healthy() const {
 
 DoctorReport runDoctor(const Paths& paths) {
   DoctorReport report;
-  worker::AcceleratorProbe probe{paths.dataDir / "kernel" / "vmlinux",
-                                 paths.cacheDir() / "accel-probe.json"};
+  worker::AcceleratorProbe probe{paths.dataDir / "kernel" / "vmlinux", paths.accelProbeCache()};
   report.accelerator = worker::chooseAccelerator(probe, worker::AccelRequest::kAuto);
 
   utsname host{};

@@ -1,7 +1,9 @@
 #include "cli/fcvm_cli.h"
 
+#include <kj/async-unix.h>
 #include <kj/exception.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include "base/error.h"
 #include "base/install_layout.h"
 #include "base/unique_fd.h"
+#include "cli/container_io.h"
 #include "cli/doctor.h"
 #include "cli/supervisor_endpoint.h"
 #include "cli/supervisor_session.h"
@@ -26,13 +29,33 @@ using nlohmann::json;
 constexpr std::chrono::milliseconds kSupervisorReadyTimeout{30000};
 constexpr int kSupervisorStopTimeoutMs = 15000;
 
+struct RunArgs {
+  std::string image, workdir, user, accel = "auto", healthCmd;
+  std::vector<std::string> command, env, ports, maps;
+  bool detach = false, privileged = false, rm = false, verbose = false;
+  unsigned cpus = 1, memMib = 256, rootfsMib = 0;
+};
+
+struct ExecArgs {
+  bool inContainer = false, interactive = false, tty = false;
+  std::vector<std::string> command;
+};
+
 // Everything the parsed options feed; the chosen command's action reads it.
 struct Options {
   std::optional<std::string> socket;
   bool json = false;
   bool force = false;
+  bool follow = false;
+  unsigned timeoutSeconds = 10;
+  std::string condition = "running";
   std::string name;
+  RunArgs run;
+  ExecArgs exec;
 };
+
+// How long `fcvm rm -f` and a Ctrl-C'd foreground run give the guest to power off.
+constexpr uint32_t kInterruptStopMs = 2000;
 
 class Commands {
  public:
@@ -71,19 +94,127 @@ class Commands {
 
   int rm() {
     SupervisorSession session(connect(true));
-    if (opt_.force) {
-      auto get = session.api().getVmRequest();
-      get.setName(opt_.name);
-      auto vm = get.send().wait(session.waitScope()).getVm();
-      auto state = vm.getState();
-      if (state != rpc::VmState::STOPPED && state != rpc::VmState::FAILED) {
-        return notImplemented("rm -f of a running VM (stopping VMs comes with the VM worker)");
-      }
-    }
     auto request = session.api().removeVmRequest();
     request.setName(opt_.name);
+    request.setForce(opt_.force);
     request.send().wait(session.waitScope());
     ctx_.out << opt_.name << "\n";
+    return 0;
+  }
+
+  int podmanRun() {
+    const RunArgs& run = opt_.run;
+    if (!run.ports.empty() || !run.maps.empty()) {
+      return notImplemented(!run.ports.empty() ? "-p (port mappings)" : "--map (volumes)");
+    }
+    // Ctrl-C and SIGTERM must reach the event loop, which exists only after the session does.
+    kj::UnixEventPort::captureSignal(SIGINT);
+    kj::UnixEventPort::captureSignal(SIGTERM);
+    SupervisorSession session(connect(true));
+    auto request = session.api().runVmRequest();
+    fillSpec(request.initSpec());
+    request.setDetach(run.detach);
+    request.setAutoRemove(run.rm);
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
+    auto reply = request.send().wait(session.waitScope());
+    std::string name = reply.getVm().getName().cStr();
+    if (run.verbose) {
+      ctx_.err << fmt::format(
+          "fcvm: VM {} (id {}); its console and worker logs are in the "
+          "supervisor's data dir under vms/{}/\n",
+          name, reply.getVm().getId().cStr(), reply.getVm().getId().cStr());
+    }
+    if (run.detach) {
+      ctx_.out << name << "\n";
+      return 0;
+    }
+    // The lease lives in this process: if it dies, however it dies, the supervisor stops the VM.
+    auto lease = reply.getLease();
+    auto& io = session.io();
+    auto exited = lease.waitRequest().send().then(
+        [](auto result) { return static_cast<int>(result.getExit().getCode()); });
+    auto interrupted = [&](int signo) {
+      return io.unixEventPort.onSignal(signo).then([&, name](siginfo_t info) {
+        auto stop = session.api().stopVmRequest();
+        stop.setName(name);
+        stop.setTimeoutMs(kInterruptStopMs);
+        return stop.send().ignoreResult().then([info] { return 128 + info.si_signo; });
+      });
+    };
+    return exited.exclusiveJoin(interrupted(SIGINT))
+        .exclusiveJoin(interrupted(SIGTERM))
+        .wait(session.waitScope());
+  }
+
+  int exec() {
+    const ExecArgs& args = opt_.exec;
+    if (args.tty) kj::UnixEventPort::captureSignal(SIGWINCH);
+    SupervisorSession session(connect(true));
+    auto request = session.api().execRequest();
+    request.setName(opt_.name);
+    auto spec = request.initRequest();
+    spec.setInContainer(args.inContainer);
+    auto command = spec.initCommand(static_cast<unsigned>(args.command.size()));
+    for (unsigned i = 0; i < command.size(); ++i) command.set(i, args.command[i]);
+    spec.setTty(args.tty);
+    if (args.tty) {
+      auto size = terminalSize().value_or(WindowSize{24, 80});
+      spec.setRows(size.rows);
+      spec.setCols(size.cols);
+    }
+    spec.setStdin(args.interactive);
+    request.setOutput(kj::heap<FdOutputSink>());
+    auto process = request.send().wait(session.waitScope()).getProcess();
+    std::optional<RawTerminal> raw;
+    if (args.tty && args.interactive) raw.emplace();
+    auto& io = session.io();
+    kj::Promise<void> input = kj::READY_NOW;
+    if (args.interactive) input = sendStdin(io, process).eagerlyEvaluate(nullptr);
+    kj::Promise<void> resizing = kj::READY_NOW;
+    if (args.tty) resizing = forwardWindowSize(io, process).eagerlyEvaluate(nullptr);
+    auto exit = process.waitRequest().send().wait(session.waitScope()).getExit();
+    return exit.getCode();
+  }
+
+  int logs() {
+    SupervisorSession session(connect(true));
+    auto request = session.api().logsRequest();
+    request.setName(opt_.name);
+    request.setFollow(opt_.follow);
+    request.setOutput(kj::heap<FdOutputSink>());
+    request.send().wait(session.waitScope());
+    return 0;
+  }
+
+  int stop() {
+    SupervisorSession session(connect(true));
+    auto request = session.api().stopVmRequest();
+    request.setName(opt_.name);
+    request.setTimeoutMs(opt_.timeoutSeconds * 1000);
+    auto vm = request.send().wait(session.waitScope()).getVm();
+    if (opt_.json) {
+      ctx_.out << vmToJson(vm).dump(2) << "\n";
+    } else {
+      ctx_.out << vm.getName().cStr() << "\n";
+    }
+    return 0;
+  }
+
+  int wait() {
+    SupervisorSession session(connect(true));
+    auto request = session.api().waitVmRequest();
+    request.setName(opt_.name);
+    request.setCondition(opt_.condition == "healthy" ? rpc::WaitCondition::HEALTHY
+                         : opt_.condition == "ended" ? rpc::WaitCondition::ENDED
+                                                     : rpc::WaitCondition::RUNNING);
+    auto vm = request.send().wait(session.waitScope()).getVm();
+    if (opt_.json) {
+      ctx_.out << vmToJson(vm).dump(2) << "\n";
+    } else {
+      auto j = vmToJson(vm);
+      ctx_.out << j["state"].get<std::string>()
+               << (vm.getHasExitCode() ? fmt::format(" {}", vm.getExitCode()) : "") << "\n";
+    }
     return 0;
   }
 
@@ -183,6 +314,39 @@ class Commands {
   }
 
  private:
+  void fillSpec(rpc::VmSpec::Builder spec) {
+    const RunArgs& run = opt_.run;
+    spec.setName(opt_.name);
+    spec.setImage(run.image);
+    auto command = spec.initCommand(static_cast<unsigned>(run.command.size()));
+    for (unsigned i = 0; i < command.size(); ++i) command.set(i, run.command[i]);
+    auto env = spec.initEnv(static_cast<unsigned>(run.env.size()));
+    for (unsigned i = 0; i < env.size(); ++i) {
+      const std::string& e = run.env[i];
+      auto eq = e.find('=');
+      env[i].setKey(e.substr(0, eq));
+      if (eq != std::string::npos) {
+        env[i].setValue(e.substr(eq + 1));
+      } else if (auto value = ctx_.env(e.c_str())) {
+        env[i].setValue(*value);  // -e NAME passes this environment's value, as podman does
+      } else {
+        throw Error(fmt::format("-e {}: no such variable in this environment", e));
+      }
+    }
+    spec.setWorkdir(run.workdir);
+    spec.setUser(run.user);
+    spec.setPrivileged(run.privileged);
+    if (run.cpus == 0 || run.cpus > 255)
+      throw Error(fmt::format("--cpu {} is out of range", run.cpus));
+    spec.setCpus(static_cast<uint8_t>(run.cpus));
+    spec.setMemoryMib(run.memMib);
+    spec.setRootfsSizeMib(run.rootfsMib);
+    spec.setAccel(run.accel == "kvm"   ? rpc::Accel::KVM
+                  : run.accel == "tcg" ? rpc::Accel::TCG
+                                       : rpc::Accel::AUTO);
+    spec.setHealthCmd(run.healthCmd);
+  }
+
   std::filesystem::path connect(bool autostart) {
     auto endpoint = resolveEndpoint(ctx_.uid, ctx_.env, opt_.socket);
     if (autostart) ensureSupervisor(endpoint, kSupervisorReadyTimeout);
@@ -265,13 +429,7 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   addJsonFlag(setup, opt);
   on(setup, [&] { return commands.setup(); });
 
-  // `podman run` declares its full interface now, so --help already answers.
-  struct RunSpec {
-    std::string image, workdir, user, accel = "auto", healthCmd;
-    std::vector<std::string> command, env, ports, maps;
-    bool detach = false, privileged = false, rm = false, verbose = false;
-    unsigned cpus = 1, memMib = 256, rootfsMib = 0;
-  } run;
+  RunArgs& run = opt.run;
   auto podman = app.add_subcommand("podman", "Podman-compatible commands");
   podman->require_subcommand(1);
   auto podmanRun = podman->add_subcommand("run", "Run a container in its own microVM");
@@ -287,13 +445,19 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   podmanRun->add_option("-p,--publish", run.ports, "HOSTPORT:GUESTPORT[/tcp|udp]");
   podmanRun->add_option("--map", run.maps, "HOST:GUEST[:ro] directory shared into the VM");
   podmanRun->add_option("--rootfs-size", run.rootfsMib, "Grow the VM's disk to this many MiB");
-  podmanRun->add_option("--accel", run.accel, "auto|kvm|tcg")->capture_default_str();
+  podmanRun->add_option("--accel", run.accel, "auto|kvm|tcg")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
   podmanRun->add_option("--health-cmd", run.healthCmd, "Command whose success means healthy");
-  podmanRun->add_flag("--verbose", run.verbose, "Also show the guest console and agent logs");
+  podmanRun->add_flag("--verbose", run.verbose, "Say where the VM's console and worker logs are");
   podmanRun->add_option("image", run.image, "Image (localhost/..., oci-archive:PATH, ...)")
       ->required();
   podmanRun->add_option("command", run.command, "Command and arguments for the container");
-  unimplemented(podmanRun, "'fcvm podman run'");
+  podmanRun->positionals_at_end();  // options after the image belong to the container's command
+  podmanRun->footer(
+      "In the foreground the container's stdout and stderr are this command's, it exits with the "
+      "container's exit code, and the VM stops when this command ends, however it ends.");
+  on(podmanRun, [&] { return commands.podmanRun(); });
 
   auto ls = app.add_subcommand("ls", "List VMs (yours; root sees all)");
   addJsonFlag(ls, opt);
@@ -303,29 +467,38 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   addNameOption(inspect, opt);
   on(inspect, [&] { return commands.inspect(); });
 
-  bool inContainer = false, interactive = false, tty = false;
-  std::vector<std::string> execCommand;
   auto exec = app.add_subcommand("exec",
                                  "Run a command in a VM's guest OS, or with -c in its "
                                  "container");
   addNameOption(exec, opt);
-  exec->add_flag("-c,--container", inContainer, "Run inside the container");
-  exec->add_flag("-i,--interactive", interactive, "Pass stdin");
-  exec->add_flag("-t,--tty", tty, "Allocate a pseudo-terminal");
-  exec->add_option("command", execCommand, "Command (after --)")->required();
-  unimplemented(exec, "'fcvm exec'");
+  exec->add_flag("-c,--container", opt.exec.inContainer, "Run inside the container");
+  exec->add_flag("-i,--interactive", opt.exec.interactive, "Pass stdin");
+  exec->add_flag("-t,--tty", opt.exec.tty, "Allocate a pseudo-terminal");
+  exec->add_option("command", opt.exec.command, "Command (after --)")->required();
+  exec->footer("Exits with the command's exit code (128+N when a signal N ended it).");
+  on(exec, [&] { return commands.exec(); });
 
-  bool follow = false;
   auto logs = app.add_subcommand("logs", "Show a VM's container output");
   addNameOption(logs, opt);
-  logs->add_flag("-f,--follow", follow, "Keep following");
-  unimplemented(logs, "'fcvm logs'");
+  logs->add_flag("-f,--follow", opt.follow, "Keep following until the container exits");
+  on(logs, [&] { return commands.logs(); });
 
-  auto stop = app.add_subcommand("stop", "Stop a VM");
+  auto stop = app.add_subcommand("stop", "Stop a VM and wait until it has stopped");
   addNameOption(stop, opt);
-  unimplemented(stop, "'fcvm stop'");
+  stop->add_option("-t,--time", opt.timeoutSeconds, "Seconds the guest gets to power off")
+      ->capture_default_str();
+  addJsonFlag(stop, opt);
+  on(stop, [&] { return commands.stop(); });
 
-  auto rm = app.add_subcommand("rm", "Remove a stopped VM's disk and records");
+  auto wait = app.add_subcommand("wait", "Wait until a VM is running, healthy or has ended");
+  addNameOption(wait, opt);
+  wait->add_option("--condition", opt.condition, "running|healthy|ended")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"running", "healthy", "ended"}));
+  addJsonFlag(wait, opt);
+  on(wait, [&] { return commands.wait(); });
+
+  auto rm = app.add_subcommand("rm", "Remove a VM's disk and records");
   addNameOption(rm, opt);
   rm->add_flag("-f,--force", opt.force, "Stop it first if it is running");
   on(rm, [&] { return commands.rm(); });

@@ -17,6 +17,7 @@ class SupervisorSession {
 
   rpc::Supervisor::Client& api() { return api_; }
   kj::WaitScope& waitScope() { return io_.waitScope; }
+  kj::AsyncIoContext& io() { return io_; }
 
  private:
   kj::AsyncIoContext io_;

@@ -60,3 +60,38 @@ struct VmSpec {
   ports @12 :List(PortMapping);
   healthCmd @13 :Text;
 }
+
+struct ExitStatus {
+  code @0 :Int32;     # the exit status; 128+n when killed by signal n
+  signal @1 :Int32;   # n when killed by a signal, else 0
+}
+
+enum OutputKind {
+  stdout @0;
+  stderr @1;
+}
+
+# Where a container's or command's output goes: the CLI's stdout/stderr. Each write resolves once
+# the data is written, which is the flow control: a writer keeps few writes in flight.
+interface OutputSink {
+  write @0 (kind :OutputKind, data :Data) -> ();
+}
+
+struct ExecSpec {
+  inContainer @0 :Bool;     # podman exec in the container; else in the guest OS
+  command @1 :List(Text);   # not empty
+  env @2 :List(Text);       # NAME=VALUE
+  tty @3 :Bool;             # on a pty (stdout only)
+  rows @4 :UInt16;
+  cols @5 :UInt16;
+  stdin @6 :Bool;           # writeStdin will be called; else stdin is /dev/null
+}
+
+# A command started by exec.
+interface Process {
+  # At most 64 KiB per call; resolves once the guest has room for more (flow control).
+  writeStdin @0 (data :Data, eof :Bool) -> ();
+  resize @1 (rows :UInt16, cols :UInt16) -> ();
+  # Resolves when the command has exited and all its output was written to the sink.
+  wait @2 () -> (exit :ExitStatus);
+}

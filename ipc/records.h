@@ -47,7 +47,7 @@ struct VmRecord {
   VmState state = VmState::kFree;
   Health health = Health::kUnknown;
   uint8_t hasExitCode = 0;
-  uint8_t reserved0 = 0;
+  uint8_t autoRemove = 0;  // records and disk go when it ends (run --rm)
   int32_t exitCode = 0;
   uint32_t reserved1 = 0;
   ProcessId worker;

@@ -37,12 +37,43 @@ struct SupervisorStatus {
   adoptedVms @9 :UInt32;     # live VMs re-adopted at start
 }
 
+# A VM started in the foreground. Held by the CLI that ran it: when the last reference goes (the
+# CLI exits, is killed, or its connection drops), the supervisor stops the VM.
+interface VmLease {
+  # Resolves once the container has exited and the VM is cleaned up (its records and disk too
+  # with autoRemove); all of the container's output has been written to the run's sink by then.
+  wait @0 () -> (exit :Common.ExitStatus);
+}
+
+enum WaitCondition {
+  running @0;   # the agent answered and the container was launched (or any later state)
+  healthy @1;   # healthy, or ended
+  ended @2;     # stopped or failed
+}
+
 interface Supervisor {
   status @0 () -> (status :SupervisorStatus);
   listVms @1 () -> (vms :List(VmInfo));
   getVm @2 (name :Text) -> (vm :VmInfo);
-  # Removes the records of a VM that is stopped or failed.
-  removeVm @3 (name :Text) -> ();
+  # Removes a VM's records and disk. An active VM is refused unless `force`, which stops it first.
+  removeVm @3 (name :Text, force :Bool) -> ();
   # Stops the supervisor; allowed to root and to the uid the supervisor runs as.
   shutdown @4 () -> ();
+
+  # Creates the VM, prepares its image and disk and starts it. Returns once the VM is booting
+  # (image or disk problems are errors here). Without `detach` the container's output goes to
+  # `output` and the VM lives only as long as `lease`; with `detach` `output` is unused and
+  # `lease` is null.
+  runVm @5 (spec :Common.VmSpec, output :Common.OutputSink, detach :Bool, autoRemove :Bool)
+      -> (vm :VmInfo, lease :VmLease);
+  # Runs a command in the VM's guest OS or container; waits for the guest agent if the VM is
+  # still booting.
+  exec @6 (name :Text, request :Common.ExecSpec, output :Common.OutputSink)
+      -> (process :Common.Process);
+  # Asks the guest to power off; kills the VM after timeoutMs. Resolves once it has stopped.
+  stopVm @7 (name :Text, timeoutMs :UInt32) -> (vm :VmInfo);
+  # The container's output so far, then (with `follow`) until it exits. Resolves at the end.
+  logs @8 (name :Text, follow :Bool, output :Common.OutputSink) -> ();
+  # Resolves when the VM reaches `condition` (at once if it has); fails if it ended before.
+  waitVm @9 (name :Text, condition :WaitCondition) -> (vm :VmInfo);
 }

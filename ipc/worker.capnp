@@ -1,5 +1,8 @@
-# fcvm-supervisor <-> fcvm-worker (one worker per VM). The worker is spawned by the supervisor
-# with this connection on a fixed fd; it serves exactly one VM and reports back through Events.
+# fcvm-supervisor <-> fcvm-worker (one worker per VM). The supervisor spawns the worker with the
+# VM's spec in a file; the worker prepares the image and disk, starts QEMU, then listens on
+# <runtime dir>/vms/<id>/worker.sock (mode 0600) and says so on its ready fd. The supervisor
+# connects and attaches; a restarted supervisor connects again and re-attaches, so a worker
+# outlives the supervisor that started it.
 @0xb2beaae239a058d7;
 
 using Cxx = import "/capnp/c++.capnp";
@@ -7,14 +10,27 @@ $Cxx.namespace("fcvm::rpc");
 
 using Common = import "common.capnp";
 
+struct WorkerState {
+  state @0 :Common.VmState;
+  health @1 :Common.Health;
+  reason @2 :Text;          # why it failed, or empty
+  hasExitCode @3 :Bool;
+  exitCode @4 :Int32;
+}
+
 interface WorkerEvents {
-  stateChanged @0 (state :Common.VmState, health :Common.Health, reason :Text,
-                   hasExitCode :Bool, exitCode :Int32) -> ();
+  stateChanged @0 (state :WorkerState) -> ();
 }
 
 interface Worker {
-  # Prepares the disk, starts the VMM and the guest; returns once the VM is booting.
-  start @0 (id :Text, spec :Common.VmSpec, events :WorkerEvents) -> ();
-  # Asks the guest to power off, then kills the VMM after timeoutMs.
-  stop @1 (timeoutMs :UInt32) -> ();
+  # The first attach starts the guest's container and sends its output to `output` (may be null);
+  # a later one (a restarted supervisor) only replaces `events`. The current state is reported at
+  # once through `events`.
+  attach @0 (events :WorkerEvents, output :Common.OutputSink) -> ();
+  # Resolves with the container's exit status once the VM has powered off.
+  wait @1 () -> (exit :Common.ExitStatus);
+  exec @2 (request :Common.ExecSpec, output :Common.OutputSink) -> (process :Common.Process);
+  logs @3 (follow :Bool, output :Common.OutputSink) -> ();
+  # Asks the guest to power off, kills QEMU after timeoutMs; resolves once QEMU has exited.
+  stop @4 (timeoutMs :UInt32) -> ();
 }

@@ -115,8 +115,9 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
       socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{registry,      table, dir.path(), dir.path(),
-                            socket.path(), 0,     {},         shutdown.fulfiller};
+  VmController vms(io, registry, Paths{dir.path(), dir.path(), dir.path()});
+  SupervisorContext context{registry,      vms, table, dir.path(),        dir.path(),
+                            socket.path(), 0,   {},    shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
 

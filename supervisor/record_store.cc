@@ -39,6 +39,7 @@ json toJson(const ipc::VmRecord& r) {
       {"updated_at_ns", r.updatedAtNs},
   };
   if (r.hasExitCode) j["exit_code"] = r.exitCode;
+  if (r.autoRemove) j["auto_remove"] = true;
   return j;
 }
 
@@ -71,6 +72,7 @@ ipc::VmRecord fromJson(const json& j) {
   r.worker.startTime = j.at("worker_start_time").get<uint64_t>();
   r.createdAtNs = j.at("created_at_ns").get<int64_t>();
   r.updatedAtNs = j.at("updated_at_ns").get<int64_t>();
+  r.autoRemove = j.value("auto_remove", false) ? 1 : 0;
   if (j.contains("exit_code")) {
     r.hasExitCode = 1;
     r.exitCode = j.at("exit_code").get<int32_t>();

@@ -14,6 +14,7 @@
 #include "base/unique_fd.h"
 #include "ipc/listening_socket.h"
 #include "supervisor/supervisor_server.h"
+#include "supervisor/vm_controller.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -69,16 +70,19 @@ int runSupervisor(const DaemonOptions& options) {
   auto table = ipc::StateTableWriter::open(paths.stateTable(), ipc::TableCapacity{}, 0600);
   RecordStore store(paths.vmRecordDir());
   VmRegistry registry(table, store);
-  AdoptionSummary adoption = registry.adopt();
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  ::signal(SIGPIPE, SIG_IGN);
+  auto io = kj::setupAsyncIo();
+  VmController vms(io, registry, paths);
+  AdoptionSummary adoption =
+      registry.adopt([&vms](ipc::VmRecord& record) { return vms.settleOrphan(record); });
   spdlog::info("state table {} (epoch {}, {}); {} VM records: {} live re-adopted, {} orphaned",
                paths.stateTable().string(), table.writerEpoch(),
                table.adopted() ? "adopted" : "new", adoption.records, adoption.live,
                adoption.orphaned);
 
-  kj::UnixEventPort::captureSignal(SIGTERM);
-  kj::UnixEventPort::captureSignal(SIGINT);
-  ::signal(SIGPIPE, SIG_IGN);
-  auto io = kj::setupAsyncIo();
+  vms.adoptLive();
 
   ipc::ListeningSocket socket(paths.supervisorSocket(), root ? 0666 : 0600);
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
@@ -87,8 +91,8 @@ int runSupervisor(const DaemonOptions& options) {
                               kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{registry,      table,   paths.dataDir, paths.runtimeDir,
-                            socket.path(), nowNs(), adoption,      shutdown.fulfiller};
+  SupervisorContext context{registry,      vms,     table,    paths.dataDir,     paths.runtimeDir,
+                            socket.path(), nowNs(), adoption, shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener);
 

@@ -4,11 +4,12 @@
 
 #include <kj/async-io.h>
 
+#include "ipc/rpc_server.h"
 #include "supervisor/supervisor_service.h"
 
 namespace fcvm::supervisor {
 
-class SupervisorServer final : private kj::TaskSet::ErrorHandler {
+class SupervisorServer {
  public:
   explicit SupervisorServer(SupervisorContext& context);
 
@@ -16,10 +17,7 @@ class SupervisorServer final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> listen(kj::ConnectionReceiver& listener);
 
  private:
-  void taskFailed(kj::Exception&& e) override;
-
-  SupervisorContext& context_;
-  kj::TaskSet connections_;
+  ipc::RpcServer rpc_;
 };
 
 }  // namespace fcvm::supervisor

@@ -5,19 +5,25 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "ipc/rpc_error.h"
 
 namespace fcvm::supervisor {
 namespace {
 
-// Runs `body`, turning an fcvm::Error into a clean remote exception for the client.
+// Runs `body`, turning an fcvm::Error into a clean remote exception for the client. `body` may
+// return a promise (an asynchronous answer) or nothing.
 template <typename F>
 kj::Promise<void> answer(F&& body) {
   try {
-    body();
+    if constexpr (std::is_void_v<decltype(body())>) {
+      body();
+      return kj::READY_NOW;
+    } else {
+      return body();
+    }
   } catch (const Error& e) {
-    return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(e.what()));
+    return ipc::rpcError(e.what());
   }
-  return kj::READY_NOW;
 }
 
 void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
@@ -78,8 +84,63 @@ kj::Promise<void> SupervisorService::getVm(GetVmContext call) {
 kj::Promise<void> SupervisorService::removeVm(RemoveVmContext call) {
   return answer([&] {
     auto name = textParam(call.getParams().getName());
-    context_.registry.remove(caller_, name);
-    spdlog::info("uid {} removed VM {}", caller_.uid, name);
+    return context_.vms.remove(caller_, name, call.getParams().getForce());
+  });
+}
+
+kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    auto spec = ipc::decodeVmSpec(params.getSpec());
+    kj::Maybe<rpc::OutputSink::Client> output;
+    if (params.hasOutput()) output = params.getOutput();
+    if (!params.getDetach() && output == nullptr) throw Error("a foreground run needs an output");
+    return context_.vms
+        .run(caller_, std::move(spec), kj::mv(output), params.getDetach(), params.getAutoRemove())
+        .then([call](RunResult result) mutable {
+          auto results = call.getResults();
+          fill(results.initVm(), result.record);
+          KJ_IF_MAYBE (lease, result.lease) {
+            results.setLease(kj::mv(*lease));
+          }
+        });
+  });
+}
+
+kj::Promise<void> SupervisorService::exec(ExecContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.vms
+        .exec(caller_, textParam(params.getName()), params.getRequest(), params.getOutput())
+        .then([call](rpc::Process::Client process) mutable {
+          call.getResults().setProcess(kj::mv(process));
+        });
+  });
+}
+
+kj::Promise<void> SupervisorService::stopVm(StopVmContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.vms.stop(caller_, textParam(params.getName()), params.getTimeoutMs())
+        .then([call](ipc::VmRecord record) mutable { fill(call.getResults().initVm(), record); });
+  });
+}
+
+kj::Promise<void> SupervisorService::logs(LogsContext call) {
+  call.allowCancellation();  // a `logs -f` reader may go away at any time
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.vms.logs(caller_, textParam(params.getName()), params.getFollow(),
+                             params.getOutput());
+  });
+}
+
+kj::Promise<void> SupervisorService::waitVm(WaitVmContext call) {
+  call.allowCancellation();
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.vms.waitFor(caller_, textParam(params.getName()), params.getCondition())
+        .then([call](ipc::VmRecord record) mutable { fill(call.getResults().initVm(), record); });
   });
 }
 

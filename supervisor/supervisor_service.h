@@ -8,6 +8,7 @@
 
 #include "ipc/supervisor.capnp.h"
 #include "supervisor/caller.h"
+#include "supervisor/vm_controller.h"
 #include "supervisor/vm_registry.h"
 
 namespace fcvm::supervisor {
@@ -15,6 +16,7 @@ namespace fcvm::supervisor {
 // What every connection shares: constant after start, except the registry.
 struct SupervisorContext {
   VmRegistry& registry;
+  VmController& vms;
   const ipc::StateTable& table;
   std::filesystem::path dataDir;
   std::filesystem::path runtimeDir;
@@ -33,6 +35,11 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> getVm(GetVmContext context) override;
   kj::Promise<void> removeVm(RemoveVmContext context) override;
   kj::Promise<void> shutdown(ShutdownContext context) override;
+  kj::Promise<void> runVm(RunVmContext context) override;
+  kj::Promise<void> exec(ExecContext context) override;
+  kj::Promise<void> stopVm(StopVmContext context) override;
+  kj::Promise<void> logs(LogsContext context) override;
+  kj::Promise<void> waitVm(WaitVmContext context) override;
 
  private:
   SupervisorContext& context_;

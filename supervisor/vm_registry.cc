@@ -23,12 +23,12 @@ std::string newVmId() {
   return fmt::format("{:016x}", bits);
 }
 
+}  // namespace
+
 bool isActive(ipc::VmState state) {
   return state != ipc::VmState::kFree && state != ipc::VmState::kStopped &&
          state != ipc::VmState::kFailed;
 }
-
-}  // namespace
 
 bool isValidVmName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
@@ -45,7 +45,7 @@ bool isValidVmName(std::string_view name) {
 VmRegistry::VmRegistry(ipc::StateTableWriter& table, const RecordStore& store)
     : table_(table), store_(store), slots_(table.vms().size()) {}
 
-AdoptionSummary VmRegistry::adopt() {
+AdoptionSummary VmRegistry::adopt(const std::function<bool(ipc::VmRecord&)>& settle) {
   AdoptionSummary summary;
   std::vector<ipc::VmRecord> records = store_.loadAll();
   if (records.size() > slots_.size()) {
@@ -62,8 +62,10 @@ AdoptionSummary VmRegistry::adopt() {
         ++summary.live;
       } else {
         ++summary.orphaned;
-        record.state = ipc::VmState::kFailed;
-        record.reason.assignTruncated("worker exited while the supervisor was down");
+        if (!settle || !settle(record)) {
+          record.state = ipc::VmState::kFailed;
+          record.reason.assignTruncated("worker exited while the supervisor was down");
+        }
         record.updatedAtNs = nowNs();
         store_.save(record);
       }
@@ -146,6 +148,19 @@ void VmRegistry::remove(const Caller& caller, std::string_view name) {
   }
   store_.remove(record->id.view());
   put(*slotOf(record->id.view()), ipc::VmRecord{});
+}
+
+std::optional<ipc::VmRecord> VmRegistry::byId(std::string_view id) const {
+  auto slot = slotOf(id);
+  if (!slot) return std::nullopt;
+  return slots_[*slot];
+}
+
+void VmRegistry::erase(std::string_view id) {
+  auto slot = slotOf(id);
+  if (!slot) return;
+  store_.remove(id);
+  put(*slot, ipc::VmRecord{});
 }
 
 size_t VmRegistry::size() const {

@@ -3,6 +3,7 @@
 // happens on the supervisor's event-loop thread.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -23,8 +24,10 @@ class VmRegistry {
  public:
   VmRegistry(ipc::StateTableWriter& table, const RecordStore& store);
 
-  // Rebuilds the table from the durable records; run once at start.
-  AdoptionSummary adopt();
+  // Rebuilds the table from the durable records; run once at start. An active VM whose worker
+  // died meanwhile is passed to `settle`, which may fill in how it ended (the worker's final
+  // state file) and return true; otherwise it is marked failed.
+  AdoptionSummary adopt(const std::function<bool(ipc::VmRecord&)>& settle = {});
 
   std::vector<ipc::VmRecord> visibleTo(const Caller& caller) const;
   // The VM `name` as `caller` may see it: a VM of another user is reported as absent.
@@ -35,6 +38,9 @@ class VmRegistry {
   ipc::VmRecord create(uint32_t owner, std::string_view name, std::string_view image);
   // Replaces the record with the same id.
   void update(const ipc::VmRecord& record);
+  std::optional<ipc::VmRecord> byId(std::string_view id) const;
+  // Drops a VM's records whatever its state (the supervisor's own cleanup; no caller check).
+  void erase(std::string_view id);
   // Removes a stopped or failed VM's records; throws if it is still active or not visible.
   void remove(const Caller& caller, std::string_view name);
 
@@ -48,6 +54,8 @@ class VmRegistry {
   const RecordStore& store_;
   std::vector<ipc::VmRecord> slots_;  // mirrors the table; state kFree marks an empty slot
 };
+
+bool isActive(ipc::VmState state);
 
 // True for a name that is usable as a VM name and hostname: [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}.
 bool isValidVmName(std::string_view name);

@@ -206,9 +206,6 @@ std::optional<AgentEvent> AgentChannel::check(agent::Message message) {
   if (auto* out = std::get_if<agent::Output>(&message)) {
     auto it = streams_.find(out->streamId);
     if (it == streams_.end()) fail("output for unknown stream " + std::to_string(out->streamId));
-    if (out->streamId == agent::kContainerStream && !containerStarted_) {
-      fail("container output before containerStarted");
-    }
     if (it->second.tty && out->kind == agent::OutputKind::kStderr) {
       fail("stderr output on tty stream " + std::to_string(out->streamId));
     }
@@ -225,7 +222,10 @@ std::optional<AgentEvent> AgentChannel::check(agent::Message message) {
     return *exit;
   }
   if (std::holds_alternative<agent::ContainerStarted>(message)) {
-    if (!runPlanSent_ || containerStarted_) fail("unexpected containerStarted");
+    // It may follow the container's first output, but never its exit or a second one.
+    if (!runPlanSent_ || containerStarted_ || !isOpen(agent::kContainerStream)) {
+      fail("unexpected containerStarted");
+    }
     containerStarted_ = true;
     return agent::ContainerStarted{};
   }

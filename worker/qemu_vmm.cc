@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,18 +97,25 @@ QemuProcess::QemuProcess(const QemuConfig& config) {
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   // QEMU's own diagnostics go beside the console log.
   std::string qemuLog =
       config.consoleLog.empty() ? "/dev/null" : config.consoleLog.string() + ".qemu";
-  posix_spawn_file_actions_addopen(&actions, 1, qemuLog.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  int err = ::posix_spawn(&pid_, program->c_str(), &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (err != 0) throw SysError(err, "start " + *program);
+  pid_t parent = ::getpid();
+  // fork, not posix_spawn: QEMU must die with its owner (PR_SET_PDEATHSIG), whoever kills it, so
+  // a killed worker never leaves a VM running. Only async-signal-safe calls until exec.
+  pid_ = ::fork();
+  checkSys(pid_, "fork for qemu");
+  if (pid_ == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || ::getppid() != parent) ::_exit(126);
+    int in = ::open("/dev/null", O_RDONLY);
+    int out = ::open(qemuLog.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in == -1 || out == -1 || ::dup2(in, 0) == -1 || ::dup2(out, 1) == -1 ||
+        ::dup2(out, 2) == -1) {
+      ::_exit(126);
+    }
+    ::execve(program->c_str(), args.data(), environ);
+    ::_exit(127);
+  }
   pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
   if (!pidfd_) {
     int e = errno;

@@ -51,7 +51,8 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config);
 // The host TSC rate in kHz, as the guest kernel should assume it under TCG.
 unsigned hostTscKhz();
 
-// A running QEMU. Destroying it kills QEMU (SIGKILL) and reaps it.
+// A running QEMU. Destroying it kills QEMU (SIGKILL) and reaps it; so does the death of the
+// thread that started it.
 class QemuProcess {
  public:
   explicit QemuProcess(const QemuConfig& config);
@@ -60,6 +61,8 @@ class QemuProcess {
   QemuProcess& operator=(const QemuProcess&) = delete;
 
   pid_t pid() const { return pid_; }
+  // Readable once QEMU has exited (for an event loop); waitExit() then reaps it at once.
+  int pidfd() const { return pidfd_.get(); }
   // Waits up to `timeout` for QEMU to exit; returns its wait status, or nullopt on timeout.
   std::optional<int> waitExit(std::chrono::milliseconds timeout);
   void kill();

@@ -13,8 +13,9 @@ namespace fcvm::testing {
 
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "fcvm-test") {
-    const char* base = std::getenv("TMPDIR");
+  // Under `base`, else $TMPDIR, else /tmp.
+  explicit TempDir(const std::string& prefix = "fcvm-test", const char* base = nullptr) {
+    if (base == nullptr) base = std::getenv("TMPDIR");
     std::string tmpl = std::string(base != nullptr ? base : "/tmp") + "/" + prefix + "-XXXXXX";
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp " + tmpl);
     path_ = tmpl;

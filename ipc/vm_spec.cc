@@ -1,0 +1,150 @@
+#include "ipc/vm_spec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace fcvm::ipc {
+namespace {
+
+constexpr size_t kMaxText = 4096;   // the agent's maxTextBytes
+constexpr size_t kMaxItems = 1024;  // the agent's maxListItems
+constexpr size_t kMaxImage = 127;   // VmRecord::image
+
+std::string text(capnp::Text::Reader t, const char* field, size_t max = kMaxText) {
+  if (t.size() > max) throw Error(fmt::format("{} is longer than {} bytes", field, max));
+  std::string s(t.cStr(), t.size());
+  if (s.find('\0') != std::string::npos) throw Error(fmt::format("{} contains a NUL byte", field));
+  return s;
+}
+
+std::vector<std::string> texts(capnp::List<capnp::Text>::Reader list, const char* field) {
+  if (list.size() > kMaxItems) throw Error(fmt::format("more than {} {}", kMaxItems, field));
+  std::vector<std::string> out;
+  for (auto t : list) out.push_back(text(t, field));
+  return out;
+}
+
+}  // namespace
+
+VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
+  VmSpec s;
+  s.name = text(in.getName(), "the name", 63);
+  s.image = text(in.getImage(), "the image reference", kMaxImage);
+  if (s.image.empty()) throw Error("no image given");
+  s.command = texts(in.getCommand(), "command arguments");
+  if (in.getEnv().size() > kMaxItems) throw Error("too many environment variables");
+  for (auto kv : in.getEnv()) {
+    auto key = text(kv.getKey(), "an environment variable's name");
+    if (key.empty() || key.find('=') != std::string::npos) {
+      throw Error(fmt::format("invalid environment variable name '{}'", key));
+    }
+    s.env.push_back(key + "=" + text(kv.getValue(), "an environment variable's value"));
+  }
+  s.workdir = text(in.getWorkdir(), "the workdir");
+  if (!s.workdir.empty() && s.workdir[0] != '/') {
+    throw Error(fmt::format("workdir '{}' is not an absolute path", s.workdir));
+  }
+  s.user = text(in.getUser(), "the user");
+  s.privileged = in.getPrivileged();
+  s.cpus = in.getCpus() == 0 ? 1 : in.getCpus();
+  if (s.cpus > kMaxCpus) throw Error(fmt::format("--cpu {} is more than {}", s.cpus, kMaxCpus));
+  s.memoryMib = in.getMemoryMib() == 0 ? 256 : in.getMemoryMib();
+  if (s.memoryMib < kMinMemoryMib || s.memoryMib > kMaxMemoryMib) {
+    throw Error(
+        fmt::format("--mem {} is outside {}..{} MiB", s.memoryMib, kMinMemoryMib, kMaxMemoryMib));
+  }
+  s.rootfsSizeMib = in.getRootfsSizeMib();
+  if (s.rootfsSizeMib > kMaxRootfsMib) throw Error("--rootfs-size is larger than 1 TiB");
+  switch (in.getAccel()) {
+    case rpc::Accel::AUTO:
+      s.accel = "auto";
+      break;
+    case rpc::Accel::KVM:
+      s.accel = "kvm";
+      break;
+    case rpc::Accel::TCG:
+      s.accel = "tcg";
+      break;
+    default:
+      throw Error("unknown accelerator");
+  }
+  s.healthCmd = text(in.getHealthCmd(), "the health command");
+  if (in.getVolumes().size() != 0) throw Error("--map volumes are not supported yet");
+  if (in.getPorts().size() != 0) throw Error("-p port mappings are not supported yet");
+  return s;
+}
+
+void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
+  out.setName(s.name);
+  out.setImage(s.image);
+  auto command = out.initCommand(static_cast<unsigned>(s.command.size()));
+  for (unsigned i = 0; i < command.size(); ++i) command.set(i, s.command[i]);
+  auto env = out.initEnv(static_cast<unsigned>(s.env.size()));
+  for (unsigned i = 0; i < env.size(); ++i) {
+    auto eq = s.env[i].find('=');
+    env[i].setKey(s.env[i].substr(0, eq));
+    env[i].setValue(eq == std::string::npos ? "" : s.env[i].substr(eq + 1));
+  }
+  out.setWorkdir(s.workdir);
+  out.setUser(s.user);
+  out.setPrivileged(s.privileged);
+  out.setCpus(static_cast<uint8_t>(s.cpus));
+  out.setMemoryMib(s.memoryMib);
+  out.setRootfsSizeMib(s.rootfsSizeMib);
+  out.setAccel(s.accel == "kvm"   ? rpc::Accel::KVM
+               : s.accel == "tcg" ? rpc::Accel::TCG
+                                  : rpc::Accel::AUTO);
+  out.setHealthCmd(s.healthCmd);
+}
+
+void writeVmSpecFile(const VmSpec& spec, const std::string& path) {
+  capnp::MallocMessageBuilder message;
+  encodeVmSpec(spec, message.initRoot<rpc::VmSpec>());
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600),
+               "create {}", path)));
+  capnp::writeMessageToFd(fd.get(), message);
+  checkSys(::fsync(fd.get()), "fsync {}", path);
+}
+
+VmSpec readVmSpecFile(const std::string& path) {
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open {}", path)));
+  try {
+    capnp::ReaderOptions limits;
+    limits.traversalLimitInWords = 1 << 20;
+    capnp::StreamFdMessageReader reader(fd.get(), limits);
+    return decodeVmSpec(reader.getRoot<rpc::VmSpec>());
+  } catch (const kj::Exception& e) {
+    throw Error(fmt::format("read {}: {}", path, e.getDescription().cStr()));
+  }
+}
+
+}  // namespace fcvm::ipc
+
+namespace fcvm::ipc {
+
+ExecSpec decodeExecSpec(rpc::ExecSpec::Reader in) {
+  ExecSpec s;
+  s.inContainer = in.getInContainer();
+  s.command = texts(in.getCommand(), "command arguments");
+  if (s.command.empty()) throw Error("no command given");
+  s.env = texts(in.getEnv(), "environment variables");
+  for (const auto& e : s.env) {
+    if (e.find('=') == std::string::npos || e[0] == '=') {
+      throw Error(fmt::format("environment entry '{}' is not NAME=VALUE", e));
+    }
+  }
+  s.tty = in.getTty();
+  s.rows = in.getRows();
+  s.cols = in.getCols();
+  s.stdin = in.getStdin();
+  return s;
+}
+
+}  // namespace fcvm::ipc

@@ -1,0 +1,60 @@
+// A VM's spec (ipc/common.capnp VmSpec) as the supervisor and the worker use it: decoded from the
+// wire once, checked in full, then plain C++.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ipc/common.capnp.h"
+
+namespace fcvm::ipc {
+
+struct VmSpec {
+  std::string name;
+  std::string image;
+  std::vector<std::string> command;  // empty: the image's default
+  std::vector<std::string> env;      // NAME=VALUE
+  std::string workdir;
+  std::string user;
+  bool privileged = false;
+  uint32_t cpus = 1;
+  uint32_t memoryMib = 256;
+  uint32_t rootfsSizeMib = 0;  // 0: the base rootfs's size
+  std::string accel = "auto";  // auto|kvm|tcg
+  std::string healthCmd;       // run with `sh -c` in the container; empty: none
+};
+
+// Limits a spec must keep (the guest agent refuses larger fields, the state table longer names).
+inline constexpr uint32_t kMaxCpus = 16;
+inline constexpr uint32_t kMinMemoryMib = 128;
+inline constexpr uint32_t kMaxMemoryMib = 65536;
+inline constexpr uint32_t kMaxRootfsMib = 1u << 20;  // 1 TiB
+
+// Decodes and checks `spec`; throws fcvm::Error naming the first bad field. Volumes and port
+// mappings are refused until networking and fuse-pipe volumes are wired to VMs.
+VmSpec decodeVmSpec(rpc::VmSpec::Reader spec);
+void encodeVmSpec(const VmSpec& spec, rpc::VmSpec::Builder out);
+
+// The spec file the supervisor hands a worker (a Cap'n Proto message).
+void writeVmSpecFile(const VmSpec& spec, const std::string& path);
+VmSpec readVmSpecFile(const std::string& path);
+
+}  // namespace fcvm::ipc
+
+namespace fcvm::ipc {
+
+// An exec request (ipc/common.capnp ExecSpec), checked.
+struct ExecSpec {
+  bool inContainer = false;
+  std::vector<std::string> command;
+  std::vector<std::string> env;
+  bool tty = false;
+  uint16_t rows = 0;
+  uint16_t cols = 0;
+  bool stdin = false;
+};
+
+ExecSpec decodeExecSpec(rpc::ExecSpec::Reader spec);
+
+}  // namespace fcvm::ipc

@@ -1,0 +1,504 @@
+#include "supervisor/vm_controller.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "ipc/container_log.h"
+#include "ipc/rpc_error.h"
+
+namespace fcvm::supervisor {
+namespace {
+
+// A foreground run whose client went away is stopped with this much grace.
+constexpr uint32_t kLeaseStopGraceMs = 1000;
+// Final records of VMs removed with --rm, kept for a lease's wait() that comes late.
+constexpr size_t kMaxRememberedEnds = 256;
+
+ipc::VmState fromWire(rpc::VmState s) {
+  return static_cast<ipc::VmState>(static_cast<uint8_t>(s) + 1);
+}
+
+bool ended(ipc::VmState s) { return s == ipc::VmState::kStopped || s == ipc::VmState::kFailed; }
+
+bool reached(const ipc::VmRecord& r, rpc::WaitCondition condition) {
+  switch (condition) {
+    case rpc::WaitCondition::RUNNING:
+      return r.state == ipc::VmState::kRunning || r.state == ipc::VmState::kHealthy;
+    case rpc::WaitCondition::HEALTHY:
+      return r.state == ipc::VmState::kHealthy;
+    case rpc::WaitCondition::ENDED:
+      return ended(r.state);
+  }
+  return false;
+}
+
+const char* conditionName(rpc::WaitCondition condition) {
+  switch (condition) {
+    case rpc::WaitCondition::RUNNING:
+      return "running";
+    case rpc::WaitCondition::HEALTHY:
+      return "healthy";
+    case rpc::WaitCondition::ENDED:
+      return "ended";
+  }
+  return "?";
+}
+
+void removeTree(const std::filesystem::path& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) spdlog::warn("could not remove {}: {}", path.string(), ec.message());
+}
+
+class WorkerEventsImpl final : public rpc::WorkerEvents::Server {
+ public:
+  WorkerEventsImpl(VmController& controller, std::string id)
+      : controller_(controller), id_(std::move(id)) {}
+  kj::Promise<void> stateChanged(StateChangedContext call) override {
+    controller_.onWorkerState(id_, call.getParams().getState());
+    return kj::READY_NOW;
+  }
+
+ private:
+  VmController& controller_;
+  std::string id_;
+};
+
+// Held by a foreground `fcvm podman run`: its release, however the client goes, stops the VM.
+class VmLeaseImpl final : public rpc::VmLease::Server {
+ public:
+  VmLeaseImpl(VmController& controller, std::string id)
+      : controller_(controller), id_(std::move(id)) {}
+  ~VmLeaseImpl() { controller_.leaseReleased(id_); }
+
+  kj::Promise<void> wait(WaitContext call) override {
+    // Else a client that dies while waiting keeps the call, and so this lease, alive.
+    call.allowCancellation();
+    return controller_.whenGone(id_).then([call](ipc::VmRecord record) mutable {
+      if (record.state == ipc::VmState::kFailed) {
+        ipc::throwRpcError(
+            kj::str("VM '", record.name.str().c_str(), "' failed: ", record.reason.str().c_str()));
+      }
+      auto exit = call.getResults().initExit();
+      int code = record.hasExitCode ? record.exitCode : 0;
+      exit.setCode(code);
+      exit.setSignal(code > 128 ? code - 128 : 0);
+    });
+  }
+
+ private:
+  VmController& controller_;
+  std::string id_;
+};
+
+}  // namespace
+
+struct VmController::LiveVm {
+  std::string id;
+  UniqueFd pidfd;
+  kj::Own<kj::UnixEventPort::FdObserver> exitObserver;
+  kj::Own<ipc::RpcClient> connection;
+  kj::Maybe<rpc::Worker::Client> worker;
+  bool child = false;  // started by this supervisor (so it reaps it), not adopted
+  struct Waiter {
+    rpc::WaitCondition condition;
+    kj::Own<kj::PromiseFulfiller<ipc::VmRecord>> fulfiller;
+  };
+  std::vector<Waiter> waiters;
+};
+
+VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths)
+    : io_(io), registry_(registry), paths_(std::move(paths)) {}
+
+VmController::~VmController() = default;
+
+void VmController::taskFailed(kj::Exception&& e) { spdlog::warn("{}", e.getDescription().cStr()); }
+
+ipc::VmRecord VmController::visible(const Caller& caller, const std::string& name) const {
+  auto record = registry_.find(caller, name);
+  if (!record) throw Error(fmt::format("no VM named '{}'", name));
+  return *record;
+}
+
+VmController::LiveVm* VmController::live(const std::string& id) {
+  auto it = live_.find(id);
+  return it == live_.end() ? nullptr : it->second.get();
+}
+
+bool VmController::settleOrphan(ipc::VmRecord& record) const {
+  std::ifstream in(paths_.vmDir(record.id.view()) / "final-state.json");
+  if (!in) return false;
+  try {
+    auto j = nlohmann::json::parse(in);
+    auto state = ipc::vmStateFromString(j.at("state").get<std::string>());
+    if (!state || !ended(*state)) return false;
+    record.state = *state;
+    record.health = ipc::Health::kUnknown;
+    record.reason.assignTruncated(j.value("reason", ""));
+    if (j.contains("exit_code")) {
+      record.hasExitCode = 1;
+      record.exitCode = j.at("exit_code").get<int32_t>();
+    }
+    return true;
+  } catch (const nlohmann::json::exception& e) {
+    spdlog::warn("VM {}: unreadable final state: {}", record.id.view(), e.what());
+    return false;
+  }
+}
+
+void VmController::adoptLive() {
+  for (const auto& record : registry_.visibleTo(Caller{})) {
+    std::string id = record.id.str();
+    if (ended(record.state)) {
+      cleanUp(record);
+      continue;
+    }
+    LaunchedWorker worker{record.worker, openPidfd(record.worker)};
+    if (!worker.pidfd) {
+      auto failed = record;
+      if (!settleOrphan(failed)) {
+        failed.state = ipc::VmState::kFailed;
+        failed.reason.assignTruncated("worker exited while the supervisor was starting");
+      }
+      registry_.update(failed);
+      cleanUp(failed);
+      continue;
+    }
+    track(id, kj::mv(worker));
+    live(id)->child = false;
+    connect(*live(id), nullptr);
+    spdlog::info("re-adopted VM {} ({}), worker pid {}", record.name.view(), id, record.worker.pid);
+  }
+}
+
+void VmController::track(const std::string& id, LaunchedWorker worker) {
+  auto vm = kj::heap<LiveVm>();
+  vm->id = id;
+  vm->child = true;
+  vm->pidfd = std::move(worker.pidfd);
+  vm->exitObserver = kj::heap<kj::UnixEventPort::FdObserver>(
+      io_.unixEventPort, vm->pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  tasks_.add(vm->exitObserver->whenBecomesReadable().then([this, id] { workerExited(id); }));
+  live_[id] = kj::mv(vm);
+}
+
+void VmController::connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output) {
+  try {
+    vm.connection = kj::heap<ipc::RpcClient>(
+        io_, ipc::connectUnixSocket(paths_.vmRunDir(vm.id) / "worker.sock"));
+    auto worker = vm.connection->bootstrap<rpc::Worker>();
+    auto attach = worker.attachRequest();
+    attach.setEvents(kj::heap<WorkerEventsImpl>(*this, vm.id));
+    KJ_IF_MAYBE (sink, output) {
+      attach.setOutput(kj::mv(*sink));
+    }
+    tasks_.add(attach.send().ignoreResult());
+    vm.worker = kj::mv(worker);
+  } catch (const Error& e) {
+    // A worker we cannot talk to cannot be managed: end it, its exit is handled as a failure.
+    spdlog::error("VM {}: cannot reach its worker ({}); killing it", vm.id, e.what());
+    ::syscall(SYS_pidfd_send_signal, vm.pidfd.get(), SIGKILL, nullptr, 0);
+  }
+}
+
+void VmController::onWorkerState(const std::string& id, rpc::WorkerState::Reader state) {
+  auto record = registry_.byId(id);
+  auto* vm = live(id);
+  if (!record || vm == nullptr || ended(record->state)) return;
+  auto wireState = static_cast<uint8_t>(state.getState());
+  auto wireHealth = static_cast<uint8_t>(state.getHealth());
+  if (wireState > static_cast<uint8_t>(rpc::VmState::FAILED) || wireHealth > ipc::kHealthMax) {
+    spdlog::warn("VM {}: worker reported an unknown state; ignored", id);
+    return;
+  }
+  record->state = fromWire(state.getState());
+  record->health = static_cast<ipc::Health>(wireHealth);
+  record->reason.assignTruncated(
+      std::string_view(state.getReason().cStr(), state.getReason().size()));
+  record->hasExitCode = state.getHasExitCode() ? 1 : 0;
+  record->exitCode = state.getExitCode();
+  // "Ended" is decided when the worker process is gone and cleanup is done (workerExited); until
+  // then an ended VM still shows as the worker reported it.
+  registry_.update(*record);
+  notify(*vm);
+}
+
+void VmController::notify(LiveVm& vm) {
+  auto record = registry_.byId(vm.id);
+  if (!record) return;
+  auto& waiters = vm.waiters;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if (it->condition != rpc::WaitCondition::ENDED && reached(*record, it->condition)) {
+      it->fulfiller->fulfill(ipc::VmRecord(*record));
+      it = waiters.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void VmController::workerExited(const std::string& id) {
+  auto* vm = live(id);
+  if (vm == nullptr) return;
+  // A worker killed outright leaves QEMU to die of its parent-death signal; the VM has ended only
+  // once QEMU is gone too.
+  std::ifstream in(paths_.vmRunDir(id) / "qemu.pid");
+  ipc::ProcessId qemu;
+  if (in >> qemu.pid >> qemu.startTime) {
+    struct Watch {  // the observer goes before the fd it watches
+      UniqueFd pidfd;
+      kj::Own<kj::UnixEventPort::FdObserver> observer;
+    };
+    auto watch = kj::heap<Watch>();
+    watch->pidfd = openPidfd(qemu);
+    if (watch->pidfd) {
+      ::syscall(SYS_pidfd_send_signal, watch->pidfd.get(), SIGKILL, nullptr, 0);
+      watch->observer = kj::heap<kj::UnixEventPort::FdObserver>(
+          io_.unixEventPort, watch->pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+      auto gone = watch->observer->whenBecomesReadable();
+      tasks_.add(gone.attach(kj::mv(watch)).then([this, id] { finishEnded(id); }));
+      return;
+    }
+  }
+  finishEnded(id);
+}
+
+void VmController::finishEnded(const std::string& id) {
+  auto* vm = live(id);
+  if (vm == nullptr) return;
+  std::string how = "the worker exited unexpectedly";
+  if (vm->child) {
+    siginfo_t info{};
+    if (::waitid(P_PIDFD, static_cast<id_t>(vm->pidfd.get()), &info, WEXITED | WNOHANG) == 0 &&
+        info.si_pid != 0) {
+      how += info.si_code == CLD_EXITED ? fmt::format(" (exit code {})", info.si_status)
+                                        : fmt::format(" (signal {})", info.si_status);
+    }
+  }
+  auto record = registry_.byId(id);
+  std::optional<ipc::VmRecord> final;
+  if (record) {
+    final = *record;
+    if (!ended(final->state)) {
+      if (!settleOrphan(*final)) {
+        final->state = ipc::VmState::kFailed;
+        final->health = ipc::Health::kUnknown;
+        final->reason.assignTruncated(how);
+      }
+    }
+    registry_.update(*final);
+    spdlog::info("VM {} ({}) ended: {}{}", final->name.view(), id, ipc::toString(final->state),
+                 final->reason.view().empty() ? "" : fmt::format(" ({})", final->reason.view()));
+    cleanUp(*final);
+  }
+  // Waiters learn the end only now that nothing of the VM is left but its records.
+  for (auto& waiter : vm->waiters) {
+    if (!final) {
+      waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
+    } else if (waiter.condition == rpc::WaitCondition::ENDED) {
+      waiter.fulfiller->fulfill(ipc::VmRecord(*final));
+    } else {
+      waiter.fulfiller->reject(ipc::rpcError(kj::str(
+          "VM '", final->name.str().c_str(), "' ended (", ipc::toString(final->state).data(),
+          final->reason.view().empty() ? "" : ": ", final->reason.str().c_str(), ") before it was ",
+          conditionName(waiter.condition))));
+    }
+  }
+  // This runs inside the VM's own exit observer: free it once that callback has returned.
+  auto owned = kj::mv(live_[id]);
+  live_.erase(id);
+  tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
+}
+
+void VmController::cleanUp(const ipc::VmRecord& record) {
+  auto id = record.id.str();
+  removeTree(paths_.vmRunDir(id));
+  removeTree(paths_.vmMemoryFile(id));
+  if (record.state == ipc::VmState::kFailed || record.autoRemove) {
+    removeTree(paths_.vmDiskDir(id));
+  }
+  if (record.autoRemove) {
+    removeTree(paths_.vmDir(id));
+    ended_[id] = record;
+    if (ended_.size() > kMaxRememberedEnds) ended_.erase(ended_.begin());
+    registry_.erase(id);
+  }
+}
+
+kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
+                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                         bool autoRemove) {
+  ipc::VmRecord record;
+  if (spec.name.empty()) {
+    // A generated name: the id is only known once the record exists, so name it after it.
+    record = registry_.create(caller.uid, fmt::format("vm-pending-{}", ::getpid()), spec.image);
+    record.name.assign(fmt::format("vm-{}", record.id.view().substr(0, 8)));
+    spec.name = record.name.str();
+  } else {
+    record = registry_.create(caller.uid, spec.name, spec.image);
+  }
+  record.autoRemove = autoRemove ? 1 : 0;
+  registry_.update(record);
+  std::string id = record.id.str();
+  try {
+    ensureOwnedDirectory(paths_.vmDir(id), 0700);
+    ipc::writeVmSpecFile(spec, (paths_.vmDir(id) / "spec.bin").string());
+  } catch (...) {
+    removeTree(paths_.vmDir(id));
+    registry_.erase(id);
+    throw;
+  }
+  spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
+               detach ? ", detached" : "");
+  return launchWorker(io_, paths_, id)
+      .then(
+          [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
+            auto record = registry_.byId(id);
+            if (!record) ipc::throwRpcError("the VM was removed while it started");
+            record->worker = worker.identity;
+            registry_.update(*record);
+            track(id, kj::mv(worker));
+            connect(*live(id), detach ? nullptr : kj::mv(output));
+            RunResult result{*registry_.byId(id), nullptr};
+            if (!detach) result.lease = rpc::VmLease::Client(kj::heap<VmLeaseImpl>(*this, id));
+            return result;
+          },
+          [this, id](kj::Exception&& e) -> RunResult {
+            // Nothing of a VM that never started stays behind.
+            removeTree(paths_.vmRunDir(id));
+            removeTree(paths_.vmMemoryFile(id));
+            removeTree(paths_.vmDiskDir(id));
+            removeTree(paths_.vmDir(id));
+            registry_.erase(id);
+            kj::throwFatalException(kj::mv(e));
+          });
+}
+
+kj::Promise<rpc::Process::Client> VmController::exec(const Caller& caller, const std::string& name,
+                                                     rpc::ExecSpec::Reader request,
+                                                     rpc::OutputSink::Client output) {
+  auto record = visible(caller, name);
+  auto* vm = live(record.id.str());
+  if (vm == nullptr || ended(record.state)) {
+    throw Error(fmt::format("VM '{}' is not running ({})", name, ipc::toString(record.state)));
+  }
+  KJ_IF_MAYBE (worker, vm->worker) {
+    auto call = worker->execRequest();
+    call.setRequest(request);
+    call.setOutput(kj::mv(output));
+    return call.send().then([](auto reply) { return reply.getProcess(); });
+  }
+  throw Error(fmt::format("VM '{}' has no worker connection", name));
+}
+
+kj::Promise<void> VmController::stopLive(LiveVm& vm, uint32_t timeoutMs) {
+  KJ_IF_MAYBE (worker, vm.worker) {
+    auto call = worker->stopRequest();
+    call.setTimeoutMs(timeoutMs);
+    tasks_.add(call.send().ignoreResult().catch_([](kj::Exception&&) {}));
+  } else {
+    ::syscall(SYS_pidfd_send_signal, vm.pidfd.get(), SIGKILL, nullptr, 0);
+  }
+  return whenGone(vm.id).ignoreResult();
+}
+
+kj::Promise<ipc::VmRecord> VmController::stop(const Caller& caller, const std::string& name,
+                                              uint32_t timeoutMs) {
+  auto record = visible(caller, name);
+  auto id = record.id.str();
+  auto* vm = live(id);
+  if (vm == nullptr) return record;  // already ended
+  spdlog::info("uid {} stops VM {} ({})", caller.uid, name, id);
+  return stopLive(*vm, timeoutMs).then([this, id, record]() {
+    auto now = registry_.byId(id);
+    return now ? *now : record;
+  });
+}
+
+kj::Promise<void> VmController::remove(const Caller& caller, const std::string& name, bool force) {
+  auto record = visible(caller, name);
+  auto id = record.id.str();
+  auto removeEnded = [this, id, name, uid = caller.uid]() {
+    auto now = registry_.byId(id);
+    if (!now) return;  // removed meanwhile (--rm)
+    removeTree(paths_.vmRunDir(id));
+    removeTree(paths_.vmMemoryFile(id));
+    removeTree(paths_.vmDiskDir(id));
+    removeTree(paths_.vmDir(id));
+    registry_.erase(id);
+    spdlog::info("uid {} removed VM {} ({})", uid, name, id);
+  };
+  auto* vm = live(id);
+  if (vm == nullptr && !isActive(record.state)) {
+    removeEnded();
+    return kj::READY_NOW;
+  }
+  if (!force) {
+    throw Error(fmt::format("VM '{}' is {}; stop it first or use rm -f", name,
+                            ipc::toString(record.state)));
+  }
+  if (vm == nullptr) {
+    removeEnded();
+    return kj::READY_NOW;
+  }
+  return stopLive(*vm, 0).then(kj::mv(removeEnded));
+}
+
+kj::Promise<void> VmController::logs(const Caller& caller, const std::string& name, bool follow,
+                                     rpc::OutputSink::Client output) {
+  auto record = visible(caller, name);
+  auto* vm = live(record.id.str());
+  if (vm != nullptr) {
+    KJ_IF_MAYBE (worker, vm->worker) {
+      auto call = worker->logsRequest();
+      call.setFollow(follow);
+      call.setOutput(kj::mv(output));
+      return call.send().ignoreResult();
+    }
+  }
+  auto reader = kj::heap<ipc::ContainerLogReader>(paths_.vmDir(record.id.view()) / "container.log");
+  return ipc::sendContainerLog(kj::mv(reader), kj::mv(output));
+}
+
+kj::Promise<ipc::VmRecord> VmController::waitFor(const Caller& caller, const std::string& name,
+                                                 rpc::WaitCondition condition) {
+  auto record = visible(caller, name);
+  if (reached(record, condition)) return record;
+  auto* vm = live(record.id.str());
+  if (vm == nullptr) {
+    throw Error(fmt::format("VM '{}' is {} and will not become {}", name,
+                            ipc::toString(record.state), conditionName(condition)));
+  }
+  auto pair = kj::newPromiseAndFulfiller<ipc::VmRecord>();
+  vm->waiters.push_back({condition, kj::mv(pair.fulfiller)});
+  return kj::mv(pair.promise);
+}
+
+kj::Promise<ipc::VmRecord> VmController::whenGone(const std::string& id) {
+  auto* vm = live(id);
+  if (vm == nullptr) {
+    if (auto record = registry_.byId(id)) return *record;
+    auto it = ended_.find(id);
+    if (it != ended_.end()) return it->second;
+    return ipc::rpcError("the VM is gone");
+  }
+  auto pair = kj::newPromiseAndFulfiller<ipc::VmRecord>();
+  vm->waiters.push_back({rpc::WaitCondition::ENDED, kj::mv(pair.fulfiller)});
+  return kj::mv(pair.promise);
+}
+
+void VmController::leaseReleased(const std::string& id) {
+  auto* vm = live(id);
+  if (vm == nullptr) return;
+  spdlog::info("VM {}: its foreground client went away; stopping it", id);
+  tasks_.add(stopLive(*vm, kLeaseStopGraceMs));
+}
+
+}  // namespace fcvm::supervisor

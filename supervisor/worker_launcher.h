@@ -1,0 +1,31 @@
+// Starting an fcvm-worker for one VM. The worker runs in its own session, so it outlives a
+// supervisor that dies (a restarted supervisor re-adopts it); its output goes to
+// <vm dir>/worker.log; it reports on a pipe when its VM is set up, or why it could not be.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <string>
+
+#include "base/paths.h"
+#include "base/unique_fd.h"
+#include "ipc/records.h"
+
+namespace fcvm::supervisor {
+
+struct LaunchedWorker {
+  ipc::ProcessId identity;
+  UniqueFd pidfd;  // readable once the worker has exited
+};
+
+// Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it
+// is ready (its VM is booting and its socket listening); fails with the worker's own one-line
+// reason otherwise, after the worker has exited.
+kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
+                                         const std::string& id);
+
+// A pidfd for the process `process` names (a worker found at adoption, a worker's QEMU), or an
+// invalid fd if that process is gone (its pid may have been reused: the start time must match).
+UniqueFd openPidfd(const ipc::ProcessId& process);
+
+}  // namespace fcvm::supervisor

@@ -1,0 +1,354 @@
+// `fcvm podman run / exec / logs / stop / rm / wait` end to end: the real CLI, supervisor,
+// workers, QEMU (TCG here) and podman in the guest, with the busybox test image. Each test has its
+// own fcvm instance (data and runtime dirs, supervisor); the guest artifacts come from the guest
+// fixture's `fcvm setup`. Waiting is done on events (`fcvm wait`, output arriving), never by
+// sleeping; the containers' own `sleep` loops are their workload.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "tests/support/fcvm_instance.h"
+
+namespace fcvm {
+namespace {
+
+using nlohmann::json;
+using testing::FcvmInstance;
+
+constexpr char kImage[] = "localhost/fcvm-test-busybox:latest";
+constexpr uid_t kOtherUid = 65534;
+// Watchdogs for a loaded 2-core host under TCG; they bound a hang, they measure nothing.
+constexpr auto kVmDeadline = std::chrono::seconds(600);
+
+std::filesystem::path sharedStorage() {
+  const char* dir = std::getenv("FCVM_TEST_DATA_DIR");
+  if (dir == nullptr) throw std::runtime_error("FCVM_TEST_DATA_DIR is not set");
+  return std::filesystem::path(dir) / "storage";
+}
+
+std::string readFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// A command whose stdout the test reads while it runs (runCommand only returns at the end).
+class RunningCommand {
+ public:
+  RunningCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    std::vector<std::string> envStorage;
+    for (char** e = environ; *e != nullptr; ++e) envStorage.emplace_back(*e);
+    for (const auto& e : env) envStorage.push_back(e);
+    std::vector<char*> args, envp;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (const auto& e : envStorage) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      int null = ::open("/dev/null", O_RDONLY);
+      ::dup2(null, 0);
+      ::execve(args[0], args.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_ = fds[0];
+  }
+  ~RunningCommand() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(out_);
+  }
+
+  // Reads until `text` has appeared in stdout (true) or stdout ended (false).
+  bool readUntil(const std::string& text) {
+    auto deadline = std::chrono::steady_clock::now() + kVmDeadline;
+    while (output_.find(text) == std::string::npos) {
+      pollfd pfd{out_, POLLIN, 0};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) {
+        throw std::runtime_error("no '" + text + "' in time; got: " + output_);
+      }
+      char buf[4096];
+      ssize_t n = ::read(out_, buf, sizeof buf);
+      if (n <= 0) return false;
+      output_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Reads to the end of stdout and reaps the command; returns its wait status.
+  int finish() {
+    while (readUntil("\x01never\x01")) {
+    }
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  void kill(int signo) { ::kill(pid_, signo); }
+  const std::string& output() const { return output_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string output_;
+};
+
+class VmTest : public ::testing::Test {
+ protected:
+  VmTest() : fcvm_(sharedStorage()) {}
+
+  CommandResult fcvm(const std::vector<std::string>& args,
+                     std::optional<uid_t> uid = std::nullopt) {
+    return fcvm_.fcvm(args, uid, kVmDeadline);
+  }
+  // Runs `fcvm ARGS`, expecting success; returns its output.
+  std::string ok(const std::vector<std::string>& args) {
+    auto r = fcvm(args);
+    std::string line = "fcvm";
+    for (const auto& a : args) line += " " + a;
+    EXPECT_EQ(r.exitCode, 0) << line << "\n" << r.output << "\n" << supervisorLogTail();
+    return r.output;
+  }
+  json inspect(const std::string& name) { return json::parse(ok({"inspect", "--name", name})); }
+  std::string runDetached(const std::string& name, const std::vector<std::string>& command) {
+    std::vector<std::string> args = {"podman", "run", "-d", "--name", name, kImage};
+    args.insert(args.end(), command.begin(), command.end());
+    return ok(args);
+  }
+  void waitFor(const std::string& name, const std::string& condition) {
+    auto out = ok({"wait", "--name", name, "--condition", condition});
+    ASSERT_FALSE(out.empty());
+  }
+  // The VM id the supervisor logged for `name`.
+  std::string idOf(const std::string& name) {
+    std::regex re("runs VM " + name + " \\(([0-9a-f]{16})\\)");
+    std::smatch m;
+    std::string log = readFile(fcvm_.log());
+    if (!std::regex_search(log, m, re)) throw std::runtime_error("no id for " + name);
+    return m[1];
+  }
+  // Nothing of VM `id` is left: no worker, no QEMU, no runtime files, no disk, no records.
+  void expectNothingLeftOf(const std::string& id) {
+    EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
+    EXPECT_TRUE(fcvm_.processesOf("qemu-system").empty());
+    EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / id));
+    EXPECT_FALSE(std::filesystem::exists(fcvm_.memoryDir() / (id + ".mem")));
+    EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / id));
+    EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / id));
+    EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / (id + ".json")));
+  }
+  std::string supervisorLogTail() {
+    auto log = readFile(fcvm_.log());
+    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
+  }
+
+  FcvmInstance fcvm_;
+};
+
+TEST_F(VmTest, ForegroundRunStreamsOutputExitsWithTheCodeAndLeavesNothing) {
+  auto errFile = fcvm_.dir() / "stderr";
+  auto r = fcvm_.fcvm({"podman", "run", "--rm", "--name", "fg", kImage, "sh", "-c",
+                       "echo out; echo err >&2; exit 7"},
+                      std::nullopt, kVmDeadline, errFile.string());
+  EXPECT_EQ(r.exitCode, 7) << r.output << readFile(errFile) << supervisorLogTail();
+  EXPECT_EQ(r.output, "out\n");
+  EXPECT_EQ(readFile(errFile), "err\n");
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  expectNothingLeftOf(idOf("fg"));
+}
+
+TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
+  EXPECT_EQ(runDetached("web", {"sh", "-c",
+                                "echo before; while [ ! -e /tmp/go ]; do sleep 0.2; done; "
+                                "echo after; sleep 600"}),
+            "web\n");
+  waitFor("web", "healthy");
+  EXPECT_EQ(inspect("web").at("health"), "healthy");
+
+  // stdin piped through, in the guest OS.
+  CommandOptions pipeOptions;
+  pipeOptions.timeout = kVmDeadline;
+  pipeOptions.extraEnv = fcvm_.env();
+  auto piped =
+      runCommand({"sh", "-c", "echo hi | \"$0\" exec -i --name web -- cat", FcvmInstance::binary()},
+                 pipeOptions);
+  EXPECT_EQ(piped.exitCode, 0);
+  EXPECT_EQ(piped.output, "hi\n");
+
+  // -c runs inside the container (podman sets container=podman there), without -c the guest OS.
+  EXPECT_EQ(ok({"exec", "-c", "--name", "web", "--", "sh", "-c", "echo [$container]"}),
+            "[podman]\n");
+  EXPECT_EQ(ok({"exec", "--name", "web", "--", "sh", "-c", "echo [$container]"}), "[]\n");
+  auto code = fcvm({"exec", "-c", "--name", "web", "--", "sh", "-c", "exit 3"});
+  EXPECT_EQ(code.exitCode, 3);
+
+  // -t gets a pty with a window size (the default 24x80 without a local terminal).
+  EXPECT_EQ(ok({"exec", "-t", "--name", "web", "--", "sh", "-c", "test -t 1 && stty size"}),
+            "24 80\r\n");
+
+  // logs -f: attached once "before" arrived, it must then follow "after" live.
+  auto env = fcvm_.env();
+  RunningCommand follow({FcvmInstance::binary(), "logs", "-f", "--name", "web"}, env);
+  ASSERT_TRUE(follow.readUntil("before\n"));
+  ok({"exec", "-c", "--name", "web", "--", "touch", "/tmp/go"});
+  ASSERT_TRUE(follow.readUntil("after\n"));
+  EXPECT_EQ(follow.output(), "before\nafter\n");
+
+  auto stopped = json::parse(ok({"stop", "--name", "web", "--json"}));
+  EXPECT_EQ(stopped.at("state"), "stopped");
+  EXPECT_EQ(WEXITSTATUS(follow.finish()), 0);                   // logs -f ends with the container
+  EXPECT_EQ(ok({"logs", "--name", "web"}), "before\nafter\n");  // kept after the stop
+
+  std::string id = inspect("web").at("id");
+  EXPECT_TRUE(std::filesystem::exists(sharedStorage() / "vms" / id));  // the disk stays until rm
+  EXPECT_EQ(ok({"rm", "--name", "web"}), "web\n");
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  expectNothingLeftOf(id);
+}
+
+TEST_F(VmTest, RmRefusesARunningVmUnlessForced) {
+  runDetached("busy", {"sleep", "600"});
+  waitFor("busy", "running");
+  auto refused = fcvm({"rm", "--name", "busy"});
+  EXPECT_EQ(refused.exitCode, 1);
+  EXPECT_NE(refused.output.find("stop it first or use rm -f"), std::string::npos) << refused.output;
+  std::string id = inspect("busy").at("id");
+  ok({"rm", "-f", "--name", "busy"});
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  expectNothingLeftOf(id);
+}
+
+TEST_F(VmTest, KillingTheForegroundCliStopsTheVm) {
+  auto env = fcvm_.env();
+  RunningCommand run({FcvmInstance::binary(), "podman", "run", "--rm", "--name", "bound", kImage,
+                      "sh", "-c", "echo up; sleep 600"},
+                     env);
+  ASSERT_TRUE(run.readUntil("up\n"));
+  std::string id = idOf("bound");
+  auto killedAt = std::chrono::steady_clock::now();
+  run.kill(SIGKILL);
+  run.finish();
+  // With --rm the VM's records go as soon as it has stopped: wait until nothing of it is listed.
+  auto waited = fcvm({"wait", "--name", "bound", "--condition", "ended"});
+  EXPECT_TRUE(waited.exitCode == 0 || waited.output.find("no VM named") != std::string::npos)
+      << waited.output;
+  std::cerr << "VM gone "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - killedAt).count()
+            << " s after kill -9 of its CLI\n";
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  expectNothingLeftOf(id);
+}
+
+TEST_F(VmTest, KilledWorkerMarksTheVmFailedAndCleansUp) {
+  runDetached("victim", {"sleep", "600"});
+  waitFor("victim", "running");
+  auto vm = inspect("victim");
+  std::string id = vm.at("id");
+  ASSERT_GT(vm.at("worker_pid").get<int>(), 0);
+  ASSERT_EQ(::kill(vm.at("worker_pid").get<int>(), SIGKILL), 0);
+  auto ended = json::parse(ok({"wait", "--name", "victim", "--condition", "ended", "--json"}));
+  EXPECT_EQ(ended.at("state"), "failed");
+  EXPECT_NE(ended.at("reason").get<std::string>().find("worker exited unexpectedly"),
+            std::string::npos)
+      << ended.dump();
+  EXPECT_TRUE(fcvm_.processesOf("qemu-system").empty());
+  EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / id));
+  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / id));
+  ok({"rm", "--name", "victim"});
+  expectNothingLeftOf(id);
+}
+
+TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
+  const std::vector<std::string> names = {"a1", "a2", "a3"};
+  for (const auto& n : names) runDetached(n, {"sleep", "600"});
+  for (const auto& n : names) waitFor(n, "healthy");
+  auto pids = fcvm_.processesOf("fcvm-supervisor");
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+
+  auto status = fcvm_.fcvmJson({"supervisor", "start", "--json"});  // a new supervisor
+  EXPECT_EQ(status.at("adopted_vms"), 3);
+  for (const auto& n : names) {
+    EXPECT_EQ(ok({"exec", "--name", n, "--", "echo", n}), n + "\n");
+    EXPECT_EQ(inspect(n).at("state"), "healthy");
+  }
+  for (const auto& n : names) ok({"rm", "-f", "--name", n});
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
+}
+
+TEST_F(VmTest, EightParallelVmsBecomeHealthyExitCleanlyAndStayPrivate) {
+  constexpr int kVms = 8;
+  std::vector<std::string> names;
+  for (int i = 0; i < kVms; ++i) names.push_back("p" + std::to_string(i));
+  std::vector<CommandResult> started(kVms);
+  {
+    std::vector<std::thread> clis;
+    for (int i = 0; i < kVms; ++i) {
+      clis.emplace_back([&, i] {
+        started[i] = fcvm({"podman", "run", "-d", "--name", names[i], "--health-cmd",
+                           "test -e /tmp/ready", kImage, "sh", "-c",
+                           "touch /tmp/ready; while [ ! -e /tmp/done ]; do sleep 0.5; done"});
+      });
+    }
+    for (auto& t : clis) t.join();
+  }
+  for (int i = 0; i < kVms; ++i) ASSERT_EQ(started[i].exitCode, 0) << started[i].output;
+  {
+    std::vector<std::thread> waiters;
+    std::vector<CommandResult> healthy(kVms);
+    for (int i = 0; i < kVms; ++i) {
+      waiters.emplace_back([&, i] {
+        healthy[i] = fcvm({"wait", "--name", names[i], "--condition", "healthy"});
+      });
+    }
+    for (auto& t : waiters) t.join();
+    for (int i = 0; i < kVms; ++i) EXPECT_EQ(healthy[i].output, "healthy\n") << names[i];
+  }
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}).size(), static_cast<size_t>(kVms));
+
+  // Another user sees none of them and can touch none of them.
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}, kOtherUid), json::array());
+  for (const auto& verb :
+       std::vector<std::vector<std::string>>{{"exec", "--name", "p0", "--", "true"},
+                                             {"stop", "--name", "p0"},
+                                             {"logs", "--name", "p0"},
+                                             {"rm", "-f", "--name", "p0"}}) {
+    auto r = fcvm(verb, kOtherUid);
+    EXPECT_EQ(r.exitCode, 1) << verb[0];
+    EXPECT_NE(r.output.find("no VM named 'p0'"), std::string::npos) << r.output;
+  }
+
+  {
+    std::vector<std::thread> finishers;
+    std::vector<CommandResult> ended(kVms);
+    for (int i = 0; i < kVms; ++i) {
+      finishers.emplace_back([&, i] {
+        fcvm({"exec", "-c", "--name", names[i], "--", "touch", "/tmp/done"});
+        ended[i] = fcvm({"wait", "--name", names[i], "--condition", "ended"});
+      });
+    }
+    for (auto& t : finishers) t.join();
+    for (int i = 0; i < kVms; ++i) EXPECT_EQ(ended[i].output, "stopped 0\n") << names[i];
+  }
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
+  EXPECT_TRUE(fcvm_.processesOf("qemu-system").empty());
+  for (const auto& n : names) ok({"rm", "--name", n});
+}
+
+}  // namespace
+}  // namespace fcvm

@@ -1,0 +1,33 @@
+// fcvm-worker: runs one VM for fcvm-supervisor, which starts it. Not meant to be run by hand.
+#include <kj/exception.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "worker/worker_daemon.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fcvm-worker: runs one VM for fcvm-supervisor (started by it, not by hand)"};
+  std::string id, dataDir, runtimeDir, memoryDir, logLevel = "info";
+  int readyFd = -1;
+  app.add_option("--id", id, "The VM's id")->required();
+  app.add_option("--data-dir", dataDir, "The supervisor's data dir")->required();
+  app.add_option("--runtime-dir", runtimeDir, "The supervisor's runtime dir")->required();
+  app.add_option("--memory-dir", memoryDir, "Where guest RAM files go (tmpfs)")->required();
+  app.add_option("--ready-fd", readyFd, "Write 'ready' or 'error: ...' to this fd");
+  app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    fcvm::initLogging("worker", {fcvm::parseLogLevel(logLevel), ""});
+    fcvm::worker::WorkerOptions options{{dataDir, runtimeDir, memoryDir}, id, std::nullopt};
+    if (readyFd >= 0) options.readyFd = readyFd;
+    return fcvm::worker::runWorker(options);
+  } catch (const fcvm::Error& e) {
+    spdlog::error("{}", e.what());
+  } catch (const kj::Exception& e) {
+    spdlog::error("{}", e.getDescription().cStr());
+  }
+  return 1;
+}

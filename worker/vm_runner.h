@@ -1,0 +1,126 @@
+// One VM's life inside its worker, once QEMU is started: the guest agent's handshake, the
+// container's run, its output (to the container log, a foreground sink and `logs -f` followers),
+// exec streams, health checks, stop, and the final state. Every state change is reported to the
+// supervisor through WorkerEvents; the final one is also written to a file, so a supervisor that
+// was down at that moment still learns how the VM ended.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+
+#include <chrono>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/messages.h"
+#include "ipc/container_log.h"
+#include "ipc/vm_spec.h"
+#include "ipc/worker.capnp.h"
+#include "worker/agent_channel.h"
+#include "worker/qemu_vmm.h"
+
+namespace fcvm::worker {
+
+struct ExitStatus {
+  int32_t code = 0;
+  int32_t signal = 0;
+};
+
+struct WorkerState {
+  rpc::VmState state = rpc::VmState::BOOTING;
+  rpc::Health health = rpc::Health::UNKNOWN;
+  std::string reason;
+  std::optional<int32_t> exitCode;
+};
+
+// What the worker prepared before its event loop: QEMU running, the control socket listening.
+struct RunnerParts {
+  std::string vmName;
+  std::unique_ptr<QemuProcess> qemu;
+  kj::Own<kj::ConnectionReceiver> control;  // QEMU connects the guest's fcvm.control port here
+  agent::RunPlan plan;
+  std::string healthCmd;
+  std::filesystem::path containerLog;
+  std::filesystem::path finalStateFile;
+  std::chrono::seconds bootDeadline{300};
+};
+
+class VmRunner : private kj::TaskSet::ErrorHandler {
+ public:
+  VmRunner(kj::AsyncIoContext& io, RunnerParts parts);
+  ~VmRunner();
+  VmRunner(const VmRunner&) = delete;
+  VmRunner& operator=(const VmRunner&) = delete;
+
+  // The first call starts the container; every call reports the current state to `events`.
+  void attach(rpc::WorkerEvents::Client events, kj::Maybe<rpc::OutputSink::Client> output);
+  // The container's exit status once the VM has powered off; rejects if the VM failed.
+  kj::Promise<ExitStatus> wait();
+  kj::Promise<rpc::Process::Client> exec(ipc::ExecSpec spec,
+                                         kj::Maybe<rpc::OutputSink::Client> output);
+  kj::Promise<void> logs(bool follow, rpc::OutputSink::Client output);
+  // Asks the guest to power off; kills QEMU after `grace`. Resolves once the VM has ended.
+  kj::Promise<void> stop(std::chrono::milliseconds grace);
+  // Resolves once the VM has ended and its final state was reported (or could not be).
+  kj::Promise<void> finished();
+
+  // For the Process capabilities exec() hands out.
+  kj::Promise<void> writeStdin(uint32_t id, std::string data, bool eof);
+  kj::Promise<void> resize(uint32_t id, uint16_t rows, uint16_t cols);
+  kj::Promise<ExitStatus> waitExec(uint32_t id);
+  void releaseExec(uint32_t id);
+
+  const WorkerState& state() const { return state_; }
+
+ private:
+  struct ExecStream;
+  struct Follower;
+
+  kj::Promise<uint32_t> startExec(ipc::ExecSpec spec, kj::Maybe<rpc::OutputSink::Client> output);
+  kj::Promise<void> runGuest();
+  kj::Promise<void> pump();
+  kj::Promise<void> handle(AgentEvent event);
+  kj::Promise<void> containerOutput(agent::OutputKind kind, std::string data);
+  void containerStarted();
+  kj::Promise<void> healthLoop(unsigned failures);
+  kj::Promise<void> watchQemu();
+  void vmEnded(int qemuStatus);
+  void fail(const std::string& reason);  // records why, then kills QEMU; vmEnded() follows
+  void setState(rpc::VmState state, rpc::Health health);
+  void report();
+  void writeFinalState() const;
+  void drain(Follower& follower);
+  ExecStream& stream(uint32_t id);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::AsyncIoContext& io_;
+  RunnerParts parts_;
+  kj::UnixEventPort::FdObserver qemuExit_;
+  ipc::ContainerLogWriter log_;
+  WorkerState state_;
+  kj::Maybe<rpc::WorkerEvents::Client> events_;
+  kj::Maybe<rpc::OutputSink::Client> output_;  // a foreground run's sink
+  bool started_ = false;
+  bool ended_ = false;
+  bool stopRequested_ = false;
+  std::string failure_;  // why the VM is being failed, set before QEMU is killed
+  std::optional<ExitStatus> containerExit_;
+  kj::Own<AgentChannel> channel_;
+  kj::Own<kj::PromiseFulfiller<void>> agentReadyFulfiller_;
+  kj::ForkedPromise<void> agentReady_;
+  kj::Own<kj::PromiseFulfiller<void>> containerRunningFulfiller_;
+  kj::ForkedPromise<void> containerRunning_;  // exec into the container waits for it
+  kj::Own<kj::PromiseFulfiller<void>> endedFulfiller_;
+  kj::ForkedPromise<void> endedPromise_;
+  kj::Promise<void> reporting_ = kj::READY_NOW;  // state reports, in order
+  std::map<uint32_t, kj::Own<ExecStream>> execs_;
+  uint32_t nextExecId_ = 1;
+  std::list<kj::Own<Follower>> followers_;
+  kj::TaskSet tasks_{*this};
+};
+
+}  // namespace fcvm::worker

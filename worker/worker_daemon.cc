@@ -1,0 +1,200 @@
+#include "worker/worker_daemon.h"
+
+#include <fcntl.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "base/error.h"
+#include "base/process_identity.h"
+#include "ipc/listening_socket.h"
+#include "ipc/rpc_server.h"
+#include "ipc/vm_spec.h"
+#include "setup/artifact_store.h"
+#include "worker/accelerator.h"
+#include "worker/image_cache.h"
+#include "worker/seccomp_policy.h"
+#include "worker/vm_disk.h"
+#include "worker/vm_runner.h"
+#include "worker/worker_service.h"
+
+namespace fcvm::worker {
+namespace {
+
+// What a worker prepares before its event loop exists.
+struct PreparedVm {
+  std::unique_ptr<ipc::ListeningSocket> control;
+  std::unique_ptr<QemuProcess> qemu;
+  agent::RunPlan plan;
+};
+
+// Removes the VM's runtime directory (sockets) and guest memory file on every way out of the
+// worker but a kill, after which the supervisor does.
+class RunDir {
+ public:
+  RunDir(std::filesystem::path path, std::filesystem::path memoryFile)
+      : path_(std::move(path)), memoryFile_(std::move(memoryFile)) {
+    ensureOwnedDirectory(path_.parent_path(), 0700);
+    ensureOwnedDirectory(path_, 0700);
+  }
+  ~RunDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+    std::filesystem::remove(memoryFile_, ignored);
+  }
+  RunDir(const RunDir&) = delete;
+  RunDir& operator=(const RunDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::filesystem::path memoryFile_;
+};
+
+void writeLine(int fd, const std::string& line) {
+  std::string text = line + "\n";
+  if (retryEintr([&] { return ::write(fd, text.data(), text.size()); }) == -1) {
+    spdlog::warn("could not write to the ready fd: {}", errnoText(errno));
+  }
+}
+
+PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
+  const Paths& paths = options.paths;
+  auto artifacts = setup::currentArtifacts(paths.dataDir);
+  if (!artifacts) {
+    throw Error(fmt::format("no guest artifacts in {}: run `fcvm setup` as root first",
+                            paths.dataDir.string()));
+  }
+  auto accel = chooseAccelerator({artifacts->kernel, paths.accelProbeCache()},
+                                 parseAccelRequest(spec.accel));
+  spdlog::info("accelerator {}: {}", accel.name, accel.reason);
+
+  auto vmDir = paths.vmDir(options.id);
+  auto image =
+      ImageCache(paths.imageCacheDir()).prepare(spec.image, (vmDir / "image.log").string());
+  spdlog::info("image {} ready as {} ({})", spec.image, image.reference,
+               image.built ? "prepared now" : "cached");
+
+  auto diskDir = paths.vmDiskDir(options.id);
+  std::filesystem::create_directories(diskDir);
+  auto disk = createVmDisk(artifacts->rootfs, diskDir / "rootfs.ext4", spec.rootfsSizeMib);
+  spdlog::info("disk {} ({} MiB, {})", disk.path.string(), disk.sizeBytes >> 20,
+               disk.reflinked ? "reflinked" : "copied");
+
+  PreparedVm vm;
+  // The host listens before QEMU starts; QEMU connects the guest's control port to it.
+  vm.control = std::make_unique<ipc::ListeningSocket>(run.path() / "control.sock", 0600);
+  QemuConfig config;
+  config.accel = accel.name;
+  config.cpus = spec.cpus;
+  config.memoryMib = spec.memoryMib;
+  config.kernel = artifacts->kernel;
+  config.initramfs = artifacts->initramfs;
+  config.rootDisk = disk.path;
+  // Guest RAM in a shared file, so the VM can be snapshotted and its clones share its pages.
+  ensureOwnedDirectory(paths.memoryDir, 0700);
+  config.memoryFile = paths.vmMemoryFile(options.id);
+  config.extraDisks.push_back({image.disk, true});
+  config.extraKernelArgs = "fcvm.images=/dev/vdb";
+  config.channels = {{"fcvm.control", vm.control->path()}};
+  config.consoleLog = vmDir / "console.log";
+  vm.qemu = std::make_unique<QemuProcess>(config);
+  // Who QEMU is, for a supervisor that outlives this worker: it makes sure QEMU is gone before it
+  // calls the VM ended (QEMU also dies with the worker, but asynchronously).
+  {
+    std::ofstream out(run.path() / "qemu.pid");
+    out << vm.qemu->pid() << " " << processStartTime(vm.qemu->pid()).value_or(0) << "\n";
+  }
+  spdlog::info("qemu pid {} started ({} vCPU, {} MiB)", vm.qemu->pid(), config.cpus,
+               config.memoryMib);
+
+  vm.plan.image = image.reference;
+  vm.plan.command = spec.command;
+  vm.plan.env = spec.env;
+  vm.plan.user = spec.user;
+  vm.plan.workdir = spec.workdir;
+  vm.plan.privileged = spec.privileged;
+  vm.plan.network = agent::NetworkMode::kNone;
+  return vm;
+}
+
+kj::Own<kj::ConnectionReceiver> wrapListener(kj::AsyncIoContext& io, ipc::ListeningSocket& s) {
+  return io.lowLevelProvider->wrapListenSocketFd(s.releaseFd(),
+                                                 kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                                     kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                                                     kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+}
+
+}  // namespace
+
+int runWorker(const WorkerOptions& options) {
+  const Paths& paths = options.paths;
+  // QEMU must not inherit the ready pipe, or the supervisor would never see it closed.
+  if (options.readyFd) ::fcntl(*options.readyFd, F_SETFD, FD_CLOEXEC);
+  auto vmDir = paths.vmDir(options.id);
+  ipc::VmSpec spec;
+  std::unique_ptr<RunDir> run;
+  PreparedVm vm;
+  try {
+    spec = ipc::readVmSpecFile((vmDir / "spec.bin").string());
+    run = std::make_unique<RunDir>(paths.vmRunDir(options.id), paths.vmMemoryFile(options.id));
+    vm = prepare(options, spec, *run);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    if (options.readyFd) writeLine(*options.readyFd, std::string("error: ") + e.what());
+    return 1;
+  }
+
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);  // the supervisor decides when a VM stops, not a terminal
+  auto io = kj::setupAsyncIo();
+
+  RunnerParts parts;
+  parts.vmName = spec.name;
+  parts.qemu = std::move(vm.qemu);
+  parts.control = wrapListener(io, *vm.control);
+  parts.plan = vm.plan;
+  parts.healthCmd = spec.healthCmd;
+  parts.containerLog = vmDir / "container.log";
+  parts.finalStateFile = vmDir / "final-state.json";
+  VmRunner runner(io, std::move(parts));
+
+  ipc::ListeningSocket socket(run->path() / "worker.sock", 0600);
+  auto listener = wrapListener(io, socket);
+  ipc::RpcServer server(
+      "worker socket",
+      [&runner](kj::AsyncIoStream&) -> capnp::Capability::Client {
+        return kj::heap<WorkerService>(runner);
+      },
+      capnp::ReaderOptions{});
+  auto serving = server.listen(*listener);
+
+  if (options.readyFd) {
+    writeLine(*options.readyFd, "ready");
+    ::close(*options.readyFd);
+  }
+  try {
+    confineWorker();
+  } catch (const Error& e) {
+    // Refusing to run unconfined would be safer still, but a kernel without seccomp would then
+    // run no VMs at all; say so loudly instead.
+    spdlog::error("running without the seccomp filter: {}", e.what());
+  }
+
+  auto onTerm = io.unixEventPort.onSignal(SIGTERM)
+                    .then([&runner](siginfo_t) {
+                      spdlog::info("SIGTERM: stopping the VM");
+                      return runner.stop(std::chrono::seconds(5));
+                    })
+                    .eagerlyEvaluate(nullptr);
+  runner.finished().exclusiveJoin(kj::mv(serving)).wait(io.waitScope);
+  spdlog::info("worker done");
+  return 0;
+}
+
+}  // namespace fcvm::worker

@@ -1,0 +1,21 @@
+// fcvm-worker's life: prepare one VM (image, disk, QEMU) synchronously, tell the supervisor it is
+// ready, confine itself with seccomp, then serve the Worker capability until the VM has ended.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "base/paths.h"
+
+namespace fcvm::worker {
+
+struct WorkerOptions {
+  Paths paths;
+  std::string id;              // the VM's id; its spec is <data dir>/vms/<id>/spec.bin
+  std::optional<int> readyFd;  // gets "ready\n", or "error: <why>\n" if setup failed
+};
+
+// Returns the process exit code: 0 once the VM has ended (however it ended), 1 if setup failed.
+int runWorker(const WorkerOptions& options);
+
+}  // namespace fcvm::worker

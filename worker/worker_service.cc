@@ -1,0 +1,50 @@
+#include "worker/worker_service.h"
+
+#include "base/error.h"
+#include "ipc/rpc_error.h"
+
+namespace fcvm::worker {
+
+kj::Promise<void> WorkerService::attach(AttachContext call) {
+  auto params = call.getParams();
+  kj::Maybe<rpc::OutputSink::Client> output;
+  if (params.hasOutput()) output = params.getOutput();
+  runner_.attach(params.getEvents(), kj::mv(output));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> WorkerService::wait(WaitContext call) {
+  call.allowCancellation();
+  return runner_.wait().then([call](ExitStatus status) mutable {
+    auto exit = call.getResults().initExit();
+    exit.setCode(status.code);
+    exit.setSignal(status.signal);
+  });
+}
+
+kj::Promise<void> WorkerService::exec(ExecContext call) {
+  ipc::ExecSpec spec;
+  try {
+    spec = ipc::decodeExecSpec(call.getParams().getRequest());
+  } catch (const Error& e) {
+    return ipc::rpcError(kj::str(e.what()));
+  }
+  kj::Maybe<rpc::OutputSink::Client> output;
+  if (call.getParams().hasOutput()) output = call.getParams().getOutput();
+  return runner_.exec(kj::mv(spec), kj::mv(output))
+      .then([call](rpc::Process::Client process) mutable {
+        call.getResults().setProcess(kj::mv(process));
+      });
+}
+
+kj::Promise<void> WorkerService::logs(LogsContext call) {
+  call.allowCancellation();  // a `logs -f` reader may go away at any time
+  auto params = call.getParams();
+  return runner_.logs(params.getFollow(), params.getOutput());
+}
+
+kj::Promise<void> WorkerService::stop(StopContext call) {
+  return runner_.stop(std::chrono::milliseconds(call.getParams().getTimeoutMs()));
+}
+
+}  // namespace fcvm::worker

@@ -1,0 +1,24 @@
+// The Worker capability (ipc/worker.capnp) a worker gives each connection on its socket: the
+// supervisor that started it, or a restarted one. Only the supervisor's uid can reach the socket.
+#pragma once
+
+#include "ipc/worker.capnp.h"
+#include "worker/vm_runner.h"
+
+namespace fcvm::worker {
+
+class WorkerService final : public rpc::Worker::Server {
+ public:
+  explicit WorkerService(VmRunner& runner) : runner_(runner) {}
+
+  kj::Promise<void> attach(AttachContext context) override;
+  kj::Promise<void> wait(WaitContext context) override;
+  kj::Promise<void> exec(ExecContext context) override;
+  kj::Promise<void> logs(LogsContext context) override;
+  kj::Promise<void> stop(StopContext context) override;
+
+ private:
+  VmRunner& runner_;
+};
+
+}  // namespace fcvm::worker
