@@ -19,6 +19,7 @@
 #include "cli/supervisor_endpoint.h"
 #include "cli/supervisor_session.h"
 #include "cli/vm_view.h"
+#include "ipc/vm_spec.h"
 #include "setup/guest_setup.h"
 
 namespace fcvm::cli {
@@ -314,37 +315,33 @@ class Commands {
   }
 
  private:
-  void fillSpec(rpc::VmSpec::Builder spec) {
+  void fillSpec(rpc::VmSpec::Builder out) {
     const RunArgs& run = opt_.run;
-    spec.setName(opt_.name);
-    spec.setImage(run.image);
-    auto command = spec.initCommand(static_cast<unsigned>(run.command.size()));
-    for (unsigned i = 0; i < command.size(); ++i) command.set(i, run.command[i]);
-    auto env = spec.initEnv(static_cast<unsigned>(run.env.size()));
-    for (unsigned i = 0; i < env.size(); ++i) {
-      const std::string& e = run.env[i];
-      auto eq = e.find('=');
-      env[i].setKey(e.substr(0, eq));
-      if (eq != std::string::npos) {
-        env[i].setValue(e.substr(eq + 1));
+    ipc::VmSpec spec;
+    spec.name = opt_.name;
+    spec.image = run.image;
+    spec.command = run.command;
+    for (const std::string& e : run.env) {
+      if (e.find('=') != std::string::npos) {
+        spec.env.push_back(e);
       } else if (auto value = ctx_.env(e.c_str())) {
-        env[i].setValue(*value);  // -e NAME passes this environment's value, as podman does
+        spec.env.push_back(e + "=" + *value);  // -e NAME passes this environment's value
       } else {
         throw Error(fmt::format("-e {}: no such variable in this environment", e));
       }
     }
-    spec.setWorkdir(run.workdir);
-    spec.setUser(run.user);
-    spec.setPrivileged(run.privileged);
-    if (run.cpus == 0 || run.cpus > 255)
-      throw Error(fmt::format("--cpu {} is out of range", run.cpus));
-    spec.setCpus(static_cast<uint8_t>(run.cpus));
-    spec.setMemoryMib(run.memMib);
-    spec.setRootfsSizeMib(run.rootfsMib);
-    spec.setAccel(run.accel == "kvm"   ? rpc::Accel::KVM
-                  : run.accel == "tcg" ? rpc::Accel::TCG
-                                       : rpc::Accel::AUTO);
-    spec.setHealthCmd(run.healthCmd);
+    spec.workdir = run.workdir;
+    spec.user = run.user;
+    spec.privileged = run.privileged;
+    if (run.cpus == 0 || run.cpus > ipc::kMaxCpus) {
+      throw Error(fmt::format("--cpu {} is outside 1..{}", run.cpus, ipc::kMaxCpus));
+    }
+    spec.cpus = run.cpus;
+    spec.memoryMib = run.memMib;
+    spec.rootfsSizeMib = run.rootfsMib;
+    spec.accel = run.accel;
+    spec.healthCmd = run.healthCmd;
+    ipc::encodeVmSpec(spec, out);
   }
 
   std::filesystem::path connect(bool autostart) {

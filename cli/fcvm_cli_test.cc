@@ -58,11 +58,14 @@ TEST(FcvmCliTest, EveryCommandAnswersHelp) {
 }
 
 TEST(FcvmCliTest, UnimplementedCommandsSaySoInOneLine) {
-  auto r = run({"podman", "run", "localhost/busybox", "true"});
+  auto r = run({"snapshot", "create", "--name", "a", "--tag", "t"});
   EXPECT_EQ(r.code, kExitNotImplemented);
-  EXPECT_EQ(r.err, "fcvm: 'fcvm podman run' is not implemented yet\n");
-  EXPECT_EQ(run({"snapshot", "create", "--name", "a", "--tag", "t"}).code, kExitNotImplemented);
-  EXPECT_EQ(run({"exec", "--name", "a", "--", "ls", "-l"}).code, kExitNotImplemented);
+  EXPECT_EQ(r.err, "fcvm: 'fcvm snapshot create' is not implemented yet\n");
+  // Refused before any VM is created.
+  auto ports = run({"podman", "run", "-p", "8080:80", "localhost/busybox", "true"});
+  EXPECT_EQ(ports.code, kExitNotImplemented);
+  EXPECT_EQ(ports.err, "fcvm: -p (port mappings) is not implemented yet\n");
+  EXPECT_EQ(run({"podman", "run", "--map", "/a:/b", "img"}).code, kExitNotImplemented);
 }
 
 TEST(FcvmCliTest, UsageErrorsAreClear) {

@@ -26,8 +26,12 @@ void ClientConnection::close() {
 }
 
 void ClientConnection::call(Opcode opcode, std::span<const uint8_t> payload, Completion done) {
+  call(opcode, payload, std::move(done), reserveRequestId());
+}
+
+void ClientConnection::call(Opcode opcode, std::span<const uint8_t> payload, Completion done,
+                            uint64_t id) {
   flushDeferred();
-  uint64_t id = nextRequestId_++;
   {
     std::lock_guard lock(mutex_);
     if (!dead_) {

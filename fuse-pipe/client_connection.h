@@ -12,10 +12,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/unique_fd.h"
 #include "fuse-pipe/error.h"
 #include "fuse-pipe/protocol.h"
 #include "fuse-pipe/transport.h"
-#include "fuse-pipe/unique_fd.h"
 
 namespace fcvm::fusepipe {
 
@@ -35,6 +35,9 @@ class ClientConnection {
   // Sends a request; `done` runs exactly once, on the receiver thread with the reply, or with EIO
   // (possibly on this thread, before call returns) if the server is gone.
   void call(Opcode opcode, std::span<const uint8_t> payload, Completion done);
+  // The same with an id from reserveRequestId(), for requests that a kInterrupt may later name.
+  void call(Opcode opcode, std::span<const uint8_t> payload, Completion done, uint64_t requestId);
+  uint64_t reserveRequestId() { return nextRequestId_++; }
   // Sends a request that has no reply; dropped silently if the server is gone.
   void send(Opcode opcode, std::span<const uint8_t> payload);
 

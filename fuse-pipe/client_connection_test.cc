@@ -31,7 +31,7 @@ class ClientConnectionTest : public ::testing::Test {
   }
 
   Frame readRequest() {
-    auto frame = FrameReader(server_.get()).read();
+    auto frame = FrameReader(server_.get(), kMaxFramePayload, 0).read();
     if (!frame) throw std::runtime_error("client closed the stream");
     return std::move(*frame);
   }

@@ -3,9 +3,11 @@
 // On construction it sets this thread's umask and, if `switchIds`, its supplementary groups,
 // effective gid and effective uid to the caller's, with raw syscalls so that only this thread
 // changes (glibc's wrappers change every thread of the process). The real and saved ids stay
-// root, so the destructor can switch back; it aborts the process if that fails, because a thread
-// with unknown credentials must not serve further requests. The umask is made per-thread by
-// unsharing the thread's fs_struct on first use.
+// root, so the destructor can switch back to euid and egid 0; it aborts the process if that
+// fails, because a thread with unknown credentials must not serve further requests. The umask is
+// made per-thread by unsharing the thread's fs_struct on first use. Settings that already match
+// cost no system call: a root caller is served without any switch, and the thread keeps the last
+// caller's groups and umask between scopes (harmless while it is root; see credentials.cc).
 #pragma once
 
 #include "fuse-pipe/error.h"

@@ -37,7 +37,7 @@ Endpoint parseEndpoint(std::string_view text) {
 UniqueFd connectEndpoint(const Endpoint& endpoint) {
   sockaddr_un addr = unixAddress(endpoint.unixPath);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) throwErrno("socket for", endpoint.unixPath);
+  if (!fd) throwErrno("socket for", endpoint.unixPath);
   while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     if (errno != EINTR) throwErrno("connect to", endpoint.unixPath);
   }
@@ -56,7 +56,7 @@ UniqueFd listenEndpoint(const Endpoint& endpoint) {
     }
   }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) throwErrno("socket for", endpoint.unixPath);
+  if (!fd) throwErrno("socket for", endpoint.unixPath);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throwErrno("bind", endpoint.unixPath);
   }

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "fuse-pipe/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace fcvm::fusepipe {
 
@@ -15,7 +15,7 @@ struct Endpoint {
 // Parses "unix:PATH"; throws std::invalid_argument naming the text otherwise.
 Endpoint parseEndpoint(std::string_view text);
 
-// A connected stream to the endpoint; throws std::system_error with the path on failure.
+// A connected stream to the endpoint; throws SysError with the path on failure.
 UniqueFd connectEndpoint(const Endpoint& endpoint);
 
 // A listening socket on the endpoint. A stale socket file at the path is replaced; any other kind

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "fuse-pipe/error.h"
 #include "fuse-pipe/test_util.h"
 
 namespace fcvm::fusepipe {
@@ -25,17 +26,17 @@ TEST(EndpointTest, ListenConnectAndReplaceAStaleSocket) {
     UniqueFd listener = listenEndpoint(endpoint);
     UniqueFd client = connectEndpoint(endpoint);
     UniqueFd accepted(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    EXPECT_TRUE(accepted.valid());
+    EXPECT_TRUE(accepted);
   }
   // The socket file is left behind; listening again replaces it.
   UniqueFd again = listenEndpoint(endpoint);
-  EXPECT_TRUE(again.valid());
+  EXPECT_TRUE(again);
 }
 
 TEST(EndpointTest, RefusesToReplaceAFileThatIsNotASocket) {
   testing::TempDir tmp;
   std::ofstream(tmp / "file") << "precious";
-  EXPECT_THROW(listenEndpoint(Endpoint{tmp / "file"}), std::system_error);
+  EXPECT_THROW(listenEndpoint(Endpoint{tmp / "file"}), SysError);
   std::ifstream in(tmp / "file");
   std::string content;
   in >> content;
@@ -47,7 +48,7 @@ TEST(EndpointTest, ConnectErrorsNameThePath) {
   try {
     connectEndpoint(Endpoint{tmp / "missing.sock"});
     FAIL() << "connected to nothing";
-  } catch (const std::system_error& e) {
+  } catch (const SysError& e) {
     EXPECT_NE(std::string(e.what()).find("missing.sock"), std::string::npos) << e.what();
   }
 }

@@ -1,10 +1,13 @@
-// Errors with context: the failed operation, its subject (a path, an fd, a peer) and errno text.
+// Errors of fuse-pipe: errno values on the wire, protocol violations, and failed system calls
+// (base's SysError, whose message names the operation, its subject and the errno text).
 #pragma once
 
 #include <cerrno>
+#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
+
+#include "base/error.h"
 
 namespace fcvm::fusepipe {
 
@@ -12,8 +15,16 @@ namespace fcvm::fusepipe {
 // server can put it on the wire unchanged.
 using Errno = int;
 
-// Throws std::system_error whose what() reads "OPERATION SUBJECT: errno text".
-[[noreturn]] void throwErrno(std::string_view operation, std::string_view subject, int err = errno);
+// Throws SysError whose message reads "OPERATION SUBJECT: errno text".
+[[noreturn]] inline void throwErrno(std::string_view operation, std::string_view subject,
+                                    int err = errno) {
+  std::string context(operation);
+  if (!subject.empty()) {
+    context += ' ';
+    context += subject;
+  }
+  throw SysError(err, context);
+}
 
 // Thrown when the peer breaks the protocol (bad length, bad handshake, unknown reply id).
 class ProtocolError : public std::runtime_error {

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuse-pipe/cancellation.h"
 #include "fuse-pipe/error.h"
 #include "fuse-pipe/fs_types.h"
 
@@ -53,7 +54,9 @@ class Filesystem {
                      std::vector<uint8_t>& out) = 0;
   virtual Errno write(const Credentials& caller, HandleId handle, uint64_t offset,
                       std::span<const uint8_t> data, uint32_t& written) = 0;
-  virtual Errno flush(const Credentials& caller, HandleId handle) = 0;
+  // A close(2) of one of the client's descriptors of the file: reports delayed errors and
+  // releases the POSIX locks `lockOwner` holds on the file.
+  virtual Errno flush(const Credentials& caller, HandleId handle, uint64_t lockOwner) = 0;
   virtual Errno release(HandleId handle) = 0;
   virtual Errno fsync(const Credentials& caller, HandleId handle, bool dataOnly) = 0;
   virtual Errno opendir(const Credentials& caller, InodeId inode, HandleId& out) = 0;
@@ -87,6 +90,19 @@ class Filesystem {
   virtual Errno copyFileRange(const Credentials& caller, HandleId in, uint64_t inOffset,
                               HandleId out, uint64_t outOffset, uint64_t length, uint32_t flags,
                               uint64_t& copied) = 0;
+
+  // POSIX record locks of `owner` (the client's lock owner id), through the open file `handle`.
+  // getlk: the first lock that would conflict with `lock` (type F_UNLCK if none).
+  virtual Errno getlk(const Credentials& caller, HandleId handle, uint64_t owner,
+                      LockRange& lock) = 0;
+  // With `wait`, blocks until the lock is granted or `cancellation` (may be null) is cancelled
+  // (EINTR); otherwise a conflict is EAGAIN.
+  virtual Errno setlk(const Credentials& caller, HandleId handle, uint64_t owner,
+                      const LockRange& lock, bool wait, Cancellation* cancellation) = 0;
+  // flock(2) on the open file: LOCK_SH, LOCK_EX or LOCK_UN, maybe with LOCK_NB; without LOCK_NB
+  // it waits like setlk.
+  virtual Errno flock(const Credentials& caller, HandleId handle, uint32_t operation,
+                      Cancellation* cancellation) = 0;
 };
 
 }  // namespace fcvm::fusepipe

@@ -106,6 +106,14 @@ struct XattrValue {
   std::vector<uint8_t> data;
 };
 
+// A POSIX record lock as fcntl(2) sees it, always relative to the start of the file.
+struct LockRange {
+  uint32_t type = 0;    // F_RDLCK, F_WRLCK or F_UNLCK
+  uint64_t start = 0;   // l_start
+  uint64_t length = 0;  // l_len; 0 = to the end of the file, whatever its size
+  uint32_t pid = 0;     // the holder (getlk) or the requester (setlk), in the client's pid space
+};
+
 struct StatfsInfo {
   uint64_t blocks = 0;
   uint64_t bfree = 0;

@@ -3,6 +3,7 @@
 
 #include <fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -32,7 +33,9 @@ Credentials callerOf(fuse_req_t req, bool withGroups = true) {
                 .pid = static_cast<uint32_t>(ctx->pid),
                 .umask = ctx->umask,
                 .groups = {}};
-  if (withGroups) {
+  // Reading them costs a read of /proc/PID/task/TID/status per request. A root caller is served
+  // with root's powers, for which groups make no difference, so it goes without.
+  if (withGroups && ctx->uid != 0) {
     std::vector<gid_t> groups(32);
     int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
     if (n > static_cast<int>(groups.size()) && n <= static_cast<int>(kMaxGroups)) {
@@ -154,6 +157,9 @@ void putOptionalHandle(WireWriter& w, const fuse_file_info* fi) {
 void onInit(void* userdata, fuse_conn_info* conn) {
   // The server applies the caller's umask itself (per thread), so host default ACLs work.
   if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
+  // Locks are the server's, so that they hold against processes on the host too.
+  if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
+  if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
 }
 
 void onLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -335,6 +341,7 @@ void onWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 void onFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   WireWriter w = requestFor(req, /*withGroups=*/false);
   w.u64(fi->fh);
+  w.u64(fi->lock_owner);  // whose POSIX locks on the file this close releases
   forwardStatus(req, Opcode::kFlush, w);
 }
 
@@ -623,6 +630,85 @@ void onCopyFileRange(fuse_req_t req, fuse_ino_t inoIn, off_t offIn, fuse_file_in
   });
 }
 
+// libfuse calls this (on a reader thread) when the kernel interrupts `req`, for example because
+// the process waiting for a lock got a signal. `data` is the request's wire id, not a pointer:
+// libfuse may call this while the request's reply is being sent, so nothing it points to
+// could be known to be alive.
+void onInterrupt(fuse_req_t req, void* data) {
+  WireWriter w;
+  encodeCredentials(w, Credentials{});
+  w.u64(reinterpret_cast<uintptr_t>(data));
+  clientOf(req).connection.send(Opcode::kInterrupt, w.buffer());
+}
+
+// Forwards a request that may wait on the server for as long as it takes (a lock wait) so that
+// an interrupt of it in the client cancels it on the server.
+void forwardInterruptible(fuse_req_t req, Opcode opcode, const WireWriter& payload) {
+  ClientConnection& connection = clientOf(req).connection;
+  const uint64_t id = connection.reserveRequestId();
+  fuse_req_interrupt_func(req, onInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  if (fuse_req_interrupted(req)) {  // before it was sent: the server never needs to know
+    fuse_reply_err(req, EINTR);
+    return;
+  }
+  connection.call(
+      opcode, payload.buffer(),
+      [req](Errno error, WireReader& result) {
+        fuse_reply_err(req, error ? error : (result.finish() ? 0 : EIO));
+      },
+      id);
+}
+
+void putLock(WireWriter& w, fuse_file_info* fi, const struct flock* lock) {
+  w.u64(fi->fh);
+  w.u64(fi->lock_owner);
+  encodeLock(w, LockRange{.type = static_cast<uint32_t>(lock->l_type),
+                          .start = static_cast<uint64_t>(lock->l_start),
+                          .length = static_cast<uint64_t>(lock->l_len),
+                          .pid = static_cast<uint32_t>(lock->l_pid)});
+}
+
+void onGetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  WireWriter w = requestFor(req, /*withGroups=*/false);
+  putLock(w, fi, lock);
+  forward(req, Opcode::kGetlk, w, [req](WireReader& result) {
+    LockRange conflict = decodeLock(result);
+    if (!result.finish()) {
+      fuse_reply_err(req, EIO);
+      return;
+    }
+    struct flock out {};
+    out.l_type = static_cast<short>(conflict.type);
+    out.l_whence = SEEK_SET;
+    out.l_start = static_cast<off_t>(conflict.start);
+    out.l_len = static_cast<off_t>(conflict.length);
+    out.l_pid = static_cast<pid_t>(conflict.pid);
+    fuse_reply_lock(req, &out);
+  });
+}
+
+void onSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
+  WireWriter w = requestFor(req, /*withGroups=*/false);
+  putLock(w, fi, lock);
+  w.u32(sleep ? kLockWait : 0);
+  if (sleep) {
+    forwardInterruptible(req, Opcode::kSetlk, w);
+  } else {
+    forwardStatus(req, Opcode::kSetlk, w);
+  }
+}
+
+void onFlock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  WireWriter w = requestFor(req, /*withGroups=*/false);
+  w.u64(fi->fh);
+  w.u32(static_cast<uint32_t>(op));
+  if (op & LOCK_NB) {
+    forwardStatus(req, Opcode::kFlock, w);
+  } else {
+    forwardInterruptible(req, Opcode::kFlock, w);
+  }
+}
+
 fuse_lowlevel_ops makeOperations() {
   fuse_lowlevel_ops ops{};
   ops.init = onInit;
@@ -660,6 +746,9 @@ fuse_lowlevel_ops makeOperations() {
   ops.fallocate = onFallocate;
   ops.lseek = onLseek;
   ops.copy_file_range = onCopyFileRange;
+  ops.getlk = onGetlk;
+  ops.setlk = onSetlk;
+  ops.flock = onFlock;
   return ops;
 }
 

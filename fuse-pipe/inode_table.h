@@ -11,8 +11,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "base/unique_fd.h"
 #include "fuse-pipe/fs_types.h"
-#include "fuse-pipe/unique_fd.h"
 
 namespace fcvm::fusepipe {
 

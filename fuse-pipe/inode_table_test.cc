@@ -60,7 +60,7 @@ TEST(InodeTableTest, AFoundInodeOutlivesItsForget) {
   auto held = table.find(a);
   table.forget(a, 1);
   ASSERT_TRUE(held);
-  EXPECT_TRUE(held->pathFd.valid());  // still usable by the request that holds it
+  EXPECT_TRUE(held->pathFd);  // still usable by the request that holds it
 }
 
 TEST(HandleTableTest, InsertFindRemoveAndCapacity) {

@@ -38,8 +38,10 @@ int serve(const fp::ServerOptions& options, const std::string& listen, int ready
   sigaddset(&stopSignals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
   (void)::signal(SIGPIPE, SIG_IGN);
-  fp::UniqueFd stopFd(::signalfd(-1, &stopSignals, SFD_CLOEXEC));
-  if (!stopFd.valid()) fp::throwErrno("signalfd", "");
+  // A client write past the host's file size limit must fail with EFBIG, not kill the server.
+  (void)::signal(SIGXFSZ, SIG_IGN);
+  fcvm::UniqueFd stopFd(::signalfd(-1, &stopSignals, SFD_CLOEXEC));
+  if (!stopFd) fp::throwErrno("signalfd", "");
 
   // Every inode the client looks up holds an O_PATH fd: allow as many as the hard limit does.
   rlimit files;
@@ -59,7 +61,7 @@ int serve(const fp::ServerOptions& options, const std::string& listen, int ready
 }
 
 int mount(const std::string& connect, fp::MountOptions options) {
-  fp::UniqueFd stream = fp::connectEndpoint(fp::parseEndpoint(connect));
+  fcvm::UniqueFd stream = fp::connectEndpoint(fp::parseEndpoint(connect));
   fp::Hello server = fp::clientHandshake(stream.get());
   // A read-only server is mounted read-only, so the kernel refuses writes before asking.
   if (server.flags & fp::kHelloReadOnly) options.fuseOptions.push_back("ro");

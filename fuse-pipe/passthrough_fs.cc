@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -113,9 +114,12 @@ std::vector<uint8_t> filterXattrList(std::span<const uint8_t> list) {
 }  // namespace
 
 PassthroughFs::PassthroughFs(const std::string& rootPath, PassthroughOptions options)
-    : options_(options), files_(options.maxOpenFiles), dirs_(options.maxOpenDirs) {
+    : options_(options),
+      files_(options.maxOpenFiles),
+      dirs_(options.maxOpenDirs),
+      locks_(options.maxLockOwners) {
   UniqueFd root(::open(rootPath.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!root.valid()) throwErrno("open root directory", rootPath);
+  if (!root) throwErrno("open root directory", rootPath);
   struct stat st;
   if (::fstat(root.get(), &st) != 0) throwErrno("stat root directory", rootPath);
   inodes_ = std::make_unique<InodeTable>(std::move(root), st.st_dev, st.st_ino);
@@ -138,7 +142,7 @@ std::shared_ptr<const Inode> PassthroughFs::findDirectory(InodeId parent, Errno&
 
 Errno PassthroughFs::lookupIn(int parentFd, std::string_view name, Entry& out) {
   UniqueFd fd(openBeneath(parentFd, std::string(name), O_PATH, 0));
-  if (!fd.valid()) return errno;
+  if (!fd) return errno;
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return errno;
   out.inode = inodes_->addLookup(std::move(fd), st.st_dev, st.st_ino, st.st_mode & S_IFMT);
@@ -340,7 +344,7 @@ Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t fla
   if (as.error()) return as.error();
   UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(),
                      static_cast<int>(flags & kAllowedOpenFlags) | O_CLOEXEC));
-  if (!fd.valid()) return errno;
+  if (!fd) return errno;
   auto id = files_.insert(std::make_shared<OpenFile>(OpenFile{std::move(fd)}));
   if (!id) return EMFILE;
   out = *id;
@@ -356,10 +360,10 @@ Errno PassthroughFs::create(const Credentials& caller, InodeId parent, std::stri
   if (as.error()) return as.error();
   UniqueFd fd(openBeneath(dir->pathFd.get(), std::string(name),
                           (flags & (kAllowedOpenFlags | O_EXCL)) | O_CREAT, mode & 07777));
-  if (!fd.valid()) return errno;
+  if (!fd) return errno;
   // The inode is the file just created, reached through its open fd rather than by name again.
   UniqueFd pathFd(::open(procPath(fd.get()).c_str(), O_PATH | O_CLOEXEC));
-  if (!pathFd.valid()) return errno;
+  if (!pathFd) return errno;
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return errno;
   auto id = files_.insert(std::make_shared<OpenFile>(OpenFile{std::move(fd)}));
@@ -403,11 +407,14 @@ Errno PassthroughFs::write(const Credentials& caller, HandleId handle, uint64_t 
   return 0;
 }
 
-Errno PassthroughFs::flush(const Credentials& caller, HandleId handle) {
+Errno PassthroughFs::flush(const Credentials& caller, HandleId handle, uint64_t lockOwner) {
   auto file = files_.find(handle);
   if (!file) return EBADF;
-  // Closing a duplicate releases the caller's POSIX locks and reports delayed write errors,
-  // as close(2) on the client would.
+  // close(2) releases all the closing process's POSIX locks on the file: drop the owner's lock
+  // descriptor (its OFD locks go with it).
+  LockTable::Key key{};
+  if (lockKey(file->fd.get(), lockOwner, key) == 0) locks_.remove(key);
+  // Closing a duplicate reports delayed write errors (NFS and the like), as close(2) would.
   int dup = ::fcntl(file->fd.get(), F_DUPFD_CLOEXEC, 0);
   if (dup < 0) return errno;
   if (::close(dup) != 0 && errno != EINTR) return errno;
@@ -430,7 +437,7 @@ Errno PassthroughFs::opendir(const Credentials& caller, InodeId inode, HandleId&
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
   UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return errno;
+  if (!fd) return errno;
   DIR* dir = ::fdopendir(fd.get());
   if (!dir) return errno;
   fd.release();  // owned by dir now
@@ -693,6 +700,140 @@ Errno PassthroughFs::copyFileRange(const Credentials& caller, HandleId in, uint6
   if (n < 0) return errno;
   copied = static_cast<uint64_t>(n);
   return 0;
+}
+
+Errno PassthroughFs::lockKey(int fd, uint64_t owner, LockTable::Key& key) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return errno;
+  key = LockTable::Key{.dev = st.st_dev, .ino = st.st_ino, .owner = owner};
+  return 0;
+}
+
+std::shared_ptr<LockOwner> PassthroughFs::lockOwnerFor(int fileFd, const LockTable::Key& key,
+                                                       Errno& error) {
+  if (auto existing = locks_.find(key)) return existing;
+  // A new open file description of the same file. Opened by the server itself, read-write when it
+  // can, so that the owner can later take write locks through it whichever of its descriptors it
+  // locks through: the client's kernel has already checked that the descriptor the caller locks
+  // through is open for writing (F_WRLCK) or reading (F_RDLCK). It is never read or written.
+  UniqueFd fd;
+  const std::string path = procPath(fileFd);
+  for (int mode : {O_RDWR, O_RDONLY, O_WRONLY}) {
+    if (options_.readOnly && mode != O_RDONLY) continue;
+    fd.reset(::open(path.c_str(), mode | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (fd) break;
+  }
+  if (!fd) {
+    error = errno;
+    return nullptr;
+  }
+  auto entry = locks_.insert(key, std::move(fd));
+  if (!entry) error = ENOLCK;
+  return entry;
+}
+
+namespace {
+
+// flock(2); the name is taken by the member function in PassthroughFs's scope.
+int lockFile(int fd, int operation) { return ::flock(fd, operation); }
+
+// F_OFD_* locks require l_pid 0; a range that does not fit off_t is EINVAL.
+bool toFlock(const LockRange& lock, struct flock& out) {
+  constexpr uint64_t kMaxOff = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
+  if (lock.start > kMaxOff || lock.length > kMaxOff) return false;
+  if (lock.type != F_RDLCK && lock.type != F_WRLCK && lock.type != F_UNLCK) return false;
+  out = {};
+  out.l_type = static_cast<short>(lock.type);
+  out.l_whence = SEEK_SET;
+  out.l_start = static_cast<off_t>(lock.start);
+  out.l_len = static_cast<off_t>(lock.length);
+  out.l_pid = 0;
+  return true;
+}
+
+}  // namespace
+
+Errno PassthroughFs::getlk(const Credentials& caller, HandleId handle, uint64_t owner,
+                           LockRange& lock) {
+  auto file = files_.find(handle);
+  if (!file) return EBADF;
+  struct flock query;
+  if (!toFlock(lock, query) || lock.type == F_UNLCK) return EINVAL;
+  LockTable::Key key{};
+  if (Errno e = lockKey(file->fd.get(), owner, key)) return e;
+  // Ask through the owner's own description, so that its own locks do not count as conflicts;
+  // an owner without one holds no locks, and a fresh description stands in for it.
+  std::shared_ptr<LockOwner> self = locks_.find(key);
+  UniqueFd probe;
+  if (!self) {
+    probe.reset(
+        ::open(procPath(file->fd.get()).c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (!probe) return errno;
+  }
+  const int fd = self ? self->fd.get() : probe.get();
+  if (::fcntl(fd, F_OFD_GETLK, &query) != 0) return errno;
+  lock.type = static_cast<uint32_t>(query.l_type);
+  lock.start = static_cast<uint64_t>(query.l_start);
+  lock.length = static_cast<uint64_t>(query.l_len);
+  lock.pid = 0;  // a lock of a host process: its pid means nothing in the client
+  if (query.l_type != F_UNLCK && query.l_pid == -1) {
+    // An OFD lock: another client owner's if one of theirs holds it. An owner does not see its
+    // own locks as conflicts, so the owner that no longer sees this one holds it.
+    for (const auto& other : locks_.othersOnFile(key)) {
+      struct flock again = query;
+      again.l_pid = 0;
+      if (::fcntl(other->fd.get(), F_OFD_GETLK, &again) != 0) continue;
+      if (again.l_type == F_UNLCK || again.l_start != query.l_start || again.l_len != query.l_len ||
+          again.l_type != query.l_type) {
+        lock.pid = other->pid;
+        break;
+      }
+    }
+  }
+  return 0;
+}
+
+Errno PassthroughFs::setlk(const Credentials& caller, HandleId handle, uint64_t owner,
+                           const LockRange& lock, bool wait, Cancellation* cancellation) {
+  auto file = files_.find(handle);
+  if (!file) return EBADF;
+  struct flock request;
+  if (!toFlock(lock, request)) return EINVAL;
+  LockTable::Key key{};
+  if (Errno e = lockKey(file->fd.get(), owner, key)) return e;
+  std::shared_ptr<LockOwner> entry;
+  if (lock.type == F_UNLCK) {
+    entry = locks_.find(key);
+    if (!entry) return 0;  // holds nothing
+  } else {
+    Errno error = 0;
+    entry = lockOwnerFor(file->fd.get(), key, error);
+    if (!entry) return error;
+  }
+  const int fd = entry->fd.get();
+  Errno error = 0;
+  if (wait) {
+    error = runInterruptibly(cancellation, [&] { return ::fcntl(fd, F_OFD_SETLKW, &request); });
+  } else if (::fcntl(fd, F_OFD_SETLK, &request) != 0) {
+    error = errno == EACCES ? EAGAIN : errno;
+  }
+  if (error == 0 && lock.type != F_UNLCK) entry->pid = lock.pid;
+  return error;
+}
+
+Errno PassthroughFs::flock(const Credentials& caller, HandleId handle, uint32_t operation,
+                           Cancellation* cancellation) {
+  auto file = files_.find(handle);
+  if (!file) return EBADF;
+  const uint32_t kind = operation & ~static_cast<uint32_t>(LOCK_NB);
+  if (kind != LOCK_SH && kind != LOCK_EX && kind != LOCK_UN) return EINVAL;
+  // The handle is one open file description per client open, which is what flock locks belong
+  // to; releasing the handle closes it and so releases the lock.
+  const int fd = file->fd.get();
+  if (operation & LOCK_NB) {
+    return lockFile(fd, static_cast<int>(operation)) == 0 ? 0 : errno;  // NOLINT
+  }
+  return runInterruptibly(cancellation, [&] { return lockFile(fd, static_cast<int>(operation)); });
 }
 
 }  // namespace fcvm::fusepipe

@@ -17,10 +17,11 @@
 #include <mutex>
 #include <string>
 
+#include "base/unique_fd.h"
 #include "fuse-pipe/filesystem.h"
 #include "fuse-pipe/handle_table.h"
 #include "fuse-pipe/inode_table.h"
-#include "fuse-pipe/unique_fd.h"
+#include "fuse-pipe/lock_table.h"
 
 namespace fcvm::fusepipe {
 
@@ -29,11 +30,14 @@ struct PassthroughOptions {
   bool switchCredentials = false;
   size_t maxOpenFiles = 65536;
   size_t maxOpenDirs = 4096;
+  size_t maxLockOwners = 4096;  // (file, lock owner) pairs holding POSIX locks
+  // Never open anything for writing, not even the descriptors that only carry locks.
+  bool readOnly = false;
 };
 
 class PassthroughFs final : public Filesystem {
  public:
-  // Opens `rootPath` (a directory); throws std::system_error naming the path on failure.
+  // Opens `rootPath` (a directory); throws SysError naming the path on failure.
   PassthroughFs(const std::string& rootPath, PassthroughOptions options);
   ~PassthroughFs() override;
 
@@ -64,7 +68,7 @@ class PassthroughFs final : public Filesystem {
              std::vector<uint8_t>& out) override;
   Errno write(const Credentials& caller, HandleId handle, uint64_t offset,
               std::span<const uint8_t> data, uint32_t& written) override;
-  Errno flush(const Credentials& caller, HandleId handle) override;
+  Errno flush(const Credentials& caller, HandleId handle, uint64_t lockOwner) override;
   Errno release(HandleId handle) override;
   Errno fsync(const Credentials& caller, HandleId handle, bool dataOnly) override;
   Errno opendir(const Credentials& caller, InodeId inode, HandleId& out) override;
@@ -90,11 +94,17 @@ class PassthroughFs final : public Filesystem {
   Errno copyFileRange(const Credentials& caller, HandleId in, uint64_t inOffset, HandleId out,
                       uint64_t outOffset, uint64_t length, uint32_t flags,
                       uint64_t& copied) override;
+  Errno getlk(const Credentials& caller, HandleId handle, uint64_t owner, LockRange& lock) override;
+  Errno setlk(const Credentials& caller, HandleId handle, uint64_t owner, const LockRange& lock,
+              bool wait, Cancellation* cancellation) override;
+  Errno flock(const Credentials& caller, HandleId handle, uint32_t operation,
+              Cancellation* cancellation) override;
 
   // For tests: how many inodes and handles the tables hold.
   size_t inodeCount() const { return inodes_->size(); }
   size_t openFileCount() const { return files_.size(); }
   size_t openDirCount() const { return dirs_.size(); }
+  size_t lockOwnerCount() const { return locks_.size(); }
 
  private:
   struct OpenFile {
@@ -115,6 +125,11 @@ class PassthroughFs final : public Filesystem {
   // The inode for xattr calls: known, and a regular file or directory (ENOTSUP-like errors else).
   std::shared_ptr<const Inode> findXattrTarget(InodeId inode, Errno& error) const;
 
+  // The lock table key of `owner` on the file open as `fd`.
+  static Errno lockKey(int fd, uint64_t owner, LockTable::Key& key);
+  // The owner's lock descriptor on the file open as `file`, opened on first use.
+  std::shared_ptr<LockOwner> lockOwnerFor(int fileFd, const LockTable::Key& key, Errno& error);
+
   // Resolves `name` in the directory `parentFd` and records a lookup of what it names.
   Errno lookupIn(int parentFd, std::string_view name, Entry& out);
   // The directory inode `parent`, or null with `error` set (ESTALE unknown, ENOTDIR).
@@ -124,6 +139,7 @@ class PassthroughFs final : public Filesystem {
   std::unique_ptr<InodeTable> inodes_;
   HandleTable<OpenFile> files_;
   HandleTable<OpenDir> dirs_;
+  LockTable locks_;
 };
 
 }  // namespace fcvm::fusepipe

@@ -72,6 +72,14 @@ std::string_view opcodeName(uint16_t opcode) {
       return "copy_file_range";
     case Opcode::kReaddirplus:
       return "readdirplus";
+    case Opcode::kGetlk:
+      return "getlk";
+    case Opcode::kSetlk:
+      return "setlk";
+    case Opcode::kFlock:
+      return "flock";
+    case Opcode::kInterrupt:
+      return "interrupt";
   }
   return "unknown";
 }
@@ -235,6 +243,22 @@ DirEntry decodeDirEntry(WireReader& r) {
   d.type = r.u32();
   d.name = std::string(r.string(kMaxNameLength));
   return d;
+}
+
+void encodeLock(WireWriter& w, const LockRange& l) {
+  w.u32(l.type);
+  w.u64(l.start);
+  w.u64(l.length);
+  w.u32(l.pid);
+}
+
+LockRange decodeLock(WireReader& r) {
+  LockRange l;
+  l.type = r.u32();
+  l.start = r.u64();
+  l.length = r.u64();
+  l.pid = r.u32();
+  return l;
 }
 
 void encodeDirEntryPlus(WireWriter& w, const DirEntryPlus& d) {

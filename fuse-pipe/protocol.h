@@ -21,7 +21,7 @@
 namespace fcvm::fusepipe {
 
 inline constexpr uint32_t kProtocolMagic = 0x50464346;  // "FCFP"
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr uint32_t kMaxIoSize = 1u << 20;  // largest read or write payload
 inline constexpr uint32_t kMaxFramePayload = kMaxIoSize + 4096;
@@ -66,7 +66,17 @@ enum class Opcode : uint16_t {
   kLseek = 32,
   kCopyFileRange = 33,
   kReaddirplus = 34,
+  // POSIX record locks (per lock owner) and flock (per open file). A blocking setlk or flock runs
+  // on its own server thread until it gets the lock or a kInterrupt for its request id arrives.
+  kGetlk = 35,
+  kSetlk = 36,
+  kFlock = 37,
+  // No reply: asks the server to cancel the blocking request whose id is in the body.
+  kInterrupt = 38,
 };
+
+// kSetlk flags.
+inline constexpr uint32_t kLockWait = 1;  // F_SETLKW: wait for the lock
 
 std::string_view opcodeName(uint16_t opcode);
 
@@ -111,6 +121,9 @@ void encodeDirEntry(WireWriter& w, const DirEntry& d);
 DirEntry decodeDirEntry(WireReader& r);
 
 // A u8 presence flag, then the Entry if present.
+void encodeLock(WireWriter& w, const LockRange& l);
+LockRange decodeLock(WireReader& r);
+
 void encodeDirEntryPlus(WireWriter& w, const DirEntryPlus& d);
 DirEntryPlus decodeDirEntryPlus(WireReader& r);
 

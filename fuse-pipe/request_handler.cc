@@ -1,6 +1,7 @@
 #include "fuse-pipe/request_handler.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 
 #include <cerrno>
@@ -53,6 +54,7 @@ struct Call {
   const Credentials& caller;
   WireReader& body;
   bool readOnly;
+  Cancellation* cancellation;  // for requests that may block; null when run without one
 };
 
 // Decoding finished: the body must be exactly consumed and the names valid.
@@ -242,8 +244,9 @@ Reply doWrite(Call c) {
 
 Reply doFlush(Call c) {
   HandleId handle{c.body.u64()};
+  uint64_t lockOwner = c.body.u64();
   FP_REQUIRE_DECODED(c);
-  return statusReply(c.fs.flush(c.caller, handle));
+  return statusReply(c.fs.flush(c.caller, handle, lockOwner));
 }
 
 Reply doRelease(Call c) {
@@ -410,6 +413,34 @@ Reply doCopyFileRange(Call c) {
   return okReply([&](WireWriter& w) { w.u64(copied); });
 }
 
+Reply doGetlk(Call c) {
+  HandleId handle{c.body.u64()};
+  uint64_t owner = c.body.u64();
+  LockRange lock = decodeLock(c.body);
+  FP_REQUIRE_DECODED(c);
+  Errno error = c.fs.getlk(c.caller, handle, owner, lock);
+  if (error) return errorReply(error);
+  return okReply([&](WireWriter& w) { encodeLock(w, lock); });
+}
+
+Reply doSetlk(Call c) {
+  HandleId handle{c.body.u64()};
+  uint64_t owner = c.body.u64();
+  LockRange lock = decodeLock(c.body);
+  uint32_t flags = c.body.u32();
+  FP_REQUIRE_DECODED(c);
+  if (flags & ~kLockWait) return errorReply(EINVAL);
+  return statusReply(
+      c.fs.setlk(c.caller, handle, owner, lock, (flags & kLockWait) != 0, c.cancellation));
+}
+
+Reply doFlock(Call c) {
+  HandleId handle{c.body.u64()};
+  uint32_t operation = c.body.u32();
+  FP_REQUIRE_DECODED(c);
+  return statusReply(c.fs.flock(c.caller, handle, operation, c.cancellation));
+}
+
 #undef FP_REQUIRE_DECODED
 #undef FP_REQUIRE_NAME
 
@@ -457,6 +488,10 @@ constexpr Operation kOperations[] = {
     {Opcode::kLseek, doLseek, Effect::kReadsOnly},
     {Opcode::kCopyFileRange, doCopyFileRange, Effect::kMutates},
     {Opcode::kReaddirplus, doReaddirplus, Effect::kReadsOnly},
+    // Locks change nothing on disk: a read-only server still arbitrates them.
+    {Opcode::kGetlk, doGetlk, Effect::kReadsOnly},
+    {Opcode::kSetlk, doSetlk, Effect::kReadsOnly},
+    {Opcode::kFlock, doFlock, Effect::kReadsOnly},
 };
 
 const Operation* findOperation(uint16_t opcode) {
@@ -475,7 +510,38 @@ bool openFlagsMutate(WireReader body) {
 
 }  // namespace
 
-std::optional<std::vector<uint8_t>> RequestHandler::handle(const Frame& frame) {
+bool isBlockingRequest(const Frame& frame) {
+  WireReader body(frame.payload);
+  decodeCredentials(body);
+  switch (static_cast<Opcode>(frame.header.opcode)) {
+    case Opcode::kSetlk: {
+      body.u64();  // handle
+      body.u64();  // owner
+      decodeLock(body);
+      uint32_t flags = body.u32();
+      return !body.failed() && (flags & kLockWait);
+    }
+    case Opcode::kFlock: {
+      body.u64();  // handle
+      uint32_t operation = body.u32();
+      return !body.failed() && !(operation & LOCK_NB);
+    }
+    default:
+      return false;
+  }
+}
+
+std::optional<uint64_t> decodeInterrupt(const Frame& frame) {
+  if (frame.header.opcode != static_cast<uint16_t>(Opcode::kInterrupt)) return std::nullopt;
+  WireReader body(frame.payload);
+  decodeCredentials(body);
+  uint64_t target = body.u64();
+  if (!body.finish()) return std::nullopt;
+  return target;
+}
+
+std::optional<std::vector<uint8_t>> RequestHandler::handle(const Frame& frame,
+                                                           Cancellation* cancellation) {
   const Operation* op = findOperation(frame.header.opcode);
   if (!op) return errorReply(ENOSYS);
   WireReader body(frame.payload);
@@ -486,7 +552,7 @@ std::optional<std::vector<uint8_t>> RequestHandler::handle(const Frame& frame) {
                    (op->effect == Effect::kDependsOnFlags && openFlagsMutate(body));
     if (mutates) return errorReply(EROFS);
   }
-  return op->perform(Call{fs_, caller, body, readOnly_});
+  return op->perform(Call{fs_, caller, body, readOnly_, cancellation});
 }
 
 }  // namespace fcvm::fusepipe

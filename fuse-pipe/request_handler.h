@@ -19,13 +19,22 @@ class RequestHandler {
   RequestHandler(Filesystem& fs, bool readOnly) : fs_(fs), readOnly_(readOnly) {}
 
   // The reply payload for `frame`, or nullopt for requests that take no reply (forget).
-  // Malformed bodies get EPROTO, unknown opcodes ENOSYS, bad names EINVAL.
-  std::optional<std::vector<uint8_t>> handle(const Frame& frame);
+  // Malformed bodies get EPROTO, unknown opcodes ENOSYS, bad names EINVAL. A blocking request
+  // (see isBlockingRequest) waits until `cancellation` (may be null) is cancelled at most.
+  std::optional<std::vector<uint8_t>> handle(const Frame& frame,
+                                             Cancellation* cancellation = nullptr);
 
  private:
   Filesystem& fs_;
   const bool readOnly_;
 };
+
+// True for requests that may wait indefinitely (setlk with kLockWait, flock without LOCK_NB):
+// the session runs them on threads of their own, where a kInterrupt can cancel them.
+bool isBlockingRequest(const Frame& frame);
+
+// The request id a well-formed kInterrupt frame names, else nullopt.
+std::optional<uint64_t> decodeInterrupt(const Frame& frame);
 
 // True if `name` may name an entry in a directory: 1..kMaxNameLength bytes, not "." or "..",
 // without '/' or NUL.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -367,6 +368,9 @@ TEST_F(RequestHandlerTest, RandomBodiesNeverCrash) {
                                : static_cast<uint8_t>(random() % 3));
       }
       Frame frame{.header = {.opcode = opcode}, .payload = w.take()};
+      // A lock wait could block forever here; the session runs those with a cancellation
+      // (session_test covers it).
+      if (isBlockingRequest(frame)) continue;
       auto reply = RequestHandler(*fs_, round % 2 == 0).handle(frame);
       ASSERT_TRUE(reply);
       EXPECT_GE(errnoOf(*reply), 0);
@@ -530,6 +534,132 @@ TEST(IsValidNameTest, AcceptsOrdinaryNamesOnly) {
   EXPECT_FALSE(isValidName("a/b"));
   EXPECT_FALSE(isValidName(std::string("a\0", 2)));
   EXPECT_FALSE(isValidName(std::string(kMaxNameLength + 1, 'n')));
+}
+
+// Lock requests through the handler: each owner has its own lock description on the host.
+class LockRequestTest : public RequestHandlerTest {
+ protected:
+  void SetUp() override {
+    RequestHandlerTest::SetUp();
+    std::ofstream(root() + "/f") << "0123456789";
+    Entry entry;
+    ASSERT_EQ(lookup(kRootInode, "f", &entry), 0);
+    ASSERT_EQ(open(entry.inode, O_RDWR, &handle_), 0);
+  }
+
+  Errno setlk(uint64_t owner, uint32_t type, uint64_t start, uint64_t length, uint32_t flags = 0,
+              uint32_t pid = 0) {
+    return errnoOf(call(Opcode::kSetlk, [&](WireWriter& w) {
+      w.u64(handle_.value);
+      w.u64(owner);
+      encodeLock(w, LockRange{.type = type, .start = start, .length = length, .pid = pid});
+      w.u32(flags);
+    }));
+  }
+
+  Errno getlk(uint64_t owner, LockRange& lock) {
+    auto reply = call(Opcode::kGetlk, [&](WireWriter& w) {
+      w.u64(handle_.value);
+      w.u64(owner);
+      encodeLock(w, lock);
+    });
+    WireReader r(reply);
+    Errno e = r.i32();
+    if (e == 0) lock = decodeLock(r);
+    EXPECT_TRUE(e != 0 || r.finish());
+    return e;
+  }
+
+  Errno flush(uint64_t owner) {
+    return errnoOf(call(Opcode::kFlush, [&](WireWriter& w) {
+      w.u64(handle_.value);
+      w.u64(owner);
+    }));
+  }
+
+  Errno flock(uint32_t operation) {
+    return errnoOf(call(Opcode::kFlock, [&](WireWriter& w) {
+      w.u64(handle_.value);
+      w.u32(operation);
+    }));
+  }
+
+  HandleId handle_;
+};
+
+TEST_F(LockRequestTest, OwnersConflictAndGetlkNamesTheHolder) {
+  ASSERT_EQ(setlk(1, F_WRLCK, 2, 3, 0, /*pid=*/4321), 0);
+  EXPECT_EQ(setlk(1, F_WRLCK, 0, 10, 0, 4321), 0);  // an owner never conflicts with itself
+  EXPECT_EQ(setlk(1, F_UNLCK, 5, 0), 0);            // keeps [0, 5)
+  EXPECT_EQ(setlk(2, F_RDLCK, 4, 1), EAGAIN);
+  EXPECT_EQ(setlk(2, F_RDLCK, 5, 1), 0);
+  LockRange probe{.type = F_WRLCK, .start = 0, .length = 0, .pid = 0};
+  ASSERT_EQ(getlk(2, probe), 0);
+  EXPECT_EQ(probe.type, static_cast<uint32_t>(F_WRLCK));
+  EXPECT_EQ(probe.start, 0u);
+  EXPECT_EQ(probe.length, 5u);
+  EXPECT_EQ(probe.pid, 4321u);
+  EXPECT_EQ(fs_->lockOwnerCount(), 2u);
+  // A close by owner 1 releases its locks.
+  ASSERT_EQ(flush(1), 0);
+  EXPECT_EQ(fs_->lockOwnerCount(), 1u);
+  EXPECT_EQ(setlk(3, F_WRLCK, 0, 5), 0);
+  // Unlocking what one does not hold creates nothing.
+  EXPECT_EQ(setlk(9, F_UNLCK, 0, 0), 0);
+  EXPECT_EQ(fs_->lockOwnerCount(), 2u);
+}
+
+TEST_F(LockRequestTest, BadLockRequestsAreRefused) {
+  EXPECT_EQ(setlk(1, 77, 0, 0), EINVAL);                    // no such type
+  EXPECT_EQ(setlk(1, F_WRLCK, 1ull << 63, 0), EINVAL);      // beyond off_t
+  EXPECT_EQ(setlk(1, F_WRLCK, 0, 0, /*flags=*/2), EINVAL);  // unknown flag
+  LockRange unlock{.type = F_UNLCK, .start = 0, .length = 0, .pid = 0};
+  EXPECT_EQ(getlk(1, unlock), EINVAL);
+  EXPECT_EQ(flock(LOCK_EX | LOCK_SH), EINVAL);
+  EXPECT_EQ(flock(LOCK_EX | LOCK_NB), 0);
+  EXPECT_EQ(flock(LOCK_UN), 0);
+  EXPECT_EQ(errnoOf(call(Opcode::kSetlk,
+                         [&](WireWriter& w) {
+                           w.u64(12345);  // unknown handle
+                           w.u64(1);
+                           encodeLock(w, LockRange{.type = F_RDLCK});
+                           w.u32(0);
+                         })),
+            EBADF);
+  EXPECT_EQ(fs_->lockOwnerCount(), 0u);
+}
+
+TEST_F(LockRequestTest, BlockingRequestsAreRecognisedFromTheirFlags) {
+  auto frame = [](Opcode opcode, const std::function<void(WireWriter&)>& body) {
+    WireWriter w;
+    encodeCredentials(w, Credentials{});
+    body(w);
+    return Frame{.header = {.opcode = static_cast<uint16_t>(opcode), .requestId = 1},
+                 .payload = w.take()};
+  };
+  auto setlk = [&](uint32_t flags) {
+    return frame(Opcode::kSetlk, [&](WireWriter& w) {
+      w.u64(1);
+      w.u64(1);
+      encodeLock(w, LockRange{.type = F_WRLCK});
+      w.u32(flags);
+    });
+  };
+  EXPECT_TRUE(isBlockingRequest(setlk(kLockWait)));
+  EXPECT_FALSE(isBlockingRequest(setlk(0)));
+  auto flockFrame = [&](uint32_t op) {
+    return frame(Opcode::kFlock, [&](WireWriter& w) {
+      w.u64(1);
+      w.u32(op);
+    });
+  };
+  EXPECT_TRUE(isBlockingRequest(flockFrame(LOCK_EX)));
+  EXPECT_FALSE(isBlockingRequest(flockFrame(LOCK_EX | LOCK_NB)));
+  EXPECT_FALSE(isBlockingRequest(frame(Opcode::kSetlk, [](WireWriter& w) { w.u8(1); })));
+  auto interrupt = frame(Opcode::kInterrupt, [](WireWriter& w) { w.u64(77); });
+  EXPECT_EQ(decodeInterrupt(interrupt), std::optional<uint64_t>(77));
+  interrupt.payload.push_back(0);  // one byte too many
+  EXPECT_EQ(decodeInterrupt(interrupt), std::nullopt);
 }
 
 }  // namespace

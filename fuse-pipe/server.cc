@@ -38,14 +38,15 @@ void Server::run(int stopFd) {
 
 void Server::accept() {
   UniqueFd stream(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!stream.valid()) {
+  if (!stream) {
     spdlog::warn("fuse-pipe server: accept: {}", std::strerror(errno));
     return;
   }
   auto connection = std::make_unique<Connection>();
   try {
     connection->fs = std::make_unique<PassthroughFs>(
-        options_.rootPath, PassthroughOptions{.switchCredentials = ::geteuid() == 0});
+        options_.rootPath,
+        PassthroughOptions{.switchCredentials = ::geteuid() == 0, .readOnly = options_.readOnly});
   } catch (const std::exception& e) {
     spdlog::error("fuse-pipe server: refusing connection: {}", e.what());
     return;

@@ -8,9 +8,9 @@
 #include <string>
 #include <thread>
 
+#include "base/unique_fd.h"
 #include "fuse-pipe/passthrough_fs.h"
 #include "fuse-pipe/session.h"
-#include "fuse-pipe/unique_fd.h"
 
 namespace fcvm::fusepipe {
 
@@ -22,7 +22,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  // Checks that the root can be opened; throws std::system_error naming it otherwise.
+  // Checks that the root can be opened; throws SysError naming it otherwise.
   Server(UniqueFd listener, ServerOptions options);
   // Stops every session and waits for them.
   ~Server();

@@ -11,21 +11,17 @@ Session::Session(UniqueFd stream, Filesystem& fs, SessionOptions options)
     : stream_(std::move(stream)),
       options_(options),
       handler_(fs, options.readOnly),
-      writer_(stream_.get()) {}
+      writer_(stream_.get()),
+      reader_(stream_.get()) {}
 
 Session::~Session() = default;
 
-void Session::stop() {
-  ::shutdown(stream_.get(), SHUT_RDWR);
-  closeQueue();
-}
+void Session::stop() { close(); }
 
-void Session::closeQueue() {
-  std::lock_guard lock(mutex_);
+void Session::close() {
   closed_ = true;
-  queue_.clear();  // requests not yet started are dropped: their client is gone
-  queuedBytes_ = 0;
-  queueChanged_.notify_all();
+  // Wakes the thread blocked reading, and fails any reply still being written.
+  ::shutdown(stream_.get(), SHUT_RDWR);
 }
 
 void Session::run() {
@@ -33,64 +29,113 @@ void Session::run() {
     serverHandshake(stream_.get(), options_.readOnly ? kHelloReadOnly : 0);
   } catch (const std::exception& e) {
     spdlog::warn("fuse-pipe session: handshake failed: {}", e.what());
-    ::shutdown(stream_.get(), SHUT_RDWR);
+    close();
     return;
   }
-  std::vector<std::jthread> workers;
-  for (unsigned i = 0; i < std::max(1u, options_.workers); ++i) {
-    workers.emplace_back([this] { workerLoop(); });
+  {
+    std::vector<std::jthread> pool;
+    for (unsigned i = 1; i < std::max(1u, options_.workers); ++i) {
+      pool.emplace_back([this] { serveLoop(); });
+    }
+    serveLoop();
+  }  // the pool joins here
+  reapBlocking(/*all=*/true);
+}
+
+void Session::serveLoop() {
+  while (true) {
+    std::optional<Frame> frame;
+    {
+      std::lock_guard lock(readMutex_);
+      frame = nextRequest();
+    }
+    if (!frame) return;
+    reply(*frame, handler_.handle(*frame));
   }
-  FrameReader reader(stream_.get());
+}
+
+std::optional<Frame> Session::nextRequest() {
   try {
-    while (auto frame = reader.read()) {
+    while (!closed_) {
+      auto frame = reader_.read();
+      if (!frame) {
+        spdlog::debug("fuse-pipe session: client closed the stream");
+        break;
+      }
       if (frame->header.flags != 0) {
         throw ProtocolError("request frame with flags " + std::to_string(frame->header.flags));
       }
-      std::unique_lock lock(mutex_);
-      const size_t bytes = frame->payload.size();
-      queueChanged_.wait(lock, [&] {
-        return closed_ || queue_.empty() ||
-               (queue_.size() < options_.maxQueuedRequests &&
-                queuedBytes_ + bytes <= options_.maxQueuedBytes);
-      });
-      if (closed_) break;
-      queuedBytes_ += bytes;
-      queue_.push_back(std::move(*frame));
-      queueChanged_.notify_all();
+      if (frame->header.opcode == static_cast<uint16_t>(Opcode::kInterrupt)) {
+        if (auto target = decodeInterrupt(*frame)) interrupt(*target);
+        continue;  // no reply, even to a malformed one: the client expects none
+      }
+      if (isBlockingRequest(*frame)) {
+        // Registered before the next frame is read, so that an interrupt for it finds it.
+        startBlocking(std::move(*frame));
+        continue;
+      }
+      return frame;
     }
-    spdlog::debug("fuse-pipe session: client closed the stream");
   } catch (const std::exception& e) {
-    spdlog::warn("fuse-pipe session: closing connection: {}", e.what());
+    if (!closed_) spdlog::warn("fuse-pipe session: closing connection: {}", e.what());
   }
-  ::shutdown(stream_.get(), SHUT_RDWR);
-  closeQueue();
-  // workers join here
+  close();
+  return std::nullopt;
 }
 
-void Session::workerLoop() {
-  while (true) {
-    Frame frame;
-    {
-      std::unique_lock lock(mutex_);
-      queueChanged_.wait(lock, [&] { return closed_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // closed
-      frame = std::move(queue_.front());
-      queue_.pop_front();
-      queuedBytes_ -= frame.payload.size();
-      queueChanged_.notify_all();
+void Session::startBlocking(Frame frame) {
+  reapBlocking(/*all=*/false);
+  std::lock_guard lock(blockingMutex_);
+  if (blocking_.size() >= options_.maxBlockingRequests) {
+    WireWriter w;
+    w.i32(ENOLCK);
+    reply(frame, w.take());
+    return;
+  }
+  auto request = std::make_unique<BlockingRequest>();
+  request->requestId = frame.header.requestId;
+  BlockingRequest* r = request.get();
+  request->thread = std::thread([this, r, frame = std::move(frame)] {
+    reply(frame, handler_.handle(frame, &r->cancellation));
+    r->finished = true;
+  });
+  blocking_.push_back(std::move(request));
+}
+
+void Session::interrupt(uint64_t requestId) {
+  std::lock_guard lock(blockingMutex_);
+  for (auto& r : blocking_) {
+    if (r->requestId == requestId && !r->finished) r->cancellation.cancel();
+  }
+}
+
+void Session::reapBlocking(bool all) {
+  std::list<std::unique_ptr<BlockingRequest>> done;
+  {
+    std::lock_guard lock(blockingMutex_);
+    for (auto it = blocking_.begin(); it != blocking_.end();) {
+      if (all) (*it)->cancellation.cancel();
+      if (all || (*it)->finished) {
+        done.push_back(std::move(*it));
+        it = blocking_.erase(it);
+      } else {
+        ++it;
+      }
     }
-    auto reply = handler_.handle(frame);
-    if (!reply) continue;
-    try {
-      writer_.write({.opcode = frame.header.opcode,
-                     .flags = kFrameReply,
-                     .requestId = frame.header.requestId},
-                    *reply);
-    } catch (const std::exception& e) {
-      spdlog::debug("fuse-pipe session: cannot send {} reply: {}", opcodeName(frame.header.opcode),
-                    e.what());
-      ::shutdown(stream_.get(), SHUT_RDWR);  // the reader sees the end and stops the session
-    }
+  }
+  for (auto& r : done) r->thread.join();  // without the mutex: a finishing thread may need it
+}
+
+void Session::reply(const Frame& frame, const std::optional<std::vector<uint8_t>>& payload) {
+  if (!payload) return;
+  try {
+    writer_.write(
+        {.opcode = frame.header.opcode, .flags = kFrameReply, .requestId = frame.header.requestId},
+        *payload);
+  } catch (const std::exception& e) {
+    spdlog::debug("fuse-pipe session: cannot send {} reply: {}", opcodeName(frame.header.opcode),
+                  e.what());
+    ::shutdown(stream_.get(), SHUT_RDWR);  // the reader sees the end and stops the session
   }
 }
 

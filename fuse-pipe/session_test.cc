@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "fuse-pipe/passthrough_fs.h"
@@ -45,7 +47,7 @@ class SessionTest : public ::testing::Test {
   }
 
   Frame receive() {
-    auto frame = FrameReader(client_.get()).read();
+    auto frame = FrameReader(client_.get(), kMaxFramePayload, 0).read();
     if (!frame) throw std::runtime_error("server closed the stream");
     return std::move(*frame);
   }
@@ -53,7 +55,7 @@ class SessionTest : public ::testing::Test {
   // True once the server has closed its end (read sees end of stream).
   bool serverClosed() {
     try {
-      return !FrameReader(client_.get()).read().has_value();
+      return !FrameReader(client_.get(), kMaxFramePayload, 0).read().has_value();
     } catch (const std::exception&) {
       return true;
     }
@@ -114,7 +116,7 @@ TEST_F(SessionTest, RepliesAreSentInCompletionOrder) {
   EXPECT_EQ(first.header.requestId, 101u);
   // The server's open is waiting as a reader, so a blocking open for writing returns at once.
   UniqueFd writer(::open(fifoPath.c_str(), O_WRONLY | O_CLOEXEC));
-  ASSERT_TRUE(writer.valid());
+  ASSERT_TRUE(writer);
   Frame second = receive();
   EXPECT_EQ(second.header.requestId, 100u);
   WireReader r(second.payload);
@@ -212,6 +214,83 @@ TEST_F(SessionTest, ClientHangupReleasesEverything) {
   server_ = std::thread([] {});
   EXPECT_EQ(fs_->openFileCount(), 1u);  // handles belong to the filesystem of this session...
   fs_.reset();                          // ...and go with it
+}
+
+TEST_F(SessionTest, BlockingLockWaitsDoNotHoldWorkersAndInterruptsCancelThem) {
+  clientHandshake(client_.get());
+  std::ofstream(tmp_ / "root/f") << "x";
+  UniqueFd onHost(::open((tmp_ / "root/f").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(::flock(onHost.get(), LOCK_EX), 0);
+  send(Opcode::kLookup, 1, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("f");
+  });
+  Frame looked = receive();
+  WireReader lr(looked.payload);
+  ASSERT_EQ(lr.i32(), 0);
+  InodeId inode = decodeEntry(lr).inode;
+  // More blocked requests than there are workers, each on its own open file.
+  constexpr uint64_t kWaiters = 6;
+  for (uint64_t i = 0; i < kWaiters; ++i) {
+    send(Opcode::kOpen, 100 + i, [&](WireWriter& w) {
+      w.u64(inode.value);
+      w.u32(O_RDONLY);
+    });
+    Frame opened = receive();
+    WireReader r(opened.payload);
+    ASSERT_EQ(r.i32(), 0);
+    uint64_t handle = r.u64();
+    send(Opcode::kFlock, 200 + i, [&](WireWriter& w) {
+      w.u64(handle);
+      w.u32(LOCK_EX);
+    });
+  }
+  // The workers still answer.
+  send(Opcode::kStatfs, 300, [](WireWriter& w) { w.u64(kRootInode.value); });
+  Frame statfs = receive();
+  EXPECT_EQ(statfs.header.requestId, 300u);
+  // Interrupts for unknown ids are ignored; each real one gets its request answered EINTR.
+  send(Opcode::kInterrupt, 0, [](WireWriter& w) { w.u64(999); });
+  std::set<uint64_t> answered;
+  for (uint64_t i = 0; i < kWaiters; ++i) {
+    send(Opcode::kInterrupt, 0, [&](WireWriter& w) { w.u64(200 + i); });
+    Frame reply = receive();
+    WireReader r(reply.payload);
+    EXPECT_EQ(r.i32(), EINTR);
+    answered.insert(reply.header.requestId);
+  }
+  EXPECT_EQ(answered.size(), kWaiters);
+  EXPECT_EQ(*answered.begin(), 200u);
+}
+
+TEST_F(SessionTest, TheEndOfTheStreamCancelsBlockedRequests) {
+  clientHandshake(client_.get());
+  std::ofstream(tmp_ / "root/f") << "x";
+  UniqueFd onHost(::open((tmp_ / "root/f").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(::flock(onHost.get(), LOCK_EX), 0);
+  send(Opcode::kLookup, 1, [](WireWriter& w) {
+    w.u64(kRootInode.value);
+    w.string("f");
+  });
+  Frame looked = receive();
+  WireReader lr(looked.payload);
+  ASSERT_EQ(lr.i32(), 0);
+  InodeId inode = decodeEntry(lr).inode;
+  send(Opcode::kOpen, 2, [&](WireWriter& w) {
+    w.u64(inode.value);
+    w.u32(O_RDONLY);
+  });
+  Frame opened = receive();
+  WireReader r(opened.payload);
+  ASSERT_EQ(r.i32(), 0);
+  uint64_t handle = r.u64();
+  send(Opcode::kFlock, 3, [&](WireWriter& w) {
+    w.u64(handle);
+    w.u32(LOCK_EX);
+  });
+  client_.reset();  // the client goes away; run() must return (TearDown joins it)
+  server_.join();
+  server_ = std::thread([] {});
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 #include "fuse-pipe/transport.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
@@ -11,19 +13,60 @@
 
 namespace fcvm::fusepipe {
 
-bool FrameReader::readExact(std::span<uint8_t> out, bool allowEofAtStart) {
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = ::read(fd_, out.data() + done, out.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throwErrno("read frame from fd", std::to_string(fd_));
+FrameReader::FrameReader(int fd, uint32_t maxPayload, size_t bufferSize)
+    : fd_(fd), maxPayload_(maxPayload), buffer_(bufferSize) {
+  timeval timeout{};
+  socklen_t length = sizeof timeout;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, &length) == 0 &&
+      (timeout.tv_sec != 0 || timeout.tv_usec != 0)) {
+    waitTimeoutMs_ = static_cast<int>(timeout.tv_sec * 1000 + timeout.tv_usec / 1000);
+  }
+}
+
+size_t FrameReader::readSome(std::span<uint8_t> out) {
+  while (true) {
+    ssize_t n = socket_ ? ::recv(fd_, out.data(), out.size(), MSG_DONTWAIT)
+                        : ::read(fd_, out.data(), out.size());
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (socket_ && errno == ENOTSOCK) {
+      socket_ = false;
+      continue;
     }
+    if (socket_ && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd input{fd_, POLLIN, 0};
+      int ready = ::poll(&input, 1, waitTimeoutMs_);
+      if (ready < 0 && errno != EINTR) throwErrno("wait for a frame on fd", std::to_string(fd_));
+      if (ready == 0) throwErrno("wait for a frame on fd", std::to_string(fd_), EAGAIN);
+      continue;
+    }
+    throwErrno("read frame from fd", std::to_string(fd_));
+  }
+}
+
+bool FrameReader::readExact(std::span<uint8_t> out, bool allowEofAtStart) {
+  size_t done = std::min(end_ - begin_, out.size());
+  std::copy_n(buffer_.begin() + static_cast<ptrdiff_t>(begin_), done, out.begin());
+  begin_ += done;
+  while (done < out.size()) {
+    const size_t wanted = out.size() - done;
+    // Large remainders go straight to their destination; small ones through the buffer, which
+    // also picks up whatever follows them.
+    const bool direct = wanted >= buffer_.size();
+    size_t n = direct ? readSome(out.subspan(done)) : readSome(buffer_);
     if (n == 0) {
       if (done == 0 && allowEofAtStart) return false;
       throw ProtocolError("stream ended in the middle of a frame");
     }
-    done += static_cast<size_t>(n);
+    if (direct) {
+      done += n;
+      continue;
+    }
+    const size_t taken = std::min(n, wanted);
+    std::copy_n(buffer_.begin(), taken, out.begin() + static_cast<ptrdiff_t>(done));
+    done += taken;
+    begin_ = taken;
+    end_ = n;
   }
   return true;
 }
@@ -94,7 +137,8 @@ void checkHello(const Hello& hello) {
 }
 
 Frame readHelloFrame(int fd) {
-  auto frame = FrameReader(fd, /*maxPayload=*/64).read();
+  // Unbuffered: what follows the hello belongs to the session's own reader.
+  auto frame = FrameReader(fd, /*maxPayload=*/64, /*bufferSize=*/0).read();
   if (!frame) throw ProtocolError("peer closed the stream before the handshake");
   if (frame->header.opcode != static_cast<uint16_t>(Opcode::kHello)) {
     throw ProtocolError("first frame is " + std::string(opcodeName(frame->header.opcode)) +
@@ -129,7 +173,7 @@ void serverHandshake(int fd, uint32_t serverFlags) {
   } catch (const ProtocolError&) {
     try {
       sendHello(fd, kFrameReply, EPROTONOSUPPORT, 0);
-    } catch (const std::system_error&) {
+    } catch (const SysError&) {
       // The peer is gone already; the handshake error below says what happened.
     }
     throw;

@@ -5,8 +5,8 @@
 
 #include <thread>
 
+#include "base/unique_fd.h"
 #include "fuse-pipe/error.h"
-#include "fuse-pipe/unique_fd.h"
 
 namespace fcvm::fusepipe {
 namespace {
@@ -50,6 +50,50 @@ TEST(TransportTest, FramesRoundTripInOrder) {
   EXPECT_TRUE(second->payload.empty());
   s.a.reset();
   EXPECT_FALSE(reader.read());  // clean end of stream at a frame boundary
+}
+
+TEST(TransportTest, BufferedReaderSplitsBurstsAndLargeFramesExactly) {
+  SocketPair s;
+  FrameWriter writer(s.a.get());
+  std::vector<uint8_t> big(200000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 13);
+  // Small frames around a large one, all written before anything is read, with a tiny buffer so
+  // that frames straddle buffer boundaries.
+  std::thread sender([&] {
+    for (uint64_t id = 1; id <= 50; ++id) {
+      writer.write({.opcode = 2, .requestId = id}, std::vector<uint8_t>(id % 7, uint8_t(id)));
+    }
+    writer.write({.opcode = 3, .requestId = 51}, big);
+    writer.write({.opcode = 4, .requestId = 52}, std::vector<uint8_t>{9});
+    s.a.reset();
+  });
+  FrameReader reader(s.b.get(), kMaxFramePayload, /*bufferSize=*/40);
+  for (uint64_t id = 1; id <= 50; ++id) {
+    auto frame = reader.read();
+    ASSERT_TRUE(frame);
+    EXPECT_EQ(frame->header.requestId, id);
+    EXPECT_EQ(frame->payload, std::vector<uint8_t>(id % 7, uint8_t(id)));
+  }
+  auto large = reader.read();
+  ASSERT_TRUE(large);
+  EXPECT_EQ(large->payload, big);
+  auto last = reader.read();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->payload, std::vector<uint8_t>{9});
+  sender.join();
+  EXPECT_FALSE(reader.read());
+}
+
+TEST(TransportTest, ReceiveTimeoutBoundsTheWaitForAFrame) {
+  SocketPair s;
+  timeval timeout{0, 20000};
+  ASSERT_EQ(::setsockopt(s.b.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout), 0);
+  try {
+    FrameReader(s.b.get()).read();
+    FAIL() << "read returned without a frame";
+  } catch (const SysError& e) {
+    EXPECT_EQ(e.code(), EAGAIN);
+  }
 }
 
 TEST(TransportTest, LargeFrameSurvivesPartialWrites) {
@@ -97,7 +141,7 @@ TEST(TransportTest, StreamEndingInsideThePayloadIsAnError) {
 TEST(TransportTest, WritingToAClosedPeerThrowsInsteadOfRaisingSigpipe) {
   SocketPair s;
   s.b.reset();
-  EXPECT_THROW(FrameWriter(s.a.get()).write({.opcode = 2}, {}), std::system_error);
+  EXPECT_THROW(FrameWriter(s.a.get()).write({.opcode = 2}, {}), SysError);
 }
 
 TEST(HandshakeTest, SucceedsAndCarriesTheServerFlags) {

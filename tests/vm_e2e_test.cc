@@ -220,9 +220,24 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   expectNothingLeftOf(id);
 }
 
-TEST_F(VmTest, RmRefusesARunningVmUnlessForced) {
+TEST_F(VmTest, TheImagesHealthcheckDecidesHealth) {
+  // The image's HEALTHCHECK is `test -e /tmp/healthy`: not healthy until the file exists.
+  ok({"podman", "run", "-d", "--name", "hc", "localhost/fcvm-test-health:latest", "sleep", "600"});
+  waitFor("hc", "running");
+  EXPECT_EQ(inspect("hc").at("health"), "starting");
+  ok({"exec", "-c", "--name", "hc", "--", "touch", "/tmp/healthy"});
+  waitFor("hc", "healthy");
+  EXPECT_EQ(inspect("hc").at("health"), "healthy");
+  ok({"rm", "-f", "--name", "hc"});
+}
+
+TEST_F(VmTest, NamesAreUniqueAndRmRefusesARunningVmUnlessForced) {
   runDetached("busy", {"sleep", "600"});
   waitFor("busy", "running");
+  auto clash = fcvm({"podman", "run", "-d", "--name", "busy", kImage, "true"});
+  EXPECT_EQ(clash.exitCode, 1);
+  EXPECT_NE(clash.output.find("a VM named 'busy' already exists"), std::string::npos)
+      << clash.output;
   auto refused = fcvm({"rm", "--name", "busy"});
   EXPECT_EQ(refused.exitCode, 1);
   EXPECT_NE(refused.output.find("stop it first or use rm -f"), std::string::npos) << refused.output;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/paths.h"
@@ -50,6 +51,34 @@ void writeReference(const std::filesystem::path& dir, const std::string& referen
   if (!out) throw Error("write " + (dir / "reference").string());
 }
 
+// The HEALTHCHECK of the image `reference` in the podman store at `store`, as podman's Test list:
+// ["CMD-SHELL", cmd] / ["CMD", argv...] / ["NONE"]; kept beside the disk like the reference.
+void writeHealthcheck(const std::filesystem::path& dir, const std::string& inspectJson) {
+  nlohmann::json test = nlohmann::json::array();
+  auto images = nlohmann::json::parse(inspectJson);
+  if (images.is_array() && !images.empty() && images[0].contains("Healthcheck") &&
+      images[0]["Healthcheck"].is_object() && images[0]["Healthcheck"].contains("Test")) {
+    test = images[0]["Healthcheck"]["Test"];
+  }
+  std::ofstream out(dir / "healthcheck.json");
+  out << test.dump() << "\n";
+  if (!out) throw Error("write " + (dir / "healthcheck.json").string());
+}
+
+std::vector<std::string> readHealthcheck(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "healthcheck.json");
+  auto test = nlohmann::json::parse(in, nullptr, false);
+  if (!test.is_array() || test.empty() || !test[0].is_string()) return {};
+  std::vector<std::string> words;
+  for (const auto& w : test) {
+    if (!w.is_string()) return {};
+    words.push_back(w.get<std::string>());
+  }
+  if (words[0] == "CMD-SHELL" && words.size() == 2) return {"/bin/sh", "-c", words[1]};
+  if (words[0] == "CMD" && words.size() > 1) return {words.begin() + 1, words.end()};
+  return {};  // NONE, or a form podman would not run either
+}
+
 std::string readReference(const std::filesystem::path& dir) {
   std::ifstream in(dir / "reference");
   std::string reference;
@@ -73,24 +102,31 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
     if (image.starts_with(prefix)) archive = image.substr(std::string(prefix).size());
   }
   bool isArchive = !archive.empty();
+  std::string hostInspect;  // the host's view of the image (a docker-format HEALTHCHECK is here)
   if (isArchive) {
     if (!std::filesystem::is_regular_file(archive)) {
       throw Error(fmt::format("image archive {} does not exist", archive));
     }
     prepared.digest = sha256File(archive);
   } else {
-    auto r = runCommand({"podman", "image", "inspect", "--format", "{{.Id}}", image}, quick);
+    auto r = runCommand({"podman", "image", "inspect", image}, quick);
     if (r.exitCode != 0) {
       throw Error(
           fmt::format("image '{}' is not in host podman storage (podman import/load/pull "
                       "it first)",
                       image));
     }
-    prepared.digest = trim(r.output);
+    auto images = nlohmann::json::parse(r.output, nullptr, false);
+    if (!images.is_array() || images.empty() || !images[0].contains("Id") ||
+        !images[0]["Id"].is_string()) {
+      throw Error(fmt::format("podman image inspect {}: unexpected output", image));
+    }
+    prepared.digest = images[0]["Id"].get<std::string>();
+    hostInspect = r.output;
   }
   prepared.reference = image;
   // The layout version leads the name, so entries of an older layout are simply not found.
-  auto dir = dir_ / ("v2-" + prepared.digest.substr(0, 32));
+  auto dir = dir_ / ("v3-" + prepared.digest.substr(0, 32));
   prepared.disk = dir / "store.ext4";
 
   ensureOwnedDirectory(dir, 0755);
@@ -99,6 +135,7 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   checkSys(retryEintr([&] { return ::flock(lock.get(), LOCK_EX); }), "lock {}", dir.string());
   if (std::filesystem::exists(prepared.disk)) {
     prepared.reference = readReference(dir);
+    prepared.healthcheck = readHealthcheck(dir);
     return prepared;
   }
 
@@ -150,8 +187,14 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   mustRun({"mkfs.ext4", "-q", "-F", "-L", "fcvm-images", "-d", store.string(), tmpDisk.string(),
            std::to_string(sizeMib) + "M"},
           slow, "pack " + image);
+  auto inspected = mustRun({"podman", "--root", store.string(), "--runroot", runroot.string(),
+                            "--storage-driver", "overlay", "image", "inspect", id},
+                           quick, "inspect " + image);
+  // `podman save` writes OCI, which has no HEALTHCHECK: take a host image's from the host.
+  writeHealthcheck(dir, isArchive ? inspected.output : hostInspect);
   writeReference(dir, prepared.reference);
   std::filesystem::rename(tmpDisk, prepared.disk);
+  prepared.healthcheck = readHealthcheck(dir);
   std::filesystem::remove_all(staging);
   prepared.built = true;
   return prepared;

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace fcvm::worker {
 
@@ -15,6 +16,8 @@ struct PreparedImage {
   std::string digest;          // podman's image id, or the archive's sha256
   std::string reference;       // how the guest names it (an archive's image: by its id)
   std::filesystem::path disk;  // ext4 image holding a podman storage root with the image
+  // The image's own HEALTHCHECK as a command to run in the container; empty if it has none.
+  std::vector<std::string> healthcheck;
   bool built = false;
 };
 

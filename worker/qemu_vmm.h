@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "worker/vmm.h"
 
 namespace fcvm::worker {
 
@@ -53,19 +54,18 @@ unsigned hostTscKhz();
 
 // A running QEMU. Destroying it kills QEMU (SIGKILL) and reaps it; so does the death of the
 // thread that started it.
-class QemuProcess {
+class QemuProcess final : public VmmProcess {
  public:
   explicit QemuProcess(const QemuConfig& config);
-  ~QemuProcess();
+  ~QemuProcess() override;
   QemuProcess(const QemuProcess&) = delete;
   QemuProcess& operator=(const QemuProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
-  // Readable once QEMU has exited (for an event loop); waitExit() then reaps it at once.
-  int pidfd() const { return pidfd_.get(); }
-  // Waits up to `timeout` for QEMU to exit; returns its wait status, or nullopt on timeout.
-  std::optional<int> waitExit(std::chrono::milliseconds timeout);
-  void kill();
+  std::string name() const override { return "qemu"; }
+  pid_t pid() const override { return pid_; }
+  int pidfd() const override { return pidfd_.get(); }
+  std::optional<int> waitExit(std::chrono::milliseconds timeout) override;
+  void kill() override;
 
  private:
   pid_t pid_ = -1;

@@ -131,8 +131,7 @@ struct VmRunner::Follower : public kj::Refcounted {
 VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
     : io_(io),
       parts_(kj::mv(parts)),
-      qemuExit_(io.unixEventPort, parts_.qemu->pidfd(),
-                kj::UnixEventPort::FdObserver::OBSERVE_READ),
+      vmmExit_(io.unixEventPort, parts_.vmm->pidfd(), kj::UnixEventPort::FdObserver::OBSERVE_READ),
       log_(parts_.containerLog),
       agentReady_(nullptr),
       containerRunning_(nullptr),
@@ -146,7 +145,7 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
   auto ended = kj::newPromiseAndFulfiller<void>();
   endedFulfiller_ = kj::mv(ended.fulfiller);
   endedPromise_ = ended.promise.fork();
-  tasks_.add(watchQemu());
+  tasks_.add(watchVmm());
 }
 
 VmRunner::~VmRunner() = default;
@@ -191,7 +190,7 @@ kj::Promise<void> VmRunner::runGuest() {
       .then([this] {
         agentReadyFulfiller_->fulfill();
         setState(rpc::VmState::RUNNING,
-                 parts_.healthCmd.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
+                 parts_.healthCheck.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
         return pump();
       });
 }
@@ -298,7 +297,7 @@ void VmRunner::drain(Follower& f) {
 
 void VmRunner::containerStarted() {
   if (containerRunningFulfiller_->isWaiting()) containerRunningFulfiller_->fulfill();
-  if (parts_.healthCmd.empty()) {
+  if (parts_.healthCheck.empty()) {
     setState(rpc::VmState::HEALTHY, rpc::Health::HEALTHY);
   } else {
     tasks_.add(healthLoop(0));
@@ -309,7 +308,7 @@ kj::Promise<void> VmRunner::healthLoop(unsigned failures) {
   if (ended_ || containerExit_) return kj::READY_NOW;
   ipc::ExecSpec check;
   check.inContainer = true;
-  check.command = {"/bin/sh", "-c", parts_.healthCmd};
+  check.command = parts_.healthCheck;
   return startExec(check, nullptr)
       .then([this](uint32_t id) {
         return waitExec(id).then([this, id](ExitStatus status) {
@@ -336,9 +335,9 @@ kj::Promise<void> VmRunner::healthLoop(unsigned failures) {
           });
 }
 
-kj::Promise<void> VmRunner::watchQemu() {
-  return qemuExit_.whenBecomesReadable().then([this] {
-    auto status = parts_.qemu->waitExit(std::chrono::milliseconds(0));
+kj::Promise<void> VmRunner::watchVmm() {
+  return vmmExit_.whenBecomesReadable().then([this] {
+    auto status = parts_.vmm->waitExit(std::chrono::milliseconds(0));
     vmEnded(status.value_or(0));
   });
 }
@@ -349,10 +348,10 @@ void VmRunner::fail(const std::string& reason) {
     failure_ = reason;
     spdlog::error("{}", reason);
   }
-  parts_.qemu->kill();
+  parts_.vmm->kill();
 }
 
-void VmRunner::vmEnded(int qemuStatus) {
+void VmRunner::vmEnded(int vmmStatus) {
   ended_ = true;
   if (containerExit_) {
     state_.state = rpc::VmState::STOPPED;
@@ -364,8 +363,8 @@ void VmRunner::vmEnded(int qemuStatus) {
     state_.state = rpc::VmState::FAILED;
     state_.reason = !failure_.empty()
                         ? failure_
-                        : fmt::format("the VM exited unexpectedly (qemu {}); see console.log",
-                                      describeWaitStatus(qemuStatus));
+                        : fmt::format("the VM exited unexpectedly ({} {}); see console.log",
+                                      parts_.vmm->name(), describeWaitStatus(vmmStatus));
     if (channel_ && !channel_->failure().empty()) state_.reason = channel_->failure();
   }
   if (state_.state == rpc::VmState::STOPPED) state_.health = rpc::Health::UNKNOWN;
@@ -562,9 +561,9 @@ kj::Promise<void> VmRunner::stop(std::chrono::milliseconds grace) {
     tasks_.add(io_.provider->getTimer()
                    .afterDelay(static_cast<int64_t>(grace.count()) * kj::MILLISECONDS)
                    .then([this] {
-                     if (!ended_) parts_.qemu->kill();
+                     if (!ended_) parts_.vmm->kill();
                    }));
-    if (!channel_) parts_.qemu->kill();  // not booted yet: nothing to shut down gently
+    if (!channel_) parts_.vmm->kill();  // not booted yet: nothing to shut down gently
   }
   return endedPromise_.addBranch();
 }

@@ -21,7 +21,7 @@
 #include "ipc/vm_spec.h"
 #include "ipc/worker.capnp.h"
 #include "worker/agent_channel.h"
-#include "worker/qemu_vmm.h"
+#include "worker/vmm.h"
 
 namespace fcvm::worker {
 
@@ -37,13 +37,13 @@ struct WorkerState {
   std::optional<int32_t> exitCode;
 };
 
-// What the worker prepared before its event loop: QEMU running, the control socket listening.
+// What the worker prepared before its event loop: the VMM running, the control socket listening.
 struct RunnerParts {
   std::string vmName;
-  std::unique_ptr<QemuProcess> qemu;
-  kj::Own<kj::ConnectionReceiver> control;  // QEMU connects the guest's fcvm.control port here
+  std::unique_ptr<VmmProcess> vmm;
+  kj::Own<kj::ConnectionReceiver> control;  // the VMM connects the guest's fcvm.control port here
   agent::RunPlan plan;
-  std::string healthCmd;
+  std::vector<std::string> healthCheck;  // run in the container; empty: healthy once started
   std::filesystem::path containerLog;
   std::filesystem::path finalStateFile;
   std::chrono::seconds bootDeadline{300};
@@ -87,8 +87,8 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> containerOutput(agent::OutputKind kind, std::string data);
   void containerStarted();
   kj::Promise<void> healthLoop(unsigned failures);
-  kj::Promise<void> watchQemu();
-  void vmEnded(int qemuStatus);
+  kj::Promise<void> watchVmm();
+  void vmEnded(int vmmStatus);
   void fail(const std::string& reason);  // records why, then kills QEMU; vmEnded() follows
   void setState(rpc::VmState state, rpc::Health health);
   void report();
@@ -99,7 +99,7 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
 
   kj::AsyncIoContext& io_;
   RunnerParts parts_;
-  kj::UnixEventPort::FdObserver qemuExit_;
+  kj::UnixEventPort::FdObserver vmmExit_;
   ipc::ContainerLogWriter log_;
   WorkerState state_;
   kj::Maybe<rpc::WorkerEvents::Client> events_;

@@ -17,6 +17,7 @@
 #include "setup/artifact_store.h"
 #include "worker/accelerator.h"
 #include "worker/image_cache.h"
+#include "worker/qemu_vmm.h"
 #include "worker/seccomp_policy.h"
 #include "worker/vm_disk.h"
 #include "worker/vm_runner.h"
@@ -30,6 +31,7 @@ struct PreparedVm {
   std::unique_ptr<ipc::ListeningSocket> control;
   std::unique_ptr<QemuProcess> qemu;
   agent::RunPlan plan;
+  std::vector<std::string> healthCheck;
 };
 
 // Removes the VM's runtime directory (sockets) and guest memory file on every way out of the
@@ -119,6 +121,10 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
   vm.plan.workdir = spec.workdir;
   vm.plan.privileged = spec.privileged;
   vm.plan.network = agent::NetworkMode::kNone;
+  // --health-cmd wins over the image's HEALTHCHECK, as with podman.
+  vm.healthCheck = spec.healthCmd.empty()
+                       ? image.healthcheck
+                       : std::vector<std::string>{"/bin/sh", "-c", spec.healthCmd};
   return vm;
 }
 
@@ -156,10 +162,10 @@ int runWorker(const WorkerOptions& options) {
 
   RunnerParts parts;
   parts.vmName = spec.name;
-  parts.qemu = std::move(vm.qemu);
+  parts.vmm = std::move(vm.qemu);
   parts.control = wrapListener(io, *vm.control);
   parts.plan = vm.plan;
-  parts.healthCmd = spec.healthCmd;
+  parts.healthCheck = vm.healthCheck;
   parts.containerLog = vmDir / "container.log";
   parts.finalStateFile = vmDir / "final-state.json";
   VmRunner runner(io, std::move(parts));
