@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan bench bench-guest guest-setup lint format format-check demo clean
+.PHONY: all deps build test test-unit test-asan bench bench-guest bench-run bench-fuse-pipe guest-setup lint format format-check demo clean
 
 all: build
 
@@ -32,8 +32,13 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS)
 
-bench: build bench-guest
+bench: build bench-guest bench-run
 	$(BUILD)/bin/fcvm_state_table_bench
+
+# fuse-pipe against the host directory and libfuse's passthrough_ll (needs root and /dev/fuse).
+bench-fuse-pipe: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target fuse_pipe_bench
+	$(BUILD)/bin/fuse_pipe_bench
 
 # Guest artifacts and the test image for guest tests and benchmarks, in $(BUILD)/guest-data.
 guest-setup: build
@@ -42,6 +47,11 @@ guest-setup: build
 
 bench-guest: guest-setup
 	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_guest_bench
+
+# `fcvm podman run` through the real binaries vs a bare QEMU boot (RAM on tmpfs and on disk), and
+# fcvm's own memory per VM vs QEMU's.
+bench-run: guest-setup
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_run_bench
 
 lint: $(BUILD)/build.ninja
 	scripts/lint $(BUILD)

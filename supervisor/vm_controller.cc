@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -335,15 +336,12 @@ void VmController::cleanUp(const ipc::VmRecord& record) {
 kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
                                          kj::Maybe<rpc::OutputSink::Client> output, bool detach,
                                          bool autoRemove) {
-  ipc::VmRecord record;
   if (spec.name.empty()) {
-    // A generated name: the id is only known once the record exists, so name it after it.
-    record = registry_.create(caller.uid, fmt::format("vm-pending-{}", ::getpid()), spec.image);
-    record.name.assign(fmt::format("vm-{}", record.id.view().substr(0, 8)));
-    spec.name = record.name.str();
-  } else {
-    record = registry_.create(caller.uid, spec.name, spec.image);
+    uint32_t bits = 0;
+    checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
+    spec.name = fmt::format("vm-{:08x}", bits);
   }
+  ipc::VmRecord record = registry_.create(caller.uid, spec.name, spec.image);
   record.autoRemove = autoRemove ? 1 : 0;
   registry_.update(record);
   std::string id = record.id.str();
@@ -361,7 +359,11 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);
-            if (!record) ipc::throwRpcError("the VM was removed while it started");
+            if (!record) {
+              // Removed (rm -f) while it started: its worker must not run on untracked.
+              ::syscall(SYS_pidfd_send_signal, worker.pidfd.get(), SIGKILL, nullptr, 0);
+              ipc::throwRpcError("the VM was removed while it started");
+            }
             record->worker = worker.identity;
             registry_.update(*record);
             track(id, kj::mv(worker));

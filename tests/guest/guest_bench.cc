@@ -1,17 +1,11 @@
 // `make bench-guest`: where a guest's start-up time goes, each figure beside the baseline of the
 // same kernel booting a trivial /init that powers off at once. Medians of a few runs.
 #include <fmt/format.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <functional>
 
 #include "base/error.h"
-#include "base/install_layout.h"
-#include "base/subprocess.h"
 #include "tests/guest/guest_vm.h"
 #include "worker/image_cache.h"
 
@@ -24,37 +18,6 @@ constexpr const char* kImage = "localhost/fcvm-test-busybox:latest";
 
 double seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double median(std::function<double()> measure) {
-  std::vector<double> samples;
-  for (int i = 0; i < kRuns; ++i) samples.push_back(measure());
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
-// An initramfs holding only the trivial init.
-std::filesystem::path bareInitramfs(const TempDir& dir) {
-  auto tree = dir / "bare";
-  std::filesystem::create_directories(tree / "dev");
-  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)), "mknod");
-  std::filesystem::copy_file(siblingBinary("fcvm-bare-init", "FCVM_BARE_INIT_BIN"), tree / "init");
-  auto cpio = dir / "bare.cpio";
-  auto r = runCommand({"sh", "-c",
-                       fmt::format("cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
-                                   tree.string(), cpio.string())});
-  if (r.exitCode != 0) throw Error("cpio: " + r.output);
-  return cpio;
-}
-
-double bareBoot(const setup::GuestArtifacts& artifacts, const std::filesystem::path& initramfs) {
-  worker::QemuConfig config;
-  config.kernel = artifacts.kernel;
-  config.initramfs = initramfs;
-  auto start = Clock::now();
-  worker::QemuProcess qemu(config);
-  if (!qemu.waitExit(std::chrono::minutes(3))) throw Error("bare boot did not power off");
-  return seconds(start);
 }
 
 double bootToContainer(kj::AsyncIoContext& io, const setup::GuestArtifacts& artifacts,
@@ -85,20 +48,22 @@ int run() {
   auto initramfs = bareInitramfs(dir);
   auto shared = testDataDir() / "images";
 
-  double bare = median([&] { return bareBoot(artifacts, initramfs); });
-  double agent = median([&] {
+  double bare = median(measureRuns(kRuns, [&] { return bareBootSeconds(artifacts, initramfs); }));
+  double agent = median(measureRuns(kRuns, [&] {
     GuestVm vm(io, artifacts);
     double t = vm.secondsToAgent();
     vm.powerOff();
     return t;
-  });
-  double started = median([&] { return bootToContainer(io, artifacts, shared, true); });
+  }));
+  double started =
+      median(measureRuns(kRuns, [&] { return bootToContainer(io, artifacts, shared, true); }));
   int fresh = 0;
-  double firstRun = median([&] {
+  double firstRun = median(measureRuns(kRuns, [&] {
     // A new image cache each time: the export and unpack happen inside the measurement.
     return bootToContainer(io, artifacts, dir / fmt::format("images-{}", fresh++), false);
-  });
-  double secondRun = median([&] { return bootToContainer(io, artifacts, shared, false); });
+  }));
+  double secondRun =
+      median(measureRuns(kRuns, [&] { return bootToContainer(io, artifacts, shared, false); }));
 
   fmt::print("guest start-up under {}, median of {} runs (kernel {})\n", "tcg", kRuns,
              artifacts.kernelVersion);

@@ -1,10 +1,15 @@
 #include "tests/guest/guest_vm.h"
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "base/error.h"
+#include "base/install_layout.h"
+#include "base/subprocess.h"
 #include "ipc/listening_socket.h"
 
 namespace fcvm::testing {
@@ -119,6 +124,43 @@ int GuestVm::powerOff() {
       qemu_->waitExit(std::chrono::duration_cast<std::chrono::milliseconds>(kBootDeadline));
   if (!status) throw Error("the guest did not power off");
   return *status;
+}
+
+std::filesystem::path bareInitramfs(const TempDir& dir) {
+  auto tree = dir / "bare";
+  std::filesystem::create_directories(tree / "dev");
+  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)), "mknod");
+  std::filesystem::copy_file(siblingBinary("fcvm-bare-init", "FCVM_BARE_INIT_BIN"), tree / "init");
+  auto cpio = dir / "bare.cpio";
+  auto r = runCommand({"sh", "-c",
+                       fmt::format("cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
+                                   tree.string(), cpio.string())});
+  if (r.exitCode != 0) throw Error("cpio: " + r.output);
+  return cpio;
+}
+
+double bareBootSeconds(const setup::GuestArtifacts& artifacts,
+                       const std::filesystem::path& initramfs, const std::string& accel) {
+  worker::QemuConfig config;
+  config.accel = accel;
+  config.kernel = artifacts.kernel;
+  config.initramfs = initramfs;
+  auto start = std::chrono::steady_clock::now();
+  worker::QemuProcess qemu(config);
+  if (!qemu.waitExit(std::chrono::minutes(3))) throw Error("bare boot did not power off");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::vector<double> measureRuns(int runs, const std::function<double()>& measure) {
+  std::vector<double> samples;
+  for (int i = 0; i < runs; ++i) samples.push_back(measure());
+  std::sort(samples.begin(), samples.end());
+  return samples;
+}
+
+double median(const std::vector<double>& sorted) {
+  if (sorted.empty()) throw Error("median of no samples");
+  return sorted[sorted.size() / 2];
 }
 
 }  // namespace fcvm::testing

@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "setup/artifact_store.h"
 #include "tests/support/temp_dir.h"
@@ -87,5 +89,17 @@ class GuestVm {
 // with `fcvm setup`. Throws if setup has not run.
 setup::GuestArtifacts testArtifacts();
 std::filesystem::path testDataDir();
+
+// The benchmarks' baseline: the guest kernel booting an initramfs that holds only a trivial /init
+// (fcvm-bare-init, beside the running binary), which powers off at once. The initramfs is built
+// in `dir`.
+std::filesystem::path bareInitramfs(const TempDir& dir);
+// Seconds from starting QEMU (under `accel`) with that initramfs until it has exited.
+double bareBootSeconds(const setup::GuestArtifacts& artifacts,
+                       const std::filesystem::path& initramfs, const std::string& accel = "tcg");
+
+// `runs` results of `measure`, sorted; and the median of such results.
+std::vector<double> measureRuns(int runs, const std::function<double()>& measure);
+double median(const std::vector<double>& sorted);
 
 }  // namespace fcvm::testing

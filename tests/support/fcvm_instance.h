@@ -19,12 +19,20 @@
 
 namespace fcvm::testing {
 
+// Where an instance's guest RAM files live (FCVM_MEMORY_DIR).
+enum class GuestMemoryOn {
+  kTmpfs,  // under /dev/shm, as in production
+  kDisk,   // in the instance's own dir, on the same disk as its data dir (to measure the cost)
+};
+
 class FcvmInstance {
  public:
   // `sharedStorage`: the storage dir of a data dir where `fcvm setup` ran (guest artifacts, image
   // cache); linked in so VM tests boot without running setup each. VM disks land there too, each
   // under its own id.
-  explicit FcvmInstance(std::optional<std::filesystem::path> sharedStorage = std::nullopt) {
+  explicit FcvmInstance(std::optional<std::filesystem::path> sharedStorage = std::nullopt,
+                        GuestMemoryOn memoryOn = GuestMemoryOn::kTmpfs)
+      : memoryDir_(memoryOn == GuestMemoryOn::kTmpfs ? memory_ / "mem" : dir_ / "mem") {
     // Other uids must reach the socket: the test dir is private by default.
     ::chmod(dir_.path().c_str(), 0755);
     if (sharedStorage) {
@@ -33,7 +41,7 @@ class FcvmInstance {
     }
     env_ = {"FCVM_DATA_DIR=" + (dir_ / "data").string(),
             "FCVM_RUNTIME_DIR=" + (dir_ / "run").string(),
-            "FCVM_MEMORY_DIR=" + (memory_ / "mem").string()};
+            "FCVM_MEMORY_DIR=" + memoryDir_.string()};
   }
   ~FcvmInstance() {
     // VMs first (their workers outlive a stopped supervisor by design), then the supervisor.
@@ -73,7 +81,7 @@ class FcvmInstance {
   const TempDir& dir() const { return dir_; }
   std::filesystem::path dataDir() const { return dir_ / "data"; }
   std::filesystem::path runtimeDir() const { return dir_ / "run"; }
-  std::filesystem::path memoryDir() const { return memory_ / "mem"; }
+  std::filesystem::path memoryDir() const { return memoryDir_; }
   std::filesystem::path socket() const { return dir_ / "run" / "supervisor.sock"; }
   std::filesystem::path log() const { return dir_ / "data" / "logs" / "supervisor.log"; }
 
@@ -107,6 +115,7 @@ class FcvmInstance {
  private:
   TempDir dir_{"fcvm-e2e"};
   TempDir memory_{"fcvm-e2e", "/dev/shm"};  // guest RAM files, on tmpfs as in production
+  std::filesystem::path memoryDir_;
   std::vector<std::string> env_;
 };
 
