@@ -50,6 +50,7 @@ struct Options {
   bool follow = false;
   unsigned timeoutSeconds = 10;
   std::string condition = "running";
+  std::string logSource = "container";
   std::string name;
   RunArgs run;
   ExecArgs exec;
@@ -182,6 +183,9 @@ class Commands {
     auto request = session.api().logsRequest();
     request.setName(opt_.name);
     request.setFollow(opt_.follow);
+    request.setSource(opt_.logSource == "console"  ? rpc::LogSource::CONSOLE
+                      : opt_.logSource == "worker" ? rpc::LogSource::WORKER
+                                                   : rpc::LogSource::CONTAINER);
     request.setOutput(kj::heap<FdOutputSink>());
     request.send().wait(session.waitScope());
     return 0;
@@ -446,7 +450,7 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
   podmanRun->add_option("--health-cmd", run.healthCmd, "Command whose success means healthy");
-  podmanRun->add_flag("--verbose", run.verbose, "Say where the VM's console and worker logs are");
+  podmanRun->add_flag("--verbose", run.verbose, "Say how to read the VM's console and worker logs");
   podmanRun->add_option("image", run.image, "Image (localhost/..., oci-archive:PATH, ...)")
       ->required();
   podmanRun->add_option("command", run.command, "Command and arguments for the container");
@@ -478,6 +482,11 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   auto logs = app.add_subcommand("logs", "Show a VM's container output");
   addNameOption(logs, opt);
   logs->add_flag("-f,--follow", opt.follow, "Keep following until the container exits");
+  logs->add_option("--source", opt.logSource,
+                   "container (its stdout/stderr), console (the guest's serial console) or "
+                   "worker (setup, QEMU, agent, states)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"container", "console", "worker"}));
   on(logs, [&] { return commands.logs(); });
 
   auto stop = app.add_subcommand("stop", "Stop a VM and wait until it has stopped");

@@ -95,3 +95,34 @@ kj::Promise<void> sendContainerLog(kj::Own<ContainerLogReader> reader,
 }
 
 }  // namespace fcvm::ipc
+
+namespace fcvm::ipc {
+namespace {
+
+kj::Promise<void> sendChunks(kj::Own<UniqueFd> fd, uint64_t offset, rpc::OutputSink::Client sink) {
+  static constexpr size_t kChunk = 65536;
+  auto buffer = kj::heapArray<capnp::byte>(kChunk);
+  ssize_t n = retryEintr(
+      [&] { return ::pread(fd->get(), buffer.begin(), kChunk, static_cast<off_t>(offset)); });
+  if (n <= 0) return kj::READY_NOW;
+  auto request = sink.writeRequest();
+  request.setKind(rpc::OutputKind::STDOUT);
+  request.setData(buffer.slice(0, static_cast<size_t>(n)));
+  return request.send().ignoreResult().then(
+      [fd = kj::mv(fd), offset, n, sink = kj::mv(sink)]() mutable {
+        return sendChunks(kj::mv(fd), offset + static_cast<uint64_t>(n), kj::mv(sink));
+      });
+}
+
+}  // namespace
+
+kj::Promise<void> sendTextFile(const std::filesystem::path& path, rpc::OutputSink::Client sink) {
+  auto fd = kj::heap<UniqueFd>(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!*fd) {
+    if (errno == ENOENT) return kj::READY_NOW;
+    throw SysError(errno, "open " + path.string());
+  }
+  return sendChunks(kj::mv(fd), 0, kj::mv(sink));
+}
+
+}  // namespace fcvm::ipc

@@ -52,6 +52,9 @@ class ContainerLogReader {
   uint64_t end_;
 };
 
+// Writes a plain text file (a console or worker log) to `sink` as stdout, in 64 KiB chunks.
+kj::Promise<void> sendTextFile(const std::filesystem::path& path, rpc::OutputSink::Client sink);
+
 // Writes every record of `reader` to `sink`, one write in flight at a time.
 kj::Promise<void> sendContainerLog(kj::Own<ContainerLogReader> reader,
                                    rpc::OutputSink::Client sink);

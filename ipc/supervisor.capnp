@@ -45,6 +45,12 @@ interface VmLease {
   wait @0 () -> (exit :Common.ExitStatus);
 }
 
+enum LogSource {
+  container @0;  # the container's stdout and stderr
+  console @1;    # the guest's serial console (kernel, fc-agent before its channel is up)
+  worker @2;     # the VM's fcvm-worker: setup, QEMU, agent log lines, state changes
+}
+
 enum WaitCondition {
   running @0;   # the agent answered and the container was launched (or any later state)
   healthy @1;   # healthy, or ended
@@ -73,7 +79,8 @@ interface Supervisor {
   # Asks the guest to power off; kills the VM after timeoutMs. Resolves once it has stopped.
   stopVm @7 (name :Text, timeoutMs :UInt32) -> (vm :VmInfo);
   # The container's output so far, then (with `follow`) until it exits. Resolves at the end.
-  logs @8 (name :Text, follow :Bool, output :Common.OutputSink) -> ();
+  # The console and worker logs are sent as stdout, without follow.
+  logs @8 (name :Text, follow :Bool, output :Common.OutputSink, source :LogSource) -> ();
   # Resolves when the VM reaches `condition` (at once if it has); fails if it ended before.
   waitVm @9 (name :Text, condition :WaitCondition) -> (vm :VmInfo);
 }

@@ -131,7 +131,7 @@ kj::Promise<void> SupervisorService::logs(LogsContext call) {
   return answer([&] {
     auto params = call.getParams();
     return context_.vms.logs(caller_, textParam(params.getName()), params.getFollow(),
-                             params.getOutput());
+                             params.getOutput(), params.getSource());
   });
 }
 

@@ -454,8 +454,13 @@ kj::Promise<void> VmController::remove(const Caller& caller, const std::string& 
 }
 
 kj::Promise<void> VmController::logs(const Caller& caller, const std::string& name, bool follow,
-                                     rpc::OutputSink::Client output) {
+                                     rpc::OutputSink::Client output, rpc::LogSource source) {
   auto record = visible(caller, name);
+  if (source != rpc::LogSource::CONTAINER) {
+    if (follow) throw Error("only the container's output can be followed");
+    const char* file = source == rpc::LogSource::CONSOLE ? "console.log" : "worker.log";
+    return ipc::sendTextFile(paths_.vmDir(record.id.view()) / file, kj::mv(output));
+  }
   auto* vm = live(record.id.str());
   if (vm != nullptr) {
     KJ_IF_MAYBE (worker, vm->worker) {

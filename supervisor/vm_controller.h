@@ -48,7 +48,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
                                   uint32_t timeoutMs);
   kj::Promise<void> remove(const Caller& caller, const std::string& name, bool force);
   kj::Promise<void> logs(const Caller& caller, const std::string& name, bool follow,
-                         rpc::OutputSink::Client output);
+                         rpc::OutputSink::Client output, rpc::LogSource source);
   kj::Promise<ipc::VmRecord> waitFor(const Caller& caller, const std::string& name,
                                      rpc::WaitCondition condition);
 

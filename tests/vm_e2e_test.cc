@@ -212,6 +212,9 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   EXPECT_EQ(stopped.at("state"), "stopped");
   EXPECT_EQ(WEXITSTATUS(follow.finish()), 0);                   // logs -f ends with the container
   EXPECT_EQ(ok({"logs", "--name", "web"}), "before\nafter\n");  // kept after the stop
+  // The worker's own log, readable through the supervisor (the data dir may not be).
+  auto workerLog = ok({"logs", "--name", "web", "--source", "worker"});
+  EXPECT_NE(workerLog.find("state healthy"), std::string::npos) << workerLog;
 
   std::string id = inspect("web").at("id");
   EXPECT_TRUE(std::filesystem::exists(sharedStorage() / "vms" / id));  // the disk stays until rm

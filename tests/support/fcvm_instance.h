@@ -48,6 +48,14 @@ class FcvmInstance {
     for (pid_t pid : processesOf("fcvm-worker")) ::kill(pid, SIGKILL);
     fcvm({"supervisor", "stop"});
     for (pid_t pid : processesOf("fcvm-supervisor")) ::kill(pid, SIGKILL);
+    // Disks of VMs a failed test left behind live in the shared storage, not in our dirs.
+    std::error_code ec;
+    auto disks = dataDir() / "storage" / "vms";
+    for (const auto& entry : std::filesystem::directory_iterator(dataDir() / "vms", ec)) {
+      if (entry.path().extension() == ".json") {
+        std::filesystem::remove_all(disks / entry.path().stem(), ec);
+      }
+    }
   }
   FcvmInstance(const FcvmInstance&) = delete;
   FcvmInstance& operator=(const FcvmInstance&) = delete;
