@@ -46,7 +46,10 @@ class Filesystem {
                        InodeId newParent, std::string_view newName, uint32_t flags) = 0;
   virtual Errno link(const Credentials& caller, InodeId inode, InodeId newParent,
                      std::string_view newName, Entry& out) = 0;
-  virtual Errno open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out) = 0;
+  // `keepCache`: the file is unchanged (size, mtime, ctime) since the previous open of it in this
+  // session, so the client may keep the data it has cached from it.
+  virtual Errno open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out,
+                     bool& keepCache) = 0;
   virtual Errno create(const Credentials& caller, InodeId parent, std::string_view name,
                        uint32_t mode, uint32_t flags, Entry& entry, HandleId& handle) = 0;
   // Reads at most `size` bytes into `out` (resized to what was read).
@@ -59,7 +62,9 @@ class Filesystem {
   virtual Errno flush(const Credentials& caller, HandleId handle, uint64_t lockOwner) = 0;
   virtual Errno release(HandleId handle) = 0;
   virtual Errno fsync(const Credentials& caller, HandleId handle, bool dataOnly) = 0;
-  virtual Errno opendir(const Credentials& caller, InodeId inode, HandleId& out) = 0;
+  // `keepCache`: the directory is unchanged since its previous opendir (as for open).
+  virtual Errno opendir(const Credentials& caller, InodeId inode, HandleId& out,
+                        bool& keepCache) = 0;
   // Entries starting at `offset` (0 = start, else a DirEntry::offset returned earlier), stopping
   // before their FUSE encoding would exceed `maxBytes`.
   virtual Errno readdir(const Credentials& caller, HandleId handle, uint64_t offset,

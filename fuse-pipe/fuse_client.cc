@@ -292,11 +292,15 @@ void onOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_file_info info = *fi;
   forward(req, Opcode::kOpen, w, [req, info](WireReader& result) mutable {
     HandleId handle{result.u64()};
+    uint32_t flags = result.u32();
     if (!result.finish()) {
       fuse_reply_err(req, EIO);
       return;
     }
     info.fh = handle.value;
+    // The server saw the file unchanged since its previous open: what the kernel cached from it
+    // is still the file's data (see the README's Caching).
+    info.keep_cache = (flags & kOpenKeepCache) ? 1 : 0;
     if (fuse_reply_open(req, &info) != 0) {
       deferRelease(clientOf(req).connection, Opcode::kRelease, handle);
     }
@@ -364,11 +368,16 @@ void onOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_file_info info = *fi;
   forward(req, Opcode::kOpendir, w, [req, info](WireReader& result) mutable {
     HandleId handle{result.u64()};
+    uint32_t flags = result.u32();
     if (!result.finish()) {
       fuse_reply_err(req, EIO);
       return;
     }
     info.fh = handle.value;
+    // The kernel caches the listing; it keeps it across opendirs only while the server saw the
+    // directory unchanged (and drops it itself when the client changes the directory).
+    info.cache_readdir = 1;
+    info.keep_cache = (flags & kOpenKeepCache) ? 1 : 0;
     if (fuse_reply_open(req, &info) != 0) {
       deferRelease(clientOf(req).connection, Opcode::kReleasedir, handle);
     }

@@ -8,9 +8,12 @@
 // --workers and --readers are passed to fuse-pipe serve and mount (defaults: theirs).
 //
 // Caching is each filesystem's default: one second of attribute and entry caching for both FUSE
-// filesystems, page cache dropped at every open (neither sets keep_cache). getattr is measured
-// with statx(AT_STATX_FORCE_SYNC), which makes FUSE ask its server, so that it is a round trip
-// and not a kernel cache hit.
+// filesystems; passthrough_ll drops the page cache at every open, fuse-pipe keeps it when the file
+// is unchanged on the host since its previous open (keep_cache). So the rounds after the first of
+// "parallel read" and "sequential read" read fuse-pipe's page cache; "same, file changed on host"
+// touches the host file (utimensat) before every run, so that fuse-pipe too reads through the
+// transport. getattr is measured with statx(AT_STATX_FORCE_SYNC), which makes FUSE ask its
+// server, so that it is a round trip and not a kernel cache hit.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -259,6 +262,7 @@ double sequentialWrite(const fs::path& dir, size_t size) {
 
 // Per operation: a 4 KiB write followed by fsync.
 double fsyncWrites(const fs::path& dir, int count) {
+  ::sync();  // not the writeback of an earlier workload
   fs::path path = dir / "scratch" / "fsynced";
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd) throw SysError(errno, "create " + path.string());
@@ -456,11 +460,20 @@ int run(int argc, char** argv) {
       "sequential read " + std::to_string(bigSize >> 20) + " MiB", "ms", 1e3,
       [&](const fs::path& d) { return sequentialRead(d, bigSize); }, quick ? 1 : 3);
   measure(
+      "  same, file changed on host", "ms", 1e3,
+      [&](const fs::path& d) {
+        if (::utimensat(AT_FDCWD, (data / "big").c_str(), nullptr, 0) != 0) {
+          throw SysError(errno, "utimensat big");
+        }
+        return sequentialRead(d, bigSize);
+      },
+      quick ? 1 : 3);
+  measure(
       "sequential write " + std::to_string(bigSize >> 20) + " MiB", "ms", 1e3,
       [&](const fs::path& d) { return sequentialWrite(d, bigSize); }, quick ? 1 : 3);
   measure(
       "4 KiB write + fsync", "us", 1e6,
-      [&](const fs::path& d) { return fsyncWrites(d, quick ? 50 : 300); }, 1);
+      [&](const fs::path& d) { return fsyncWrites(d, quick ? 50 : 300); }, quick ? 1 : 3);
   measure(
       "getattr (statx FORCE_SYNC)", "us", 1e6,
       [&](const fs::path& d) { return getattrLatency(d, quick ? 2000 : 20000); }, 1);
@@ -476,16 +489,17 @@ int run(int argc, char** argv) {
 
   printTable(rows, names);
   const Row& par = rows[0];
-  const Row& seq = rows[1];
-  const Row& sync = rows[3];
+  const Row& seq = rows[2];  // through the transport
+  const Row& sync = rows[4];
   std::printf(
       "\ntargets: parallel reads within 3x of host: %.2fx %s; within 1.3x of passthrough_ll: "
       "%.2fx %s\n",
       par.figures[2] / par.figures[0], par.figures[2] / par.figures[0] <= 3 ? "met" : "MISSED",
       par.figures[2] / par.figures[1], par.figures[2] / par.figures[1] <= 1.3 ? "met" : "MISSED");
-  std::printf("         sequential read >= half of passthrough_ll's throughput: %.2f %s\n",
-              seq.figures[1] / seq.figures[2],
-              seq.figures[1] / seq.figures[2] >= 0.5 ? "met" : "MISSED");
+  std::printf(
+      "         sequential read (changed on host) >= half of passthrough_ll's throughput: %.2f "
+      "%s\n",
+      seq.figures[1] / seq.figures[2], seq.figures[1] / seq.figures[2] >= 0.5 ? "met" : "MISSED");
   std::printf("         fsync writes within 1.2x of host: %.2fx %s\n",
               sync.figures[2] / sync.figures[0],
               sync.figures[2] / sync.figures[0] <= 1.2 ? "met" : "MISSED");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <cstdint>
 #include <map>
@@ -22,6 +23,18 @@ struct Inode {
   ino_t ino = 0;
   uint32_t type = 0;  // S_IFMT bits
   UniqueFd pathFd;    // O_PATH | O_NOFOLLOW
+
+  // What a regular file's or directory's size, mtime and ctime were when it was last opened in
+  // this session: an open that finds them unchanged tells the client to keep its page cache (or
+  // its cached listing).
+  struct Version {
+    off_t size = 0;
+    timespec mtime{};
+    timespec ctime{};
+  };
+  mutable std::mutex versionMutex;
+  mutable Version lastOpened;
+  mutable bool opened = false;  // lastOpened is set
 };
 
 class InodeTable {

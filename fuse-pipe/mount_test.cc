@@ -36,6 +36,41 @@ TEST_F(MountTest, CreateWriteReadAppendTruncateUnlink) {
   EXPECT_EQ(errno, ENOENT);
 }
 
+// An open of a file (or directory) unchanged since its previous open keeps the kernel's cached
+// pages (keep_cache); a change on the host in between, even one that keeps size and mtime, is seen.
+TEST_F(MountTest, CachedDataIsKeptOnlyWhileTheHostFileIsUnchanged) {
+  startAll();
+  writeFile(h("file"), "first version");
+  ASSERT_EQ(::mkdir(h("dir").c_str(), 0755), 0);
+  writeFile(h("dir/a"), "");
+  // A version is trusted only once its ctime is more than a clock tick old (a second, to be sure).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  auto list = [&] {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(m("dir"))) names.insert(e.path().filename());
+    return names;
+  };
+  EXPECT_EQ(list(), std::set<std::string>{"a"});
+  EXPECT_EQ(list(), std::set<std::string>{"a"});  // kept: the kernel's cached listing
+  writeFile(h("dir/b"), "");
+  EXPECT_EQ(list(), (std::set<std::string>{"a", "b"}));
+  writeFile(m("dir/c"), "");
+  EXPECT_EQ(list(), (std::set<std::string>{"a", "b", "c"}));
+  ASSERT_EQ(::unlink(m("dir/a").c_str()), 0);
+  EXPECT_EQ(list(), (std::set<std::string>{"b", "c"}));
+  EXPECT_EQ(readFile(m("file")), "first version");
+  EXPECT_EQ(readFile(m("file")), "first version");  // kept: served from the page cache
+  struct stat before {};
+  ASSERT_EQ(::stat(h("file").c_str(), &before), 0);
+  writeFile(h("file"), "other version", O_TRUNC);  // same size...
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, h("file").c_str(), times, 0), 0);  // ...and the same mtime
+  EXPECT_EQ(readFile(m("file")), "other version");
+  writeFile(m("file"), "written via mount", O_TRUNC);
+  EXPECT_EQ(readFile(m("file")), "written via mount");
+  EXPECT_EQ(readFile(h("file")), "written via mount");
+}
+
 TEST_F(MountTest, LargeFileRoundTrips) {
   startAll();
   std::string data(3 * 1024 * 1024 + 123, '\0');

@@ -111,6 +111,31 @@ std::vector<uint8_t> filterXattrList(std::span<const uint8_t> list) {
   return out;
 }
 
+bool sameTime(const timespec& a, const timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+// Whether the regular file or directory open as `fd` has the size, mtime and ctime it had when
+// `node` was last opened; records them for the next open either way. ctime cannot be set by anyone,
+// and any write, truncate or utimens on the host moves it, so data the client cached from an
+// earlier open is still the file's data when this holds (close-to-open consistency, as NFS gives).
+// File times advance in clock ticks, so a change within the tick of the recorded ctime would leave
+// it as it was: a version whose ctime is less than a second old is not recorded.
+bool unchangedSinceLastOpen(const Inode& node, int fd) {
+  struct stat st;
+  if ((node.type != S_IFREG && node.type != S_IFDIR) || ::fstat(fd, &st) != 0) return false;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  Inode::Version current{.size = st.st_size, .mtime = st.st_mtim, .ctime = st.st_ctim};
+  std::lock_guard lock(node.versionMutex);
+  const Inode::Version& last = node.lastOpened;
+  bool unchanged = node.opened && last.size == current.size &&
+                   sameTime(last.mtime, current.mtime) && sameTime(last.ctime, current.ctime);
+  node.lastOpened = current;
+  node.opened = now.tv_sec - st.st_ctim.tv_sec >= 2;  // whole seconds apart: at least one second
+  return unchanged;
+}
+
 }  // namespace
 
 PassthroughFs::PassthroughFs(const std::string& rootPath, PassthroughOptions options)
@@ -334,7 +359,8 @@ Errno PassthroughFs::link(const Credentials& caller, InodeId inode, InodeId newP
   return lookupIn(dir->pathFd.get(), newName, out);
 }
 
-Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out) {
+Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out,
+                          bool& keepCache) {
   auto node = inodes_->find(inode);
   if (!node) return ESTALE;
   if (node->type == S_IFLNK) return ELOOP;
@@ -345,6 +371,7 @@ Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t fla
   UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(),
                      static_cast<int>(flags & kAllowedOpenFlags) | O_CLOEXEC));
   if (!fd) return errno;
+  keepCache = unchangedSinceLastOpen(*node, fd.get());
   auto id = files_.insert(std::make_shared<OpenFile>(OpenFile{std::move(fd)}));
   if (!id) return EMFILE;
   out = *id;
@@ -430,7 +457,8 @@ Errno PassthroughFs::fsync(const Credentials& caller, HandleId handle, bool data
   return rc == 0 ? 0 : errno;
 }
 
-Errno PassthroughFs::opendir(const Credentials& caller, InodeId inode, HandleId& out) {
+Errno PassthroughFs::opendir(const Credentials& caller, InodeId inode, HandleId& out,
+                             bool& keepCache) {
   Errno error = 0;
   auto node = findDirectory(inode, error);
   if (!node) return error;
@@ -438,6 +466,7 @@ Errno PassthroughFs::opendir(const Credentials& caller, InodeId inode, HandleId&
   if (as.error()) return as.error();
   UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return errno;
+  keepCache = unchangedSinceLastOpen(*node, fd.get());
   DIR* dir = ::fdopendir(fd.get());
   if (!dir) return errno;
   fd.release();  // owned by dir now

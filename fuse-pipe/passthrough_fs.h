@@ -61,7 +61,8 @@ class PassthroughFs final : public Filesystem {
                std::string_view newName, uint32_t flags) override;
   Errno link(const Credentials& caller, InodeId inode, InodeId newParent, std::string_view newName,
              Entry& out) override;
-  Errno open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out) override;
+  Errno open(const Credentials& caller, InodeId inode, uint32_t flags, HandleId& out,
+             bool& keepCache) override;
   Errno create(const Credentials& caller, InodeId parent, std::string_view name, uint32_t mode,
                uint32_t flags, Entry& entry, HandleId& handle) override;
   Errno read(const Credentials& caller, HandleId handle, uint64_t offset, uint32_t size,
@@ -71,7 +72,7 @@ class PassthroughFs final : public Filesystem {
   Errno flush(const Credentials& caller, HandleId handle, uint64_t lockOwner) override;
   Errno release(HandleId handle) override;
   Errno fsync(const Credentials& caller, HandleId handle, bool dataOnly) override;
-  Errno opendir(const Credentials& caller, InodeId inode, HandleId& out) override;
+  Errno opendir(const Credentials& caller, InodeId inode, HandleId& out, bool& keepCache) override;
   Errno readdir(const Credentials& caller, HandleId handle, uint64_t offset, uint32_t maxBytes,
                 std::vector<DirEntry>& out) override;
   Errno releasedir(HandleId handle) override;

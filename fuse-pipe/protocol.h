@@ -21,7 +21,7 @@
 namespace fcvm::fusepipe {
 
 inline constexpr uint32_t kProtocolMagic = 0x50464346;  // "FCFP"
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr uint32_t kMaxIoSize = 1u << 20;  // largest read or write payload
 inline constexpr uint32_t kMaxFramePayload = kMaxIoSize + 4096;
@@ -45,7 +45,7 @@ enum class Opcode : uint16_t {
   kSymlink = 11,
   kRename = 12,
   kLink = 13,
-  kOpen = 14,
+  kOpen = 14,  // kOpen and kOpendir reply with the handle, then kOpen* flags
   kRead = 15,
   kWrite = 16,
   kFlush = 17,
@@ -77,6 +77,9 @@ enum class Opcode : uint16_t {
 
 // kSetlk flags.
 inline constexpr uint32_t kLockWait = 1;  // F_SETLKW: wait for the lock
+
+// kOpen and kOpendir reply flags (after the handle).
+inline constexpr uint32_t kOpenKeepCache = 1;  // unchanged since its last open: keep cached data
 
 std::string_view opcodeName(uint16_t opcode);
 

@@ -189,9 +189,13 @@ Reply doLink(Call c) {
   return entryReply(c.fs.link(c.caller, inode, newParent, newName, entry), entry);
 }
 
-Reply handleReply(Errno error, HandleId handle) {
+// kOpen and kOpendir: the handle, then kOpen* flags.
+Reply openReply(Errno error, HandleId handle, bool keepCache) {
   if (error) return errorReply(error);
-  return okReply([&](WireWriter& w) { w.u64(handle.value); });
+  return okReply([&](WireWriter& w) {
+    w.u64(handle.value);
+    w.u32(keepCache ? kOpenKeepCache : 0);
+  });
 }
 
 Reply doOpen(Call c) {
@@ -199,7 +203,9 @@ Reply doOpen(Call c) {
   uint32_t flags = c.body.u32();
   FP_REQUIRE_DECODED(c);
   HandleId handle;
-  return handleReply(c.fs.open(c.caller, inode, flags, handle), handle);
+  bool keepCache = false;
+  Errno error = c.fs.open(c.caller, inode, flags, handle, keepCache);
+  return openReply(error, handle, keepCache);
 }
 
 Reply doCreate(Call c) {
@@ -266,7 +272,9 @@ Reply doOpendir(Call c) {
   InodeId inode{c.body.u64()};
   FP_REQUIRE_DECODED(c);
   HandleId handle;
-  return handleReply(c.fs.opendir(c.caller, inode, handle), handle);
+  bool keepCache = false;
+  Errno error = c.fs.opendir(c.caller, inode, handle, keepCache);
+  return openReply(error, handle, keepCache);
 }
 
 Reply doReaddir(Call c) {
