@@ -82,14 +82,4 @@ int run() {
 }  // namespace
 }  // namespace fcvm::testing
 
-int main() {
-  try {
-    return fcvm::testing::run();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "bench-guest: {}\n", e.what());
-    return 1;
-  } catch (const kj::Exception& e) {
-    fmt::print(stderr, "bench-guest: {}\n", e.getDescription().cStr());
-    return 1;
-  }
-}
+int main() { return fcvm::testing::benchMain("bench-guest", fcvm::testing::run); }

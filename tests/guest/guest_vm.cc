@@ -163,4 +163,15 @@ double median(const std::vector<double>& sorted) {
   return sorted[sorted.size() / 2];
 }
 
+int benchMain(const char* name, const std::function<int()>& run) {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: {}\n", name, e.what());
+  } catch (const kj::Exception& e) {
+    fmt::print(stderr, "{}: {}\n", name, e.getDescription().cStr());
+  }
+  return 1;
+}
+
 }  // namespace fcvm::testing

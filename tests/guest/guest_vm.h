@@ -102,4 +102,7 @@ double bareBootSeconds(const setup::GuestArtifacts& artifacts,
 std::vector<double> measureRuns(int runs, const std::function<double()>& measure);
 double median(const std::vector<double>& sorted);
 
+// A benchmark's main(): runs `run` and turns any failure into one line "NAME: why" and exit 1.
+int benchMain(const char* name, const std::function<int()>& run);
+
 }  // namespace fcvm::testing
