@@ -1,8 +1,10 @@
 // The fcvm and fcvm-supervisor binaries as a user runs them: each test gets its own data and
 // runtime dirs, so its own supervisor, and stops it (killing it if need be) when it ends.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -155,7 +157,13 @@ TEST_F(CliTest, RestartedSupervisorFailsOrphansAndTakesOverTheStateTable) {
     }
   }
 
+  // Wait for its death, not just send the signal: a dying supervisor still accepts connections.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, first.at("pid").get<pid_t>(), 0));
+  ASSERT_GE(pidfd, 0);
   ASSERT_EQ(::kill(first.at("pid").get<pid_t>(), SIGKILL), 0);
+  pollfd gone{pidfd, POLLIN, 0};
+  ASSERT_EQ(::poll(&gone, 1, -1), 1);
+  ::close(pidfd);
   // The next command finds no supervisor and starts a new one, which takes over the state table.
   auto again = fcvmJson({"ls", "--json"});
   EXPECT_EQ(again.size(), 2u);

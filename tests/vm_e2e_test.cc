@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -296,7 +297,13 @@ TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
   for (const auto& n : names) waitFor(n, "healthy");
   auto pids = fcvm_.processesOf("fcvm-supervisor");
   ASSERT_EQ(pids.size(), 1u);
+  // Wait for its death, not just send the signal: a dying supervisor still accepts connections.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pids[0], 0));
+  ASSERT_GE(pidfd, 0);
   ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  pollfd dead{pidfd, POLLIN, 0};
+  ASSERT_EQ(::poll(&dead, 1, -1), 1);
+  ::close(pidfd);
 
   auto status = fcvm_.fcvmJson({"supervisor", "start", "--json"});  // a new supervisor
   EXPECT_EQ(status.at("adopted_vms"), 3);

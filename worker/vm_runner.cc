@@ -135,7 +135,11 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
       log_(parts_.containerLog),
       agentReady_(nullptr),
       containerRunning_(nullptr),
+      drained_(nullptr),
       endedPromise_(nullptr) {
+  auto drained = kj::newPromiseAndFulfiller<void>();
+  drainedFulfiller_ = kj::mv(drained.fulfiller);
+  drained_ = drained.promise.fork();
   auto ready = kj::newPromiseAndFulfiller<void>();
   agentReadyFulfiller_ = kj::mv(ready.fulfiller);
   agentReady_ = ready.promise.fork();
@@ -151,6 +155,7 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
 VmRunner::~VmRunner() = default;
 
 void VmRunner::taskFailed(kj::Exception&& e) {
+  if (drainedFulfiller_->isWaiting()) drainedFulfiller_->fulfill();
   if (!ended_) fail(e.getDescription().cStr());
 }
 
@@ -197,7 +202,10 @@ kj::Promise<void> VmRunner::runGuest() {
 
 kj::Promise<void> VmRunner::pump() {
   return channel_->next().then([this](std::optional<AgentEvent> event) -> kj::Promise<void> {
-    if (!event) return kj::READY_NOW;  // the agent closed the channel: the guest powers off
+    if (!event) {  // the agent closed the channel: the guest powers off
+      if (drainedFulfiller_->isWaiting()) drainedFulfiller_->fulfill();
+      return kj::READY_NOW;
+    }
     return handle(kj::mv(*event)).then([this] { return pump(); });
   });
 }
@@ -337,8 +345,17 @@ kj::Promise<void> VmRunner::healthLoop(unsigned failures) {
 
 kj::Promise<void> VmRunner::watchVmm() {
   return vmmExit_.whenBecomesReadable().then([this] {
-    auto status = parts_.vmm->waitExit(std::chrono::milliseconds(0));
-    vmEnded(status.value_or(0));
+    int status = parts_.vmm->waitExit(std::chrono::milliseconds(0)).value_or(0);
+    if (!channel_) {
+      vmEnded(status);
+      return kj::Promise<void>(kj::READY_NOW);
+    }
+    // The container's exit may still be unread in the control socket: read the channel to its
+    // end first (bounded: a guest cannot hold the worker here).
+    return io_.provider->getTimer()
+        .timeoutAfter(5 * kj::SECONDS, drained_.addBranch())
+        .catch_([](kj::Exception&&) {})
+        .then([this, status] { vmEnded(status); });
   });
 }
 

@@ -114,6 +114,10 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   kj::ForkedPromise<void> agentReady_;
   kj::Own<kj::PromiseFulfiller<void>> containerRunningFulfiller_;
   kj::ForkedPromise<void> containerRunning_;  // exec into the container waits for it
+  // Fulfilled once the agent channel is read to its end (or failed): what the guest sent before
+  // it went down is still in the socket when the VMM's exit is seen.
+  kj::Own<kj::PromiseFulfiller<void>> drainedFulfiller_;
+  kj::ForkedPromise<void> drained_;
   kj::Own<kj::PromiseFulfiller<void>> endedFulfiller_;
   kj::ForkedPromise<void> endedPromise_;
   kj::Promise<void> reporting_ = kj::READY_NOW;  // state reports, in order
