@@ -49,7 +49,7 @@ void ClientConnection::call(Opcode opcode, std::span<const uint8_t> payload, Com
 
 void ClientConnection::send(Opcode opcode, std::span<const uint8_t> payload) {
   flushDeferred();
-  if (!dead_) write(opcode, 0, payload);
+  if (!dead_) write(opcode, kNoReply, payload);
 }
 
 void ClientConnection::defer(Opcode opcode, std::vector<uint8_t> payload) {
@@ -64,13 +64,7 @@ void ClientConnection::flushDeferred() {
     if (deferred_.empty()) return;
     batch.swap(deferred_);
   }
-  for (auto& d : batch) {
-    if (d.opcode == Opcode::kForget) {  // the one request without a reply
-      send(d.opcode, d.payload);
-    } else {
-      call(d.opcode, d.payload, [](Errno, WireReader&) {});
-    }
-  }
+  for (auto& d : batch) send(d.opcode, d.payload);
 }
 
 void ClientConnection::write(Opcode opcode, uint64_t requestId, std::span<const uint8_t> payload) {

@@ -38,12 +38,13 @@ class ClientConnection {
   // The same with an id from reserveRequestId(), for requests that a kInterrupt may later name.
   void call(Opcode opcode, std::span<const uint8_t> payload, Completion done, uint64_t requestId);
   uint64_t reserveRequestId() { return nextRequestId_++; }
-  // Sends a request that has no reply; dropped silently if the server is gone.
+  // Sends a request without asking for a reply (request id kNoReply): for those whose outcome
+  // the caller cannot use (forget, release, interrupt). Dropped silently if the server is gone.
   void send(Opcode opcode, std::span<const uint8_t> payload);
 
-  // Queues a clean-up request (a forget, a release) whose outcome does not matter; the next
-  // call() or send() sends it first. For completions: they run on the receiver thread, which
-  // must never block writing to the stream (the server may be waiting for it to read).
+  // Queues such a request; the next call() or send() sends it first. For completions: they run on
+  // the receiver thread, which must never block writing to the stream (the server may be waiting
+  // for it to read).
   void defer(Opcode opcode, std::vector<uint8_t> payload);
 
   // Shuts the stream down, joins the receiver and completes what is pending with EIO; later calls

@@ -151,6 +151,37 @@ TEST_F(ConformanceTest, PosixLocksConflictWithHostProcesses) {
   EXPECT_EQ(lockErrno(onHost.get(), F_SETLK, F_WRLCK, 5, 5), 0);
 }
 
+// The client answers most closes itself (a read-only file whose owner never locked it): the ones
+// that must release locks still do, whichever descriptor is closed and whenever it was opened.
+TEST_F(ConformanceTest, ClosesReleaseExactlyTheClosingOwnersLocks) {
+  startAll();
+  writeFile(m("f"), std::string(10, 'x'));
+  UniqueFd openedBefore(::open(m("f").c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd locking(::open(m("f").c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd onHost(::open(h("f").c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(openedBefore && locking && onHost);
+  ASSERT_EQ(lockErrno(locking.get(), F_SETLK, F_WRLCK, 0, 0), 0);
+
+  // Another process opening and closing the file (it holds no locks) releases nothing.
+  Forked other([&] {
+    int fd = ::open(m("f").c_str(), O_RDONLY | O_CLOEXEC);
+    return fd >= 0 && ::close(fd) == 0 ? 0 : 1;
+  });
+  ASSERT_EQ(other.wait(), 0);
+  EXPECT_EQ(lockErrno(onHost.get(), F_SETLK, F_WRLCK, 0, 1), EAGAIN);
+
+  // Closing the read-only descriptor opened before the lock releases it.
+  openedBefore.reset();
+  EXPECT_EQ(lockErrno(onHost.get(), F_SETLK, F_WRLCK, 0, 1), 0);
+  ASSERT_EQ(lockErrno(onHost.get(), F_SETLK, F_UNLCK, 0, 1), 0);
+
+  // Locking again after that release: the next close releases again.
+  ASSERT_EQ(lockErrno(locking.get(), F_SETLK, F_RDLCK, 0, 0), 0);
+  EXPECT_EQ(lockErrno(onHost.get(), F_SETLK, F_WRLCK, 0, 1), EAGAIN);
+  UniqueFd(::open(m("f").c_str(), O_RDONLY | O_CLOEXEC)).reset();
+  EXPECT_EQ(lockErrno(onHost.get(), F_SETLK, F_WRLCK, 0, 1), 0);
+}
+
 TEST_F(ConformanceTest, PosixLocksOfTwoClientProcessesConflictAndReportThePid) {
   startAll();
   writeFile(m("f"), "0123456789");

@@ -1,6 +1,7 @@
 #define FUSE_USE_VERSION 314
 #include "fuse-pipe/fuse_client.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -10,8 +11,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <stdexcept>
+
+#include "fuse-pipe/flush_filter.h"
 
 namespace fcvm::fusepipe {
 
@@ -20,6 +24,7 @@ namespace {
 struct Client {
   ClientConnection& connection;
   double timeout;
+  FlushFilter flushFilter;
 };
 
 Client& clientOf(fuse_req_t req) { return *static_cast<Client*>(fuse_req_userdata(req)); }
@@ -92,9 +97,14 @@ std::vector<uint8_t> releasePayload(HandleId handle) {
 void deferForget(ClientConnection& connection, InodeId inode) {
   connection.defer(Opcode::kForget, forgetPayload(inode, 1));
 }
-void deferRelease(ClientConnection& connection, Opcode opcode, HandleId handle) {
-  connection.defer(opcode, releasePayload(handle));
+void deferRelease(Client& client, Opcode opcode, HandleId handle) {
+  // Directory handles are numbered apart from file handles.
+  if (opcode == Opcode::kRelease) client.flushFilter.released(handle.value);
+  client.connection.defer(opcode, releasePayload(handle));
 }
+
+// A handle the client may write through: its closes always reach the server (see FlushFilter).
+bool opensForWriting(const fuse_file_info& info) { return (info.flags & O_ACCMODE) != O_RDONLY; }
 
 // Sends the request; on success `onResult` decodes the result and answers the kernel; errors
 // (from the server, or a malformed result) are answered with fuse_reply_err.
@@ -110,10 +120,20 @@ void forward(fuse_req_t req, Opcode opcode, const WireWriter& payload, OnResult 
                                 });
 }
 
-// Requests whose successful reply carries nothing.
-void forwardStatus(fuse_req_t req, Opcode opcode, const WireWriter& payload) {
-  forward(req, opcode, payload,
-          [req](WireReader& result) { fuse_reply_err(req, result.finish() ? 0 : EIO); });
+// The completion of a request whose successful reply carries nothing: answers the kernel with the
+// status, after `onDone` (optional) saw it.
+ClientConnection::Completion statusCompletion(fuse_req_t req,
+                                              std::function<void(Errno)> onDone = {}) {
+  return [req, onDone = std::move(onDone)](Errno error, WireReader& result) {
+    if (!error && !result.finish()) error = EIO;
+    if (onDone) onDone(error);
+    fuse_reply_err(req, error);
+  };
+}
+
+void forwardStatus(fuse_req_t req, Opcode opcode, const WireWriter& payload,
+                   std::function<void(Errno)> onDone = {}) {
+  clientOf(req).connection.call(opcode, payload.buffer(), statusCompletion(req, std::move(onDone)));
 }
 
 // Requests answered with an Entry (lookup, mkdir, ...).
@@ -301,9 +321,9 @@ void onOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // The server saw the file unchanged since its previous open: what the kernel cached from it
     // is still the file's data (see the README's Caching).
     info.keep_cache = (flags & kOpenKeepCache) ? 1 : 0;
-    if (fuse_reply_open(req, &info) != 0) {
-      deferRelease(clientOf(req).connection, Opcode::kRelease, handle);
-    }
+    Client& client = clientOf(req);
+    if (opensForWriting(info)) client.flushFilter.writerOpened(handle.value);
+    if (fuse_reply_open(req, &info) != 0) deferRelease(client, Opcode::kRelease, handle);
   });
 }
 
@@ -343,16 +363,33 @@ void onWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 }
 
 void onFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Client& client = clientOf(req);
+  const FlushFilter::Owner owner{ino, fi->lock_owner};
+  const FlushFilter::Ticket ticket = client.flushFilter.flushStarting(fi->fh, owner);
+  if (!ticket.send) {
+    fuse_reply_err(req, 0);
+    return;
+  }
   WireWriter w = requestFor(req, /*withGroups=*/false);
   w.u64(fi->fh);
   w.u64(fi->lock_owner);  // whose POSIX locks on the file this close releases
-  forwardStatus(req, Opcode::kFlush, w);
+  forwardStatus(req, Opcode::kFlush, w, [&client, owner, ticket](Errno error) {
+    if (!error) client.flushFilter.flushDone(owner, ticket);
+  });
+}
+
+// The kernel does not wait for a release (it sends it in the background), and nothing about it
+// can fail that the closing process could learn: sent without a reply and answered at once.
+void sendRelease(fuse_req_t req, Opcode opcode, fuse_file_info* fi) {
+  Client& client = clientOf(req);
+  // Directory handles are numbered apart from file handles.
+  if (opcode == Opcode::kRelease) client.flushFilter.released(fi->fh);
+  client.connection.send(opcode, releasePayload(HandleId{fi->fh}));
+  fuse_reply_err(req, 0);
 }
 
 void onRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  WireWriter w = requestFor(req, /*withGroups=*/false);
-  w.u64(fi->fh);
-  forwardStatus(req, Opcode::kRelease, w);
+  sendRelease(req, Opcode::kRelease, fi);
 }
 
 void onFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
@@ -378,9 +415,7 @@ void onOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // directory unchanged (and drops it itself when the client changes the directory).
     info.cache_readdir = 1;
     info.keep_cache = (flags & kOpenKeepCache) ? 1 : 0;
-    if (fuse_reply_open(req, &info) != 0) {
-      deferRelease(clientOf(req).connection, Opcode::kReleasedir, handle);
-    }
+    if (fuse_reply_open(req, &info) != 0) deferRelease(clientOf(req), Opcode::kReleasedir, handle);
   });
 }
 
@@ -416,9 +451,7 @@ void onReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 }
 
 void onReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  WireWriter w = requestFor(req, /*withGroups=*/false);
-  w.u64(fi->fh);
-  forwardStatus(req, Opcode::kReleasedir, w);
+  sendRelease(req, Opcode::kReleasedir, fi);
 }
 
 void onFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
@@ -482,8 +515,9 @@ void onCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     e.attr_timeout = client.timeout;
     e.entry_timeout = client.timeout;
     info.fh = handle.value;
+    if (opensForWriting(info)) client.flushFilter.writerOpened(handle.value);
     if (fuse_reply_create(req, &e, &info) != 0) {
-      deferRelease(client.connection, Opcode::kRelease, handle);
+      deferRelease(client, Opcode::kRelease, handle);
       deferForget(client.connection, entry.inode);
     }
   });
@@ -573,6 +607,10 @@ void forwardXattr(fuse_req_t req, Opcode opcode, const WireWriter& w, size_t siz
 }
 
 void onGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (!isServedXattrName(name)) {  // the server's answer too; spares a round trip per write
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   WireWriter w = requestFor(req);
   w.u64(ino);
   w.string(name);
@@ -651,21 +689,21 @@ void onInterrupt(fuse_req_t req, void* data) {
 }
 
 // Forwards a request that may wait on the server for as long as it takes (a lock wait) so that
-// an interrupt of it in the client cancels it on the server.
-void forwardInterruptible(fuse_req_t req, Opcode opcode, const WireWriter& payload) {
+// an interrupt of it in the client cancels it on the server. `onDone` as for forwardStatus.
+void forwardInterruptible(fuse_req_t req, Opcode opcode, const WireWriter& payload,
+                          std::function<void(Errno)> onDone = {}) {
   ClientConnection& connection = clientOf(req).connection;
   const uint64_t id = connection.reserveRequestId();
-  fuse_req_interrupt_func(req, onInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  // The id travels as libfuse's opaque pointer; it is never dereferenced.
+  fuse_req_interrupt_func(
+      req, onInterrupt,
+      reinterpret_cast<void*>(static_cast<uintptr_t>(id)));  // NOLINT(performance-no-int-to-ptr)
   if (fuse_req_interrupted(req)) {  // before it was sent: the server never needs to know
+    if (onDone) onDone(EINTR);
     fuse_reply_err(req, EINTR);
     return;
   }
-  connection.call(
-      opcode, payload.buffer(),
-      [req](Errno error, WireReader& result) {
-        fuse_reply_err(req, error ? error : (result.finish() ? 0 : EIO));
-      },
-      id);
+  connection.call(opcode, payload.buffer(), statusCompletion(req, std::move(onDone)), id);
 }
 
 void putLock(WireWriter& w, fuse_file_info* fi, const struct flock* lock) {
@@ -700,10 +738,18 @@ void onSetlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* l
   WireWriter w = requestFor(req, /*withGroups=*/false);
   putLock(w, fi, lock);
   w.u32(sleep ? kLockWait : 0);
+  // Recorded before it is sent, so that this owner's closes reach the server from now on.
+  std::function<void(Errno)> onDone;
+  if (lock->l_type != F_UNLCK) {
+    FlushFilter& filter = clientOf(req).flushFilter;
+    const FlushFilter::Owner owner{ino, fi->lock_owner};
+    filter.lockSent(owner);
+    onDone = [&filter, owner](Errno) { filter.lockDone(owner); };
+  }
   if (sleep) {
-    forwardInterruptible(req, Opcode::kSetlk, w);
+    forwardInterruptible(req, Opcode::kSetlk, w, std::move(onDone));
   } else {
-    forwardStatus(req, Opcode::kSetlk, w);
+    forwardStatus(req, Opcode::kSetlk, w, std::move(onDone));
   }
 }
 
@@ -804,7 +850,7 @@ class SignalHandlers {
 }  // namespace
 
 void runMount(ClientConnection& connection, const MountOptions& options) {
-  Client client{connection, options.cacheTimeoutSeconds};
+  Client client{connection, options.cacheTimeoutSeconds, {}};
   std::string fuseOptions = "fsname=fuse-pipe,subtype=fuse-pipe";
   for (const auto& o : options.fuseOptions) fuseOptions += "," + o;
   std::vector<std::string> argvStrings = {"fuse-pipe", "-o", fuseOptions};

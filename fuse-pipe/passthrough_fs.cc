@@ -45,6 +45,27 @@ int openBeneath(int dirFd, const std::string& name, uint64_t flags, uint32_t mod
   return static_cast<int>(fd);
 }
 
+// Why a node of type `type` (S_IFMT bits) is not opened as a file, or 0. Device nodes in the tree
+// are not a way into the host's devices. The client's kernel opens fifos and sockets itself, never
+// through FUSE; opening a fifo here would block a server thread until the host opened its other
+// end.
+Errno refusedFileType(uint32_t type) {
+  switch (type) {
+    case S_IFLNK:
+      return ELOOP;
+    case S_IFDIR:
+      return EISDIR;
+    case S_IFCHR:
+    case S_IFBLK:
+      return EACCES;
+    case S_IFIFO:
+    case S_IFSOCK:
+      return ENXIO;
+    default:
+      return 0;
+  }
+}
+
 Attr toAttr(const struct stat& st) {
   return Attr{
       .ino = st.st_ino,
@@ -89,12 +110,6 @@ uint32_t fuseDirentPlusSize(size_t nameLength) {
   return static_cast<uint32_t>((128 + 24 + nameLength + 7) & ~size_t{7});
 }
 
-// Extended attribute names a client may use: see the class comment.
-bool isAllowedXattrName(std::string_view name) {
-  return (name.starts_with("user.") && name.size() > 5) || name == "system.posix_acl_access" ||
-         name == "system.posix_acl_default";
-}
-
 // Keeps only the allowed names of a listxattr(2) result.
 std::vector<uint8_t> filterXattrList(std::span<const uint8_t> list) {
   std::vector<uint8_t> out;
@@ -102,7 +117,7 @@ std::vector<uint8_t> filterXattrList(std::span<const uint8_t> list) {
   for (size_t i = 0; i < list.size(); ++i) {
     if (list[i] != 0) continue;
     std::string_view name(reinterpret_cast<const char*>(list.data()) + start, i - start);
-    if (isAllowedXattrName(name)) {
+    if (isServedXattrName(name)) {
       auto nameWithNul = list.subspan(start, i + 1 - start);
       out.insert(out.end(), nameWithNul.begin(), nameWithNul.end());
     }
@@ -363,9 +378,9 @@ Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t fla
                           bool& keepCache) {
   auto node = inodes_->find(inode);
   if (!node) return ESTALE;
-  if (node->type == S_IFLNK) return ELOOP;
-  // A device node in the tree is not a way into the host's devices.
-  if (node->type == S_IFCHR || node->type == S_IFBLK) return EACCES;
+  if (node->type != S_IFDIR) {  // directories: the kernel uses opendir; open one for O_RDONLY
+    if (Errno refused = refusedFileType(node->type)) return refused;
+  }
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
   UniqueFd fd(::open(procPath(node->pathFd.get()).c_str(),
@@ -378,6 +393,42 @@ Errno PassthroughFs::open(const Credentials& caller, InodeId inode, uint32_t fla
   return 0;
 }
 
+namespace {
+
+// create(2) of `name` in `dirFd`: a new regular file, or (without O_EXCL) the existing one, which
+// is first looked at through an O_PATH fd, so that an existing fifo or device node is refused
+// before anything opens it.
+UniqueFd createOrOpen(int dirFd, const std::string& name, uint32_t flags, uint32_t mode,
+                      Errno& error) {
+  const int openFlags = static_cast<int>(flags & kAllowedOpenFlags);
+  for (int attempt = 0; attempt < 3; ++attempt) {  // the name may come and go meanwhile
+    UniqueFd fd(openBeneath(dirFd, name, openFlags | O_CREAT | O_EXCL, mode & 07777));
+    if (fd || errno != EEXIST || (flags & O_EXCL)) {
+      error = fd ? 0 : errno;
+      return fd;
+    }
+    UniqueFd existing(openBeneath(dirFd, name, O_PATH, 0));
+    if (!existing) {
+      if (errno == ENOENT) continue;
+      error = errno;
+      return {};
+    }
+    struct stat st;
+    if (::fstat(existing.get(), &st) != 0) {
+      error = errno;
+      return {};
+    }
+    if ((error = refusedFileType(st.st_mode & S_IFMT))) return {};
+    fd.reset(::open(procPath(existing.get()).c_str(), openFlags | O_CLOEXEC));
+    error = fd ? 0 : errno;
+    return fd;
+  }
+  error = EAGAIN;
+  return {};
+}
+
+}  // namespace
+
 Errno PassthroughFs::create(const Credentials& caller, InodeId parent, std::string_view name,
                             uint32_t mode, uint32_t flags, Entry& entry, HandleId& handle) {
   Errno error = 0;
@@ -385,9 +436,8 @@ Errno PassthroughFs::create(const Credentials& caller, InodeId parent, std::stri
   if (!dir) return error;
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
-  UniqueFd fd(openBeneath(dir->pathFd.get(), std::string(name),
-                          (flags & (kAllowedOpenFlags | O_EXCL)) | O_CREAT, mode & 07777));
-  if (!fd) return errno;
+  UniqueFd fd = createOrOpen(dir->pathFd.get(), std::string(name), flags, mode, error);
+  if (!fd) return error;
   // The inode is the file just created, reached through its open fd rather than by name again.
   UniqueFd pathFd(::open(procPath(fd.get()).c_str(), O_PATH | O_CLOEXEC));
   if (!pathFd) return errno;
@@ -616,7 +666,7 @@ std::shared_ptr<const Inode> PassthroughFs::findXattrTarget(InodeId inode, Errno
 
 Errno PassthroughFs::setxattr(const Credentials& caller, InodeId inode, std::string_view name,
                               std::span<const uint8_t> value, uint32_t flags) {
-  if (!isAllowedXattrName(name)) return EPERM;
+  if (!isServedXattrName(name)) return EPERM;
   if (flags & ~static_cast<uint32_t>(XATTR_CREATE | XATTR_REPLACE)) return EINVAL;
   Errno error = 0;
   auto node = findXattrTarget(inode, error);
@@ -632,7 +682,7 @@ Errno PassthroughFs::setxattr(const Credentials& caller, InodeId inode, std::str
 
 Errno PassthroughFs::getxattr(const Credentials& caller, InodeId inode, std::string_view name,
                               uint32_t maxSize, XattrValue& out) {
-  if (!isAllowedXattrName(name)) return ENODATA;
+  if (!isServedXattrName(name)) return ENODATA;
   Errno error = 0;
   auto node = findXattrTarget(inode, error);
   if (!node) return error == EPERM ? ENODATA : error;
@@ -669,7 +719,7 @@ Errno PassthroughFs::listxattr(const Credentials& caller, InodeId inode, uint32_
 }
 
 Errno PassthroughFs::removexattr(const Credentials& caller, InodeId inode, std::string_view name) {
-  if (!isAllowedXattrName(name)) return EPERM;
+  if (!isServedXattrName(name)) return EPERM;
   Errno error = 0;
   auto node = findXattrTarget(inode, error);
   if (!node) return error;

@@ -2,6 +2,11 @@
 
 namespace fcvm::fusepipe {
 
+bool isServedXattrName(std::string_view name) {
+  return (name.starts_with("user.") && name.size() > 5) || name == "system.posix_acl_access" ||
+         name == "system.posix_acl_default";
+}
+
 std::string_view opcodeName(uint16_t opcode) {
   switch (static_cast<Opcode>(opcode)) {
     case Opcode::kHello:

@@ -21,7 +21,7 @@
 namespace fcvm::fusepipe {
 
 inline constexpr uint32_t kProtocolMagic = 0x50464346;  // "FCFP"
-inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kProtocolVersion = 4;
 inline constexpr size_t kFrameHeaderSize = 16;
 inline constexpr uint32_t kMaxIoSize = 1u << 20;  // largest read or write payload
 inline constexpr uint32_t kMaxFramePayload = kMaxIoSize + 4096;
@@ -30,6 +30,9 @@ inline constexpr uint32_t kMaxPathLength = 4096;
 inline constexpr uint32_t kMaxGroups = 256;
 inline constexpr uint32_t kMaxXattrSize = 65536;  // XATTR_SIZE_MAX and XATTR_LIST_MAX
 inline constexpr uint16_t kFrameReply = 1;
+// A request with this id gets no reply, whatever its outcome: forget, interrupt, and the releases
+// the client sends without waiting. Every other request id is answered exactly once.
+inline constexpr uint64_t kNoReply = 0;
 
 enum class Opcode : uint16_t {
   kHello = 1,
@@ -82,6 +85,13 @@ inline constexpr uint32_t kLockWait = 1;  // F_SETLKW: wait for the lock
 inline constexpr uint32_t kOpenKeepCache = 1;  // unchanged since its last open: keep cached data
 
 std::string_view opcodeName(uint16_t opcode);
+
+// The extended attributes a server serves: "user." names and the POSIX ACLs. Every other name
+// ("security." such as file capabilities, "trusted.") would let a client grant privileges on the
+// host: setting or removing one is EPERM, reading one ENODATA, and listings leave them out. The
+// client answers reads of other names itself (the kernel asks for "security.capability" before
+// every write), the server enforces the rule.
+bool isServedXattrName(std::string_view name);
 
 struct FrameHeader {
   uint32_t payloadLength = 0;

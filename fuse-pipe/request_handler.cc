@@ -539,6 +539,24 @@ bool isBlockingRequest(const Frame& frame) {
   }
 }
 
+bool isQuickRequest(const Frame& frame) {
+  switch (static_cast<Opcode>(frame.header.opcode)) {
+    case Opcode::kLookup:
+    case Opcode::kGetattr:
+    case Opcode::kReadlink:
+    case Opcode::kOpendir:
+    case Opcode::kStatfs:
+    case Opcode::kAccess:
+    case Opcode::kGetxattr:
+    case Opcode::kListxattr:
+    case Opcode::kLseek:
+    case Opcode::kGetlk:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::optional<uint64_t> decodeInterrupt(const Frame& frame) {
   if (frame.header.opcode != static_cast<uint16_t>(Opcode::kInterrupt)) return std::nullopt;
   WireReader body(frame.payload);

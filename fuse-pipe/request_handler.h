@@ -33,6 +33,11 @@ class RequestHandler {
 // the session runs them on threads of their own, where a kInterrupt can cancel them.
 bool isBlockingRequest(const Frame& frame);
 
+// True for requests that only look things up, which take microseconds: no data I/O, nothing that
+// can wait for a host process (an open can wait out a lease break, a flush or the last close of a
+// file can write data back). The session may perform them on the thread that reads the stream.
+bool isQuickRequest(const Frame& frame);
+
 // The request id a well-formed kInterrupt frame names, else nullopt.
 std::optional<uint64_t> decodeInterrupt(const Frame& frame);
 

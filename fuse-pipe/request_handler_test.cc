@@ -240,6 +240,34 @@ TEST_F(RequestHandlerTest, CreateRefusesToFollowAPlantedSymlink) {
   EXPECT_EQ(readHostFile(tmp_ / "secret"), "outside");
 }
 
+TEST_F(RequestHandlerTest, CreateOpensAnExistingFileButNoFifoOrDevice) {
+  auto create = [&](const char* name, uint32_t flags) {
+    return errnoOf(call(Opcode::kCreate, [&](WireWriter& w) {
+      w.u64(kRootInode.value);
+      w.string(name);
+      w.u32(0644);
+      w.u32(flags);
+    }));
+  };
+  std::ofstream(root() + "/existing") << "old data";
+  EXPECT_EQ(create("existing", O_WRONLY | O_EXCL), EEXIST);
+  EXPECT_EQ(create("existing", O_WRONLY | O_TRUNC), 0);
+  EXPECT_EQ(std::filesystem::file_size(root() + "/existing"), 0u);
+  EXPECT_EQ(create("new", O_WRONLY), 0);
+  EXPECT_TRUE(std::filesystem::is_regular_file(root() + "/new"));
+
+  // An existing fifo would block the open until a writer came; a device node would open the
+  // host's device.
+  ASSERT_EQ(::mkfifo((root() + "/fifo").c_str(), 0644), 0);
+  EXPECT_EQ(create("fifo", O_RDONLY), ENXIO);
+  std::filesystem::create_directory(root() + "/dir");
+  EXPECT_EQ(create("dir", O_RDONLY), EISDIR);
+  if (::mknod((root() + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) {
+    GTEST_FAIL() << "cannot create a device node here to test creating over one";
+  }
+  EXPECT_EQ(create("null", O_WRONLY), EACCES);
+}
+
 TEST_F(RequestHandlerTest, ReadOnlyRefusesEveryMutation) {
   std::ofstream(root() + "/file") << "data";
   std::filesystem::create_directory(root() + "/dir");
@@ -411,6 +439,11 @@ TEST_F(RequestHandlerTest, FifosAndRegularFilesCanBeMadeWithMknod) {
   EXPECT_EQ(mknod("plain", S_IFREG | 0644), 0);
   EXPECT_TRUE(std::filesystem::is_fifo(root() + "/fifo"));
   EXPECT_TRUE(std::filesystem::is_regular_file(root() + "/plain"));
+  // The client's kernel opens fifos itself; an open sent anyway must not block a server thread
+  // until some host process opens the other end.
+  Entry fifo;
+  ASSERT_EQ(lookup(kRootInode, "fifo", &fifo), 0);
+  EXPECT_EQ(open(fifo.inode, O_RDONLY), ENXIO);
 }
 
 TEST_F(RequestHandlerTest, XattrsOutsideUserAndAclNamespacesAreRefused) {

@@ -47,7 +47,13 @@ void Session::serveLoop() {
     std::optional<Frame> frame;
     {
       std::lock_guard lock(readMutex_);
-      frame = nextRequest();
+      while ((frame = nextRequest())) {
+        // Handing the stream on wakes a follower, which on a quiet connection finds nothing to
+        // read and sleeps again: a quick request with nothing behind it is served by the reading
+        // thread itself, without letting go of the stream.
+        if (!isQuickRequest(*frame) || reader_.hasBufferedBytes()) break;
+        reply(*frame, handler_.handle(*frame));
+      }
     }
     if (!frame) return;
     reply(*frame, handler_.handle(*frame));
@@ -127,7 +133,12 @@ void Session::reapBlocking(bool all) {
 }
 
 void Session::reply(const Frame& frame, const std::optional<std::vector<uint8_t>>& payload) {
-  if (!payload) return;
+  if (spdlog::should_log(spdlog::level::trace)) {  // `--log-level trace`: every request
+    WireReader result(payload ? std::span<const uint8_t>(*payload) : std::span<const uint8_t>());
+    spdlog::trace("fuse-pipe session: {} #{} -> errno {}", opcodeName(frame.header.opcode),
+                  frame.header.requestId, payload ? result.i32() : 0);
+  }
+  if (!payload || frame.header.requestId == kNoReply) return;
   try {
     writer_.write(
         {.opcode = frame.header.opcode, .flags = kFrameReply, .requestId = frame.header.requestId},

@@ -1,7 +1,9 @@
 // Session: serves one client connection with a pool of threads that take turns reading: the
 // thread holding the stream reads and bounds-checks one frame, hands the stream to the next
-// thread and performs the request itself, then writes the reply (leader/followers). No request
-// waits in a queue for another thread to wake up, and replies go out in completion order, tagged
+// thread and performs the request itself, then writes the reply (leader/followers). A quick
+// request (see isQuickRequest) with no further bytes already read is performed without handing
+// the stream on, which would wake a thread for nothing on a quiet connection. No request waits
+// in a queue for another thread to wake up, and replies go out in completion order, tagged
 // with their request ids; at most `workers` requests run at once, which bounds what the server
 // takes in. A malformed frame (oversized length, truncated frame, reply flag set) closes the
 // connection; a malformed request body gets an error reply (see RequestHandler).

@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -44,6 +46,30 @@ class SessionTest : public ::testing::Test {
     body(w);
     FrameWriter(client_.get())
         .write({.opcode = static_cast<uint16_t>(opcode), .requestId = id}, w.buffer());
+  }
+
+  // The server's inode of root/NAME, looked up with request id `id`; throws on failure.
+  InodeId lookupInRoot(const std::string& name, uint64_t id) {
+    send(Opcode::kLookup, id, [&](WireWriter& w) {
+      w.u64(kRootInode.value);
+      w.string(name);
+    });
+    Frame looked = receive();
+    WireReader r(looked.payload);
+    if (r.i32() != 0) throw std::runtime_error("lookup of " + name + " failed");
+    return decodeEntry(r).inode;
+  }
+
+  // A read-only handle of `inode`, opened with request id `id`; throws on failure.
+  uint64_t openReadOnly(InodeId inode, uint64_t id) {
+    send(Opcode::kOpen, id, [&](WireWriter& w) {
+      w.u64(inode.value);
+      w.u32(O_RDONLY);
+    });
+    Frame opened = receive();
+    WireReader r(opened.payload);
+    if (r.i32() != 0) throw std::runtime_error("open failed");
+    return r.u64();
   }
 
   Frame receive() {
@@ -86,27 +112,53 @@ TEST_F(SessionTest, AnswersLookupAfterHandshake) {
   EXPECT_EQ(entry.attr.size, 2u);
 }
 
-// Opening a FIFO for reading blocks until a writer appears; that must not hold up a later
-// request: the later one is answered first, the open once the host opens the FIFO for writing.
-// Deterministic: nothing races, the FIFO decides.
+// Ignores SIGIO, which the kernel sends the holder of a lease that is being broken, for the
+// object's lifetime.
+class IgnoredSigio {
+ public:
+  IgnoredSigio() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGIO, &ignore, &previous_);
+  }
+  ~IgnoredSigio() { ::sigaction(SIGIO, &previous_, nullptr); }
+  IgnoredSigio(const IgnoredSigio&) = delete;
+  IgnoredSigio& operator=(const IgnoredSigio&) = delete;
+
+ private:
+  struct sigaction previous_ {};
+};
+
+// A request that waits (a truncate breaking a host process's lease) must not hold up a later one:
+// the later one is answered first, the truncate once the lease is given up. Deterministic: the
+// lease decides. Leases are on by default (fs.leases-enable) on every filesystem that has them.
 TEST_F(SessionTest, RepliesAreSentInCompletionOrder) {
   clientHandshake(client_.get());
-  std::string fifoPath = tmp_ / "root/fifo";
-  ASSERT_EQ(::mkfifo(fifoPath.c_str(), 0600), 0);
+  std::ofstream(tmp_ / "root/leased") << "data";
+  const InodeId file = lookupInRoot("leased", 1);
 
-  send(Opcode::kLookup, 1, [](WireWriter& w) {
-    w.u64(kRootInode.value);
-    w.string("fifo");
+  // A read lease held here makes the server's truncate wait until it is given up: a request that
+  // takes as long as the test wants.
+  IgnoredSigio ignored;
+  UniqueFd leaseHolder(::open((tmp_ / "root/leased").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(leaseHolder);
+  ASSERT_EQ(::fcntl(leaseHolder.get(), F_SETLEASE, F_RDLCK), 0) << std::strerror(errno);
+  send(Opcode::kSetattr, 100, [&](WireWriter& w) {
+    w.u64(file.value);
+    w.u32(kSetSize);
+    w.u8(0);  // no handle
+    w.u64(0);
+    w.u32(0);  // mode, uid, gid
+    w.u32(0);
+    w.u32(0);
+    w.u64(1);  // size
+    w.i64(0);  // atime, mtime
+    w.u32(0);
+    w.i64(0);
+    w.u32(0);
   });
-  Frame lookup = receive();
-  WireReader lr(lookup.payload);
-  ASSERT_EQ(lr.i32(), 0);
-  InodeId fifo = decodeEntry(lr).inode;
-
-  send(Opcode::kOpen, 100, [&](WireWriter& w) {
-    w.u64(fifo.value);
-    w.u32(O_RDONLY);
-  });
+  // Until the lease is given up (after the reply to 101 arrived), the truncate cannot finish: a
+  // server that took requests one at a time would answer neither until the lease timed out.
   send(Opcode::kGetattr, 101, [](WireWriter& w) {
     w.u64(kRootInode.value);
     w.u8(0);
@@ -114,13 +166,28 @@ TEST_F(SessionTest, RepliesAreSentInCompletionOrder) {
   });
   Frame first = receive();
   EXPECT_EQ(first.header.requestId, 101u);
-  // The server's open is waiting as a reader, so a blocking open for writing returns at once.
-  UniqueFd writer(::open(fifoPath.c_str(), O_WRONLY | O_CLOEXEC));
-  ASSERT_TRUE(writer);
+  ASSERT_EQ(::fcntl(leaseHolder.get(), F_SETLEASE, F_UNLCK), 0);
   Frame second = receive();
   EXPECT_EQ(second.header.requestId, 100u);
   WireReader r(second.payload);
   EXPECT_EQ(r.i32(), 0);
+  EXPECT_EQ(std::filesystem::file_size(tmp_ / "root/leased"), 1u);
+}
+
+TEST_F(SessionTest, RequestsWithoutAnIdGetNoReply) {
+  clientHandshake(client_.get());
+  std::ofstream(tmp_ / "root/f") << "x";
+  const InodeId inode = lookupInRoot("f", 1);
+  const uint64_t handle = openReadOnly(inode, 2);
+  // Released without a reply; a release of an unknown handle fails silently just the same. The
+  // next frame the server sends answers the request after them.
+  send(Opcode::kRelease, kNoReply, [&](WireWriter& w) { w.u64(handle); });
+  send(Opcode::kRelease, kNoReply, [&](WireWriter& w) { w.u64(handle + 100); });
+  send(Opcode::kStatfs, 3, [](WireWriter& w) { w.u64(kRootInode.value); });
+  Frame statfs = receive();
+  EXPECT_EQ(statfs.header.requestId, 3u);
+  WireReader sr(statfs.payload);
+  EXPECT_EQ(sr.i32(), 0);
 }
 
 TEST_F(SessionTest, ManyRequestsInFlightAllGetTheirReplies) {
@@ -221,25 +288,11 @@ TEST_F(SessionTest, BlockingLockWaitsDoNotHoldWorkersAndInterruptsCancelThem) {
   std::ofstream(tmp_ / "root/f") << "x";
   UniqueFd onHost(::open((tmp_ / "root/f").c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_EQ(::flock(onHost.get(), LOCK_EX), 0);
-  send(Opcode::kLookup, 1, [](WireWriter& w) {
-    w.u64(kRootInode.value);
-    w.string("f");
-  });
-  Frame looked = receive();
-  WireReader lr(looked.payload);
-  ASSERT_EQ(lr.i32(), 0);
-  InodeId inode = decodeEntry(lr).inode;
+  const InodeId inode = lookupInRoot("f", 1);
   // More blocked requests than there are workers, each on its own open file.
   constexpr uint64_t kWaiters = 6;
   for (uint64_t i = 0; i < kWaiters; ++i) {
-    send(Opcode::kOpen, 100 + i, [&](WireWriter& w) {
-      w.u64(inode.value);
-      w.u32(O_RDONLY);
-    });
-    Frame opened = receive();
-    WireReader r(opened.payload);
-    ASSERT_EQ(r.i32(), 0);
-    uint64_t handle = r.u64();
+    const uint64_t handle = openReadOnly(inode, 100 + i);
     send(Opcode::kFlock, 200 + i, [&](WireWriter& w) {
       w.u64(handle);
       w.u32(LOCK_EX);
@@ -268,22 +321,8 @@ TEST_F(SessionTest, TheEndOfTheStreamCancelsBlockedRequests) {
   std::ofstream(tmp_ / "root/f") << "x";
   UniqueFd onHost(::open((tmp_ / "root/f").c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_EQ(::flock(onHost.get(), LOCK_EX), 0);
-  send(Opcode::kLookup, 1, [](WireWriter& w) {
-    w.u64(kRootInode.value);
-    w.string("f");
-  });
-  Frame looked = receive();
-  WireReader lr(looked.payload);
-  ASSERT_EQ(lr.i32(), 0);
-  InodeId inode = decodeEntry(lr).inode;
-  send(Opcode::kOpen, 2, [&](WireWriter& w) {
-    w.u64(inode.value);
-    w.u32(O_RDONLY);
-  });
-  Frame opened = receive();
-  WireReader r(opened.payload);
-  ASSERT_EQ(r.i32(), 0);
-  uint64_t handle = r.u64();
+  const InodeId inode = lookupInRoot("f", 1);
+  const uint64_t handle = openReadOnly(inode, 2);
   send(Opcode::kFlock, 3, [&](WireWriter& w) {
     w.u64(handle);
     w.u32(LOCK_EX);

@@ -35,6 +35,9 @@ class FrameReader {
   // and SysError on read errors.
   std::optional<Frame> read();
 
+  // Bytes of the stream already read past the last frame returned.
+  bool hasBufferedBytes() const { return end_ > begin_; }
+
  private:
   // Reads exactly out.size() bytes; false if the stream ended before the first byte.
   bool readExact(std::span<uint8_t> out, bool allowEofAtStart);
