@@ -1,5 +1,6 @@
 // Running a helper program (qemu --version, podman, mkfs, ...) and collecting its output, with a
-// deadline. The child is killed and reaped on every path out, including exceptions.
+// deadline. The child is started through spawn() and killed and reaped on every path out,
+// including exceptions.
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "base/spawn.h"
 
 namespace fcvm {
 
@@ -22,9 +25,12 @@ struct CommandOptions {
   std::chrono::milliseconds timeout{10000};
   size_t maxOutput = 1 << 20;
   std::vector<std::string> extraEnv;  // NAME=VALUE, added to (or replacing in) this environment
-  std::string cwd;                    // working directory of the child, if set
-  std::string outputFile;             // append output here instead of collecting it
-  std::string errorFile;              // stderr here (truncated), apart from stdout
+  // The child's whole environment instead of ours plus extraEnv (e.g. for another user's podman).
+  std::optional<std::vector<std::string>> environment;
+  std::string cwd;                         // working directory of the child, if set
+  std::string outputFile;                  // append output here instead of collecting it
+  std::string errorFile;                   // stderr here (truncated), apart from stdout
+  std::optional<Credentials> credentials;  // run as this user instead of ours
 
   static CommandOptions withTimeout(std::chrono::milliseconds t) {
     CommandOptions o;
@@ -36,8 +42,5 @@ struct CommandOptions {
 // Runs argv[0] (searched in PATH) with stdin from /dev/null. Throws fcvm::SysError if it cannot
 // be started at all (e.g. not installed).
 CommandResult runCommand(const std::vector<std::string>& argv, const CommandOptions& options = {});
-
-// The full path of `program` in PATH, if it is there and executable.
-std::optional<std::string> findInPath(const std::string& program);
 
 }  // namespace fcvm

@@ -31,7 +31,7 @@ TEST(SubprocessTest, MissingProgramIsAClearError) {
     FAIL();
   } catch (const SysError& e) {
     EXPECT_EQ(e.code(), ENOENT);
-    EXPECT_STREQ(e.what(), "run fcvm-no-such-program: No such file or directory");
+    EXPECT_STREQ(e.what(), "start fcvm-no-such-program: No such file or directory");
   }
 }
 

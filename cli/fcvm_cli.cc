@@ -19,6 +19,7 @@
 #include "cli/supervisor_endpoint.h"
 #include "cli/supervisor_session.h"
 #include "cli/vm_view.h"
+#include "ipc/file_handle.h"
 #include "ipc/vm_spec.h"
 #include "setup/guest_setup.h"
 
@@ -115,6 +116,7 @@ class Commands {
     SupervisorSession session(connect(true));
     auto request = session.api().runVmRequest();
     fillSpec(request.initSpec());
+    fillImageSource(request);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
     if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
@@ -346,6 +348,27 @@ class Commands {
     spec.accel = run.accel;
     spec.healthCmd = run.healthCmd;
     ipc::encodeVmSpec(spec, out);
+  }
+
+  // The image is read with this user's rights: an archive is opened here and passed as an fd; an
+  // image in podman storage is looked up by podman running as this user, in the storage these
+  // variables point at.
+  void fillImageSource(rpc::Supervisor::RunVmParams::Builder request) {
+    const std::string& image = opt_.run.image;
+    if (ipc::isArchiveImage(image)) {
+      auto path = image.substr(image.find(':') + 1);
+      try {
+        request.setImageArchive(ipc::fileHandle(ipc::openRegularFile(path)));
+      } catch (const Error& e) {
+        throw Error(fmt::format("image archive: {}", e.what()));
+      }
+    }
+    std::vector<std::string> env;
+    for (const auto& name : ipc::podmanEnvNames()) {
+      if (auto value = ctx_.env(name.c_str())) env.push_back(name + "=" + *value);
+    }
+    auto list = request.initPodmanEnv(static_cast<unsigned>(env.size()));
+    for (unsigned i = 0; i < list.size(); ++i) list.set(i, env[i]);
   }
 
   std::filesystem::path connect(bool autostart) {

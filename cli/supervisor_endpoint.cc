@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/install_layout.h"
+#include "base/spawn.h"
 #include "base/unique_fd.h"
 #include "ipc/rpc_client.h"
 
@@ -27,8 +28,8 @@ std::string lastLine(const std::filesystem::path& file) {
   return last;
 }
 
-// Starts fcvm-supervisor detached from this CLI (its own session, reparented to init) and waits
-// until it says it is listening.
+// Starts fcvm-supervisor detached from this CLI (its own session; init adopts it when this CLI
+// exits) and waits until it says it is listening.
 void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
   auto binary = siblingBinary("fcvm-supervisor", "FCVM_SUPERVISOR_BIN");
   if (::access(binary.c_str(), X_OK) != 0) {
@@ -42,37 +43,24 @@ void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
   UniqueFd readyRead(ready[0]);
   UniqueFd readyWrite(ready[1]);
 
-  std::vector<std::string> args = {binary.string(),
-                                   "--data-dir",
-                                   paths.dataDir.string(),
-                                   "--runtime-dir",
-                                   paths.runtimeDir.string(),
-                                   "--log-file",
-                                   log.string(),
-                                   "--ready-fd",
-                                   "3"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  pid_t child = checkSys(::fork(), "fork");
-  if (child == 0) {
-    // Only async-signal-safe calls from here to exec.
-    ::setsid();
-    if (::fork() != 0) ::_exit(0);
-    int devnull = ::open("/dev/null", O_RDWR);
-    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (devnull < 0 || out < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 ||
-        ::dup2(out, 2) < 0 || ::dup2(readyWrite.get(), 3) < 0) {
-      ::_exit(127);
-    }
-    ::close_range(4, ~0U, 0);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(child, &status, 0) == -1 && errno == EINTR) {
-  }
+  SpawnSpec spec;
+  spec.argv = {binary.string(),
+               "--data-dir",
+               paths.dataDir.string(),
+               "--runtime-dir",
+               paths.runtimeDir.string(),
+               "--log-file",
+               log.string(),
+               "--ready-fd",
+               "3"};
+  spec.env = environmentWith({});
+  UniqueFd logFd(static_cast<int>(
+      checkSys(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), "open {}",
+               log.string())));
+  spec.fds = {{1, logFd.get()}, {2, logFd.get()}, {3, readyWrite.get()}};
+  // Its own session, and not ours to kill: the supervisor outlives this CLI.
+  spec.newSession = true;
+  spawn(spec).release();
   readyWrite.reset();
 
   pollfd pfd{readyRead.get(), POLLIN, 0};

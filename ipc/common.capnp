@@ -61,6 +61,10 @@ struct VmSpec {
   healthCmd @13 :Text;
 }
 
+# A file the client opened with its own rights, passed as an fd (SCM_RIGHTS) along with this
+# capability: the receiver acts on what the client could open, never on a path with its own powers.
+interface FileHandle {}
+
 struct ExitStatus {
   code @0 :Int32;     # the exit status; 128+n when killed by signal n
   signal @1 :Int32;   # n when killed by a signal, else 0

@@ -25,13 +25,14 @@ UniqueFd connectUnixSocket(const std::filesystem::path& path) {
   return fd;
 }
 
-RpcClient::RpcClient(kj::AsyncIoContext& io, UniqueFd connected)
-    : stream_(io.lowLevelProvider->wrapSocketFd(connected.release(),
-                                                kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                                                    kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC)),
-      client_(kj::heap<capnp::TwoPartyClient>(*stream_)) {}
+RpcClient::RpcClient(kj::AsyncIoContext& io, UniqueFd connected, unsigned maxFdsPerMessage)
+    : stream_(io.lowLevelProvider->wrapUnixSocketFd(
+          connected.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                   kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC)),
+      client_(kj::heap<capnp::TwoPartyClient>(*stream_, maxFdsPerMessage)) {}
 
-RpcClient::RpcClient(kj::AsyncIoContext& io, const std::filesystem::path& path)
-    : RpcClient(io, connectUnixSocket(path)) {}
+RpcClient::RpcClient(kj::AsyncIoContext& io, const std::filesystem::path& path,
+                     unsigned maxFdsPerMessage)
+    : RpcClient(io, connectUnixSocket(path), maxFdsPerMessage) {}
 
 }  // namespace fcvm::ipc

@@ -14,11 +14,14 @@ namespace fcvm::ipc {
 // code() tells "nobody there" (ENOENT, ECONNREFUSED) from other failures.
 UniqueFd connectUnixSocket(const std::filesystem::path& path);
 
+// Passes fds (capabilities whose server has getFd()) in either direction, up to
+// `maxFdsPerMessage` in one message; Cap'n Proto 0.9 sends none at all when that is 0.
 class RpcClient {
  public:
-  RpcClient(kj::AsyncIoContext& io, UniqueFd connected);
+  RpcClient(kj::AsyncIoContext& io, UniqueFd connected, unsigned maxFdsPerMessage = 0);
   // Connects to `path` and wraps the connection.
-  RpcClient(kj::AsyncIoContext& io, const std::filesystem::path& path);
+  RpcClient(kj::AsyncIoContext& io, const std::filesystem::path& path,
+            unsigned maxFdsPerMessage = 0);
 
   template <typename T>
   typename T::Client bootstrap() {
@@ -26,7 +29,7 @@ class RpcClient {
   }
 
  private:
-  kj::Own<kj::AsyncIoStream> stream_;
+  kj::Own<kj::AsyncCapabilityStream> stream_;
   kj::Own<capnp::TwoPartyClient> client_;
 };
 

@@ -6,12 +6,15 @@
 namespace fcvm::ipc {
 namespace {
 
-// One connection: its RPC system lives exactly as long as the stream.
+// One connection: its RPC system lives exactly as long as the stream. A Unix socket's accepted
+// stream is a capability stream (as capnp's own listenCapStreamReceiver relies on), so fds can
+// ride along, within the server's limit.
 struct Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
-             capnp::ReaderOptions limits)
+             capnp::ReaderOptions limits, unsigned maxFds)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, limits),
+        network(kj::downcast<kj::AsyncCapabilityStream>(*stream), maxFds,
+                capnp::rpc::twoparty::Side::SERVER, limits),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
@@ -20,8 +23,13 @@ struct Connection {
 
 }  // namespace
 
-RpcServer::RpcServer(std::string name, BootstrapFactory factory, capnp::ReaderOptions limits)
-    : name_(std::move(name)), factory_(std::move(factory)), limits_(limits), connections_(*this) {}
+RpcServer::RpcServer(std::string name, BootstrapFactory factory, capnp::ReaderOptions limits,
+                     unsigned maxFdsPerMessage)
+    : name_(std::move(name)),
+      factory_(std::move(factory)),
+      limits_(limits),
+      maxFds_(maxFdsPerMessage),
+      connections_(*this) {}
 
 RpcServer::~RpcServer() = default;
 
@@ -29,7 +37,7 @@ kj::Promise<void> RpcServer::listen(kj::ConnectionReceiver& listener) {
   return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream> stream) {
     try {
       auto bootstrap = factory_(*stream);
-      auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(bootstrap), limits_);
+      auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(bootstrap), limits_, maxFds_);
       auto done = connection->network.onDisconnect();
       connections_.add(done.attach(kj::mv(connection)));
     } catch (const kj::Exception& e) {

@@ -69,8 +69,12 @@ interface Supervisor {
   # Creates the VM, prepares its image and disk and starts it. Returns once the VM is booting
   # (image or disk problems are errors here). Without `detach` the container's output goes to
   # `output` and the VM lives only as long as `lease`; with `detach` `output` is unused and
-  # `lease` is null.
-  runVm @5 (spec :Common.VmSpec, output :Common.OutputSink, detach :Bool, autoRemove :Bool)
+  # `lease` is null. The image is read with the caller's rights: an oci-archive:/docker-archive:
+  # image comes as `imageArchive`, the file the client opened; an image in podman storage is
+  # looked up by podman running as the caller, with the client's `podmanEnv` (HOME, XDG_*,
+  # CONTAINERS_*: where that user's storage is).
+  runVm @5 (spec :Common.VmSpec, output :Common.OutputSink, detach :Bool, autoRemove :Bool,
+            imageArchive :Common.FileHandle, podmanEnv :List(Text))
       -> (vm :VmInfo, lease :VmLease);
   # Runs a command in the VM's guest OS or container; waits for the guest agent if the VM is
   # still booting.

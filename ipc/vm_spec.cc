@@ -5,6 +5,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "base/error.h"
 #include "base/unique_fd.h"
 
@@ -30,6 +34,72 @@ std::vector<std::string> texts(capnp::List<capnp::Text>::Reader list, const char
 }
 
 }  // namespace
+
+bool isArchiveImage(const std::string& image) {
+  return image.starts_with("oci-archive:") || image.starts_with("docker-archive:");
+}
+
+const std::vector<std::string>& podmanEnvNames() {
+  static const std::vector<std::string> names = {"HOME",
+                                                 "XDG_DATA_HOME",
+                                                 "XDG_CONFIG_HOME",
+                                                 "XDG_RUNTIME_DIR",
+                                                 "CONTAINERS_STORAGE_CONF",
+                                                 "CONTAINERS_CONF",
+                                                 "CONTAINERS_REGISTRIES_CONF",
+                                                 "TMPDIR"};
+  return names;
+}
+
+namespace {
+
+constexpr size_t kMaxPodmanEnv = 16;
+
+void checkPodmanEnvEntry(const std::string& e) {
+  if (e.size() > kMaxText || e.find('\0') != std::string::npos) {
+    throw Error("a podman environment variable is longer than 4096 bytes or has a NUL byte");
+  }
+  auto name = e.substr(0, e.find('='));
+  const auto& names = podmanEnvNames();
+  if (e.find('=') == std::string::npos ||
+      std::find(names.begin(), names.end(), name) == names.end()) {
+    throw Error(fmt::format("'{}' is not a podman environment variable fcvm passes on", name));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> decodePodmanEnv(capnp::List<capnp::Text>::Reader env) {
+  if (env.size() > kMaxPodmanEnv) throw Error("more than 16 podman environment variables");
+  std::vector<std::string> out;
+  for (auto entry : env) {
+    out.emplace_back(entry.cStr(), entry.size());
+    checkPodmanEnvEntry(out.back());
+  }
+  return out;
+}
+
+void writePodmanEnvFile(const std::vector<std::string>& env, const std::string& path) {
+  std::string text = nlohmann::json(env).dump() + "\n";
+  UniqueFd fd(static_cast<int>(
+      checkSys(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600),
+               "create {}", path)));
+  checkSys(::write(fd.get(), text.data(), text.size()), "write {}", path);
+}
+
+std::vector<std::string> readPodmanEnvFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return {};
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (!j.is_array() || j.size() > kMaxPodmanEnv) throw Error(fmt::format("{} is not a list", path));
+  std::vector<std::string> out;
+  for (const auto& e : j) {
+    if (!e.is_string()) throw Error(fmt::format("{}: an entry is not a string", path));
+    out.push_back(e.get<std::string>());
+    checkPodmanEnvEntry(out.back());
+  }
+  return out;
+}
 
 VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   VmSpec s;

@@ -36,6 +36,18 @@ inline constexpr uint32_t kMaxRootfsMib = 1u << 20;  // 1 TiB
 VmSpec decodeVmSpec(rpc::VmSpec::Reader spec);
 void encodeVmSpec(const VmSpec& spec, rpc::VmSpec::Builder out);
 
+// True for an image named as an archive file (oci-archive:PATH, docker-archive:PATH); the rest
+// of the name after the prefix is the path.
+bool isArchiveImage(const std::string& image);
+
+// The environment variables a client may pass for the podman that reads its image storage, and
+// the check of such a list: known names, at most 16 entries of 4 KiB, no NUL. Throws fcvm::Error.
+const std::vector<std::string>& podmanEnvNames();
+std::vector<std::string> decodePodmanEnv(capnp::List<capnp::Text>::Reader env);
+// The same list as the supervisor hands it to a worker, beside the VM's spec file.
+void writePodmanEnvFile(const std::vector<std::string>& env, const std::string& path);
+std::vector<std::string> readPodmanEnvFile(const std::string& path);
+
 // The spec file the supervisor hands a worker (a Cap'n Proto message).
 void writeVmSpecFile(const VmSpec& spec, const std::string& path);
 VmSpec readVmSpecFile(const std::string& path);

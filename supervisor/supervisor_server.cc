@@ -9,6 +9,9 @@ namespace {
 // beyond exec's 64 KiB stdin chunks.
 constexpr uint64_t kMaxClientMessageWords = 1 << 20;  // 8 MiB
 constexpr int kMaxClientNesting = 64;
+// Files a client opened with its own rights and passes along (an image archive, volume
+// directories); more in one message is refused by the RPC layer.
+constexpr unsigned kMaxClientFds = 32;
 
 }  // namespace
 
@@ -20,7 +23,7 @@ SupervisorServer::SupervisorServer(SupervisorContext& context)
             spdlog::debug("connection from uid {} pid {}", caller.uid, caller.pid);
             return kj::heap<SupervisorService>(context, caller);
           },
-          capnp::ReaderOptions{kMaxClientMessageWords, kMaxClientNesting}) {}
+          capnp::ReaderOptions{kMaxClientMessageWords, kMaxClientNesting}, kMaxClientFds) {}
 
 kj::Promise<void> SupervisorServer::listen(kj::ConnectionReceiver& listener) {
   return rpc_.listen(listener);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "ipc/file_handle.h"
 #include "ipc/rpc_error.h"
 
 namespace fcvm::supervisor {
@@ -95,8 +96,24 @@ kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
     kj::Maybe<rpc::OutputSink::Client> output;
     if (params.hasOutput()) output = params.getOutput();
     if (!params.getDetach() && output == nullptr) throw Error("a foreground run needs an output");
-    return context_.vms
-        .run(caller_, std::move(spec), kj::mv(output), params.getDetach(), params.getAutoRemove())
+    auto image = kj::heap<ImageInputs>();
+    image->podmanEnv = ipc::decodePodmanEnv(params.getPodmanEnv());
+    kj::Promise<void> received = kj::READY_NOW;
+    if (ipc::isArchiveImage(spec.image)) {
+      // Never opened by path here: that would read it with the supervisor's powers.
+      if (!params.hasImageArchive()) {
+        throw Error(fmt::format("{}: the client must open the archive and pass it", spec.image));
+      }
+      received = ipc::receiveFile(params.getImageArchive(), spec.image)
+                     .then([&inputs = *image](UniqueFd fd) { inputs.archive = std::move(fd); });
+    }
+    return received
+        .then([this, call, spec = std::move(spec), output = kj::mv(output),
+               image = kj::mv(image)]() mutable {
+          auto params = call.getParams();
+          return context_.vms.run(caller_, std::move(spec), kj::mv(output), params.getDetach(),
+                                  params.getAutoRemove(), std::move(*image));
+        })
         .then([call](RunResult result) mutable {
           auto results = call.getResults();
           fill(results.initVm(), result.record);

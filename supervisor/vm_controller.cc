@@ -335,7 +335,7 @@ void VmController::cleanUp(const ipc::VmRecord& record) {
 
 kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
                                          kj::Maybe<rpc::OutputSink::Client> output, bool detach,
-                                         bool autoRemove) {
+                                         bool autoRemove, ImageInputs image) {
   if (spec.name.empty()) {
     uint32_t bits = 0;
     checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
@@ -348,6 +348,7 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   try {
     ensureOwnedDirectory(paths_.vmDir(id), 0700);
     ipc::writeVmSpecFile(spec, (paths_.vmDir(id) / "spec.bin").string());
+    ipc::writePodmanEnvFile(image.podmanEnv, (paths_.vmDir(id) / "podman-env.json").string());
   } catch (...) {
     removeTree(paths_.vmDir(id));
     registry_.erase(id);
@@ -355,7 +356,9 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   }
   spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
                detach ? ", detached" : "");
-  return launchWorker(io_, paths_, id)
+  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get()};
+  return launchWorker(io_, paths_, id, inputs)
+      .attach(std::move(image.archive))
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);

@@ -11,8 +11,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/paths.h"
+#include "base/unique_fd.h"
 #include "ipc/rpc_client.h"
 #include "ipc/supervisor.capnp.h"
 #include "ipc/vm_spec.h"
@@ -22,6 +24,12 @@
 #include "supervisor/worker_launcher.h"
 
 namespace fcvm::supervisor {
+
+// How a run's image is read with the caller's rights (see Supervisor.runVm).
+struct ImageInputs {
+  UniqueFd archive;                    // an archive image: the file the client opened
+  std::vector<std::string> podmanEnv;  // where the caller's podman storage is
+};
 
 struct RunResult {
   ipc::VmRecord record;
@@ -40,7 +48,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<RunResult> run(const Caller& caller, ipc::VmSpec spec,
                              kj::Maybe<rpc::OutputSink::Client> output, bool detach,
-                             bool autoRemove);
+                             bool autoRemove, ImageInputs image);
   kj::Promise<rpc::Process::Client> exec(const Caller& caller, const std::string& name,
                                          rpc::ExecSpec::Reader request,
                                          rpc::OutputSink::Client output);

@@ -8,14 +8,14 @@
 #include "base/error.h"
 #include "base/install_layout.h"
 #include "base/process_identity.h"
+#include "base/spawn.h"
 #include "ipc/rpc_error.h"
-
-extern char** environ;
 
 namespace fcvm::supervisor {
 namespace {
 
 constexpr int kReadyFd = 3;
+constexpr int kImageArchiveFd = 4;
 constexpr size_t kMaxReadyBytes = 4096;
 
 std::string firstLine(std::string text) {
@@ -35,50 +35,43 @@ UniqueFd openPidfd(const ipc::ProcessId& process) {
 }
 
 kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
-                                         const std::string& id) {
+                                         const std::string& id, const WorkerInputs& inputs) {
   auto binary = siblingBinary("fcvm-worker", "FCVM_WORKER_BIN");
-  std::vector<std::string> argv = {binary.string(),
-                                   "--id",
-                                   id,
-                                   "--data-dir",
-                                   paths.dataDir.string(),
-                                   "--runtime-dir",
-                                   paths.runtimeDir.string(),
-                                   "--memory-dir",
-                                   paths.memoryDir.string(),
-                                   "--ready-fd",
-                                   std::to_string(kReadyFd)};
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
+  SpawnSpec spec;
+  spec.argv = {binary.string(),
+               "--id",
+               id,
+               "--data-dir",
+               paths.dataDir.string(),
+               "--runtime-dir",
+               paths.runtimeDir.string(),
+               "--memory-dir",
+               paths.memoryDir.string(),
+               "--ready-fd",
+               std::to_string(kReadyFd),
+               "--owner",
+               fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid)};
+  spec.env = environmentWith({});
   auto log = (paths.vmDir(id) / "worker.log").string();
-
   int pipeFds[2];
   checkSys(::pipe2(pipeFds, O_CLOEXEC), "pipe");
   UniqueFd readEnd(pipeFds[0]), writeEnd(pipeFds[1]);
   UniqueFd logFd(static_cast<int>(
       checkSys(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
                "open {}", log)));
-  UniqueFd nullFd(static_cast<int>(checkSys(::open("/dev/null", O_RDONLY | O_CLOEXEC), "open")));
-
-  pid_t pid = ::fork();
-  checkSys(pid, "fork for fcvm-worker");
-  if (pid == 0) {
-    // Async-signal-safe calls only. dup2 clears close-on-exec on the copies.
-    ::setsid();
-    if (::dup2(nullFd.get(), 0) == -1 || ::dup2(logFd.get(), 1) == -1 ||
-        ::dup2(logFd.get(), 2) == -1 || ::dup2(writeEnd.get(), kReadyFd) == -1) {
-      ::_exit(126);
-    }
-    ::execve(args[0], args.data(), environ);
-    ::_exit(127);
+  spec.fds = {{1, logFd.get()}, {2, logFd.get()}, {kReadyFd, writeEnd.get()}};
+  if (inputs.imageArchive >= 0) {
+    spec.fds[kImageArchiveFd] = inputs.imageArchive;
+    spec.argv.insert(spec.argv.end(), {"--image-fd", std::to_string(kImageArchiveFd)});
   }
+  // Its own session: the worker outlives this supervisor by design (a restarted one re-adopts it).
+  spec.newSession = true;
+  auto child = spawn(spec);
   writeEnd.reset();
   LaunchedWorker launched;
-  launched.identity.pid = pid;
-  launched.identity.startTime = processStartTime(pid).value_or(0);
-  launched.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!launched.pidfd) throw SysError(errno, "pidfd_open fcvm-worker");
+  launched.identity.pid = child.pid();
+  launched.identity.startTime = processStartTime(child.pid()).value_or(0);
+  launched.pidfd = child.release();
 
   auto input = io.lowLevelProvider->wrapInputFd(
       readEnd.release(),

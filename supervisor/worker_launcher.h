@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/paths.h"
+#include "base/spawn.h"
 #include "base/unique_fd.h"
 #include "ipc/records.h"
 
@@ -18,11 +19,17 @@ struct LaunchedWorker {
   UniqueFd pidfd;  // readable once the worker has exited
 };
 
+// What a worker is given besides its spec file.
+struct WorkerInputs {
+  Credentials owner;      // the VM owner's: the worker prepares host images with these rights
+  int imageArchive = -1;  // the image archive the client opened, if the image is one
+};
+
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it
 // is ready (its VM is booting and its socket listening); fails with the worker's own one-line
 // reason otherwise, after the worker has exited.
 kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
-                                         const std::string& id);
+                                         const std::string& id, const WorkerInputs& inputs);
 
 // A pidfd for the process `process` names (a worker found at adoption, a worker's QEMU), or an
 // invalid fd if that process is gone (its pid may have been reused: the start time must match).

@@ -316,6 +316,74 @@ TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
   EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
 }
 
+// Images are read with the rights of the user who runs the VM, never the supervisor's (root's):
+// another user gets neither root's private archive nor an image from root's podman storage, but
+// runs what it can read itself: its own archive, and its own rootless podman storage.
+TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
+  ok({"supervisor", "start"});       // root's, host-wide: the other user cannot start it
+  auto home = fcvm_.dir() / "home";  // the other user's HOME: its rootless podman storage
+  std::filesystem::create_directories(home);
+  ASSERT_EQ(::chown(home.c_str(), kOtherUid, kOtherUid), 0);
+  std::vector<std::string> userEnv = {"HOME=" + home.string()};
+  auto asUser = [&](const std::vector<std::string>& args) {
+    return fcvm_.fcvm(args, kOtherUid, kVmDeadline, "", userEnv);
+  };
+
+  auto rootOnly = fcvm_.dir() / "root-only.tar";
+  auto saved =
+      runCommand({"podman", "save", "--format", "oci-archive", "-o", rootOnly.string(), kImage},
+                 CommandOptions::withTimeout(std::chrono::minutes(2)));
+  ASSERT_EQ(saved.exitCode, 0) << saved.output;
+  ASSERT_EQ(::chmod(rootOnly.c_str(), 0600), 0);
+  auto denied = asUser({"podman", "run", "--rm", "oci-archive:" + rootOnly.string(), "true"});
+  EXPECT_EQ(denied.exitCode, 1);
+  EXPECT_EQ(denied.output,
+            "fcvm: error: image archive: open " + rootOnly.string() + ": Permission denied\n");
+
+  auto notTheirs = asUser({"podman", "run", "--rm", kImage, "true"});
+  EXPECT_EQ(notTheirs.exitCode, 1);
+  EXPECT_NE(notTheirs.output.find(std::string("fcvm: error: image '") + kImage +
+                                  "' is not in the podman storage of uid 65534"),
+            std::string::npos)
+      << notTheirs.output;
+
+  // Its own archive, readable by it, and an image in its own rootless storage (busybox, imported
+  // by podman running as that user).
+  auto own = fcvm_.dir() / "own.tar";
+  std::filesystem::copy_file(rootOnly, own);
+  ASSERT_EQ(::chown(own.c_str(), kOtherUid, kOtherUid), 0);
+  auto tree = fcvm_.dir() / "tree";
+  std::filesystem::create_directories(tree / "bin");
+  std::filesystem::copy_file("/bin/busybox", tree / "bin" / "busybox");
+  std::filesystem::create_symlink("busybox", tree / "bin" / "sh");
+  CommandOptions podmanAsUser = CommandOptions::withTimeout(std::chrono::minutes(2));
+  podmanAsUser.credentials = Credentials{kOtherUid, kOtherUid, {}};
+  podmanAsUser.environment = {"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + home.string()};
+  podmanAsUser.cwd = "/";
+  auto imported = runCommand(
+      {"sh", "-c", "tar -C \"$0\" -c . | podman import - localhost/mine:1", tree.string()},
+      podmanAsUser);
+  ASSERT_EQ(imported.exitCode, 0) << imported.output;
+  auto fromArchive = asUser({"podman", "run", "-d", "--name", "from-archive",
+                             "oci-archive:" + own.string(), "sh", "-c", "echo archive ok"});
+  EXPECT_EQ(fromArchive.exitCode, 0) << fromArchive.output << supervisorLogTail();
+  auto fromStorage = asUser({"podman", "run", "-d", "--name", "from-storage", "localhost/mine:1",
+                             "/bin/busybox", "sh", "-c", "echo storage ok"});
+  EXPECT_EQ(fromStorage.exitCode, 0) << fromStorage.output << supervisorLogTail();
+  for (const char* name : {"from-archive", "from-storage"}) {
+    auto ended = asUser({"wait", "--name", name, "--condition", "ended"});
+    EXPECT_EQ(ended.output, "stopped 0\n") << name << ": " << ended.output;
+  }
+  EXPECT_EQ(asUser({"logs", "--name", "from-archive"}).output, "archive ok\n");
+  EXPECT_EQ(asUser({"logs", "--name", "from-storage"}).output, "storage ok\n");
+  // A rootless store holds whatever its owner put there, so its image cache entry is that user's.
+  bool ownEntry = false;
+  for (const auto& entry : std::filesystem::directory_iterator(sharedStorage() / "images")) {
+    ownEntry |= entry.path().filename().string().starts_with("v4-u65534-");
+  }
+  EXPECT_TRUE(ownEntry);
+}
+
 TEST_F(VmTest, EightParallelVmsBecomeHealthyExitCleanlyAndStayPrivate) {
   constexpr int kVms = 8;
   std::vector<std::string> names;

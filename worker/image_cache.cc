@@ -1,18 +1,23 @@
 #include "worker/image_cache.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "base/error.h"
 #include "base/paths.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "ipc/vm_spec.h"
 
 namespace fcvm::worker {
 namespace {
@@ -88,33 +93,100 @@ std::string readReference(const std::filesystem::path& dir) {
   return reference;
 }
 
+// The line of podman's output that says what went wrong (rootless podman prints warnings first).
+std::string podmanError(const std::string& output) {
+  std::string last;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("Error: ")) return line.substr(7);
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+std::string homeOf(uid_t uid) {
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return "/";
+  }
+  return entry.pw_dir;
+}
+
+// podman as the image's owner, in the owner's storage: the client's storage settings, nothing of
+// the worker's environment.
+CommandOptions asOwner(const ImageRequest& request, std::chrono::milliseconds timeout) {
+  CommandOptions options = CommandOptions::withTimeout(timeout);
+  options.credentials = request.owner;
+  options.cwd = "/";
+  std::vector<std::string> env = {
+      "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"};
+  bool home = false;
+  for (const auto& e : request.podmanEnv) {
+    auto name = e.substr(0, e.find('='));
+    const auto& allowed = ipc::podmanEnvNames();
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) continue;
+    home |= name == "HOME";
+    env.push_back(e);
+  }
+  if (!home) env.push_back("HOME=" + homeOf(request.owner.uid));
+  options.environment = std::move(env);
+  return options;
+}
+
+std::string whoseStorage(const Credentials& owner) {
+  return owner.uid == 0 ? "root's podman storage"
+                        : fmt::format("the podman storage of uid {}", owner.uid);
+}
+
+// The sha256 of the whole file behind `fd` (read from its start), copying the bytes to `copy`
+// on the way if that is open.
+std::string hashArchive(int fd, int copy, const std::string& what) {
+  Sha256 hash;
+  std::vector<char> buf(1 << 20);
+  for (off_t offset = 0;;) {
+    ssize_t n = retryEintr([&] { return ::pread(fd, buf.data(), buf.size(), offset); });
+    checkSys(n, "read {}", what);
+    if (n == 0) break;
+    hash.update({buf.data(), static_cast<size_t>(n)});
+    for (ssize_t done = 0; copy >= 0 && done < n;) {
+      ssize_t w = retryEintr(
+          [&] { return ::write(copy, buf.data() + done, static_cast<size_t>(n - done)); });
+      checkSys(w, "copy {}", what);
+      done += w;
+    }
+    offset += n;
+  }
+  return hash.hex();
+}
+
 }  // namespace
 
 ImageCache::ImageCache(std::filesystem::path dir) : dir_(std::move(dir)) {
   ensureOwnedDirectory(dir_, 0755);
 }
 
-PreparedImage ImageCache::prepare(const std::string& image, const std::string& logFile) {
-  auto quick = CommandOptions::withTimeout(std::chrono::seconds(60));
+PreparedImage ImageCache::prepare(const ImageRequest& request, const std::string& logFile) {
+  const std::string& image = request.image;
   PreparedImage prepared;
-  std::string archive;  // what `podman load` reads
-  for (const char* prefix : {"oci-archive:", "docker-archive:"}) {
-    if (image.starts_with(prefix)) archive = image.substr(std::string(prefix).size());
-  }
-  bool isArchive = !archive.empty();
-  std::string hostInspect;  // the host's view of the image (a docker-format HEALTHCHECK is here)
+  std::string archiveName;  // the path the user gave, for messages
+  bool isArchive = ipc::isArchiveImage(image);
+  if (isArchive) archiveName = image.substr(image.find(':') + 1);
+  std::string hostInspect;  // the owner's view of the image (a docker-format HEALTHCHECK is here)
+  std::string key;
   if (isArchive) {
-    if (!std::filesystem::is_regular_file(archive)) {
-      throw Error(fmt::format("image archive {} does not exist", archive));
+    if (request.archiveFd < 0) {
+      throw Error(fmt::format("image archive {} was not handed over by the client", archiveName));
     }
-    prepared.digest = sha256File(archive);
+    prepared.digest = hashArchive(request.archiveFd, -1, archiveName);
+    key = prepared.digest.substr(0, 32);
   } else {
-    auto r = runCommand({"podman", "image", "inspect", image}, quick);
+    auto r = runCommand({"podman", "image", "inspect", image},
+                        asOwner(request, std::chrono::seconds(60)));
     if (r.exitCode != 0) {
-      throw Error(
-          fmt::format("image '{}' is not in host podman storage (podman import/load/pull "
-                      "it first)",
-                      image));
+      throw Error(fmt::format("image '{}' is not in {} ({}); podman import/load/pull it first",
+                              image, whoseStorage(request.owner), podmanError(r.output)));
     }
     auto images = nlohmann::json::parse(r.output, nullptr, false);
     if (!images.is_array() || images.empty() || !images[0].contains("Id") ||
@@ -123,10 +195,13 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
     }
     prepared.digest = images[0]["Id"].get<std::string>();
     hostInspect = r.output;
+    // A rootless store holds whatever its owner put there: its entries are that owner's alone.
+    key = (request.owner.uid == 0 ? "" : fmt::format("u{}-", request.owner.uid)) +
+          prepared.digest.substr(0, 32);
   }
   prepared.reference = image;
   // The layout version leads the name, so entries of an older layout are simply not found.
-  auto dir = dir_ / ("v3-" + prepared.digest.substr(0, 32));
+  auto dir = dir_ / ("v4-" + key);
   prepared.disk = dir / "store.ext4";
 
   ensureOwnedDirectory(dir, 0755);
@@ -142,12 +217,28 @@ PreparedImage ImageCache::prepare(const std::string& image, const std::string& l
   auto staging = dir / "staging";
   std::filesystem::remove_all(staging);
   std::filesystem::create_directories(staging);
+  auto quick = CommandOptions::withTimeout(std::chrono::seconds(60));
   CommandOptions slow = CommandOptions::withTimeout(kPodmanTimeout);
   slow.outputFile = logFile;
-  if (archive.empty()) {
-    archive = (staging / "image.tar").string();
-    mustRun({"podman", "save", "--format", "oci-archive", "-o", archive, image}, slow,
-            "export " + image);
+  // What `podman load` reads: a private copy, so the bytes loaded are the bytes hashed.
+  auto archive = (staging / "image.tar").string();
+  if (isArchive) {
+    UniqueFd copy(static_cast<int>(
+        checkSys(::open(archive.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600),
+                 "create {}", archive)));
+    if (hashArchive(request.archiveFd, copy.get(), archiveName) != prepared.digest) {
+      throw Error(
+          fmt::format("image archive {} changed while it was read; run again", archiveName));
+    }
+  } else {
+    auto save = asOwner(request, kPodmanTimeout);
+    save.outputFile = archive;  // stdout: podman, as the owner, writes through our fd
+    save.errorFile = logFile;
+    auto r = runCommand({"podman", "save", "--format", "oci-archive", image}, save);
+    if (r.exitCode != 0) {
+      throw Error(fmt::format("export {} from {} failed (exit {}); see {}", image,
+                              whoseStorage(request.owner), r.exitCode, logFile));
+    }
   }
   // A podman storage root of its own, in the layout the guest's podman (overlay driver) reads.
   // Podman limits the runroot path to 50 characters, so it gets a short one of its own.

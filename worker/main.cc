@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -11,18 +12,30 @@
 int main(int argc, char** argv) {
   CLI::App app{"fcvm-worker: runs one VM for fcvm-supervisor (started by it, not by hand)"};
   std::string id, dataDir, runtimeDir, memoryDir, logLevel = "info";
-  int readyFd = -1;
+  int readyFd = -1, imageFd = -1;
+  std::string owner = "0:0";
   app.add_option("--id", id, "The VM's id")->required();
   app.add_option("--data-dir", dataDir, "The supervisor's data dir")->required();
   app.add_option("--runtime-dir", runtimeDir, "The supervisor's runtime dir")->required();
   app.add_option("--memory-dir", memoryDir, "Where guest RAM files go (tmpfs)")->required();
   app.add_option("--ready-fd", readyFd, "Write 'ready' or 'error: ...' to this fd");
+  app.add_option("--owner", owner, "UID:GID of the VM's owner, whose rights read host images")
+      ->capture_default_str();
+  app.add_option("--image-fd", imageFd, "The image archive the client opened");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     fcvm::initLogging("worker", {fcvm::parseLogLevel(logLevel), ""});
-    fcvm::worker::WorkerOptions options{{dataDir, runtimeDir, memoryDir}, id, std::nullopt};
+    fcvm::worker::WorkerOptions options;
+    options.paths = {dataDir, runtimeDir, memoryDir};
+    options.id = id;
     if (readyFd >= 0) options.readyFd = readyFd;
+    unsigned uid = 0, gid = 0;
+    if (std::sscanf(owner.c_str(), "%u:%u", &uid, &gid) != 2) {
+      throw fcvm::Error("--owner must be UID:GID, not " + owner);
+    }
+    options.owner = fcvm::Credentials::ofUser(uid, gid);
+    options.imageFd = imageFd;
     return fcvm::worker::runWorker(options);
   } catch (const fcvm::Error& e) {
     spdlog::error("{}", e.what());

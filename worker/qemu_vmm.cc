@@ -1,20 +1,13 @@
 #include "worker/qemu_vmm.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <fstream>
 
 #include "base/error.h"
-#include "base/subprocess.h"
-
-extern char** environ;
+#include "base/spawn.h"
 
 namespace fcvm::worker {
 
@@ -91,62 +84,26 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
 }
 
 QemuProcess::QemuProcess(const QemuConfig& config) {
-  auto argv = qemuCommandLine(config);
-  auto program = findInPath(argv[0]);
-  if (!program) throw SysError(ENOENT, "start " + argv[0]);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
   // QEMU's own diagnostics go beside the console log.
   std::string qemuLog =
       config.consoleLog.empty() ? "/dev/null" : config.consoleLog.string() + ".qemu";
-  pid_t parent = ::getpid();
-  // fork, not posix_spawn: QEMU must die with its owner (PR_SET_PDEATHSIG), whoever kills it, so
-  // a killed worker never leaves a VM running. Only async-signal-safe calls until exec.
-  pid_ = ::fork();
-  checkSys(pid_, "fork for qemu");
-  if (pid_ == 0) {
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || ::getppid() != parent) ::_exit(126);
-    int in = ::open("/dev/null", O_RDONLY);
-    int out = ::open(qemuLog.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (in == -1 || out == -1 || ::dup2(in, 0) == -1 || ::dup2(out, 1) == -1 ||
-        ::dup2(out, 2) == -1) {
-      ::_exit(126);
-    }
-    ::execve(program->c_str(), args.data(), environ);
-    ::_exit(127);
-  }
-  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
-  if (!pidfd_) {
-    int e = errno;
-    kill();
-    throw SysError(e, "pidfd_open qemu");
-  }
-}
-
-QemuProcess::~QemuProcess() {
-  if (!reaped_) {
-    kill();
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) == -1 && errno == EINTR) {
-    }
-  }
-}
-
-void QemuProcess::kill() {
-  if (!reaped_) ::kill(pid_, SIGKILL);
+  UniqueFd log(static_cast<int>(
+      checkSys(::open(qemuLog.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), "open {}",
+               qemuLog)));
+  SpawnSpec spec;
+  spec.argv = qemuCommandLine(config);
+  // Nothing of the worker's environment: QEMU needs none of it.
+  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin"};
+  spec.fds = config.inheritedFds;
+  spec.fds[1] = spec.fds[2] = log.get();
+  // QEMU must die with its worker, whoever kills the worker, so a VM never runs on untracked.
+  spec.dieWithParent = true;
+  child_ = spawn(spec);
 }
 
 std::optional<int> QemuProcess::waitExit(std::chrono::milliseconds timeout) {
-  if (reaped_) throw Error("qemu already reaped");
-  pollfd pfd{pidfd_.get(), POLLIN, 0};
-  int n = retryEintr([&] { return ::poll(&pfd, 1, static_cast<int>(timeout.count())); });
-  checkSys(n, "wait for qemu");
-  if (n == 0) return std::nullopt;
-  int status = 0;
-  checkSys(retryEintr([&] { return ::waitpid(pid_, &status, 0); }), "waitpid qemu");
-  reaped_ = true;
-  return status;
+  if (!child_.running()) throw Error("qemu already reaped");
+  return child_.waitFor(timeout);
 }
 
 }  // namespace fcvm::worker

@@ -6,11 +6,12 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "base/unique_fd.h"
+#include "base/spawn.h"
 #include "worker/vmm.h"
 
 namespace fcvm::worker {
@@ -43,6 +44,7 @@ struct QemuConfig {
   std::vector<SerialChannel> channels;
   std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)
   std::string extraKernelArgs;
+  std::map<int, int> inheritedFds;  // QEMU's fd number -> ours, for fds named on its command line
 };
 
 // The kernel command line for a guest under `accel` (TCG needs the host's TSC rate spelled out).
@@ -57,20 +59,15 @@ unsigned hostTscKhz();
 class QemuProcess final : public VmmProcess {
  public:
   explicit QemuProcess(const QemuConfig& config);
-  ~QemuProcess() override;
-  QemuProcess(const QemuProcess&) = delete;
-  QemuProcess& operator=(const QemuProcess&) = delete;
 
   std::string name() const override { return "qemu"; }
-  pid_t pid() const override { return pid_; }
-  int pidfd() const override { return pidfd_.get(); }
+  pid_t pid() const override { return child_.pid(); }
+  int pidfd() const override { return child_.pidfd(); }
   std::optional<int> waitExit(std::chrono::milliseconds timeout) override;
-  void kill() override;
+  void kill() override { child_.kill(); }
 
  private:
-  pid_t pid_ = -1;
-  UniqueFd pidfd_;
-  bool reaped_ = false;
+  ChildProcess child_;
 };
 
 }  // namespace fcvm::worker

@@ -76,8 +76,11 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
   spdlog::info("accelerator {}: {}", accel.name, accel.reason);
 
   auto vmDir = paths.vmDir(options.id);
+  ImageRequest imageRequest{spec.image, options.imageFd, options.owner,
+                            ipc::readPodmanEnvFile((vmDir / "podman-env.json").string())};
   auto image =
-      ImageCache(paths.imageCacheDir()).prepare(spec.image, (vmDir / "image.log").string());
+      ImageCache(paths.imageCacheDir()).prepare(imageRequest, (vmDir / "image.log").string());
+  if (options.imageFd >= 0) ::close(options.imageFd);  // QEMU must not inherit it
   spdlog::info("image {} ready as {} ({})", spec.image, image.reference,
                image.built ? "prepared now" : "cached");
 

@@ -4,8 +4,10 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/paths.h"
+#include "base/spawn.h"
 
 namespace fcvm::worker {
 
@@ -13,6 +15,8 @@ struct WorkerOptions {
   Paths paths;
   std::string id;              // the VM's id; its spec is <data dir>/vms/<id>/spec.bin
   std::optional<int> readyFd;  // gets "ready\n", or "error: <why>\n" if setup failed
+  Credentials owner;           // the VM owner's: host images are read with these rights
+  int imageFd = -1;            // the image archive the client opened, for an archive image
 };
 
 // Returns the process exit code: 0 once the VM has ended (however it ended), 1 if setup failed.

@@ -24,7 +24,8 @@ double bootToContainer(kj::AsyncIoContext& io, const setup::GuestArtifacts& arti
                        const std::filesystem::path& imagesDir, bool waitForStart) {
   auto start = Clock::now();
   worker::ImageCache images(imagesDir);
-  auto prepared = images.prepare(kImage, (imagesDir / "bench.log").string());
+  auto prepared =
+      images.prepare({kImage, -1, Credentials{}, {}}, (imagesDir / "bench.log").string());
   GuestVmOptions options;
   options.imageDisk = prepared.disk;
   GuestVm vm(io, artifacts, options);

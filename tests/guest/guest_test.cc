@@ -5,6 +5,8 @@
 
 #include "base/sha256.h"
 #include "base/subprocess.h"
+#include "ipc/file_handle.h"
+#include "ipc/vm_spec.h"
 #include "tests/guest/guest_vm.h"
 #include "worker/image_cache.h"
 
@@ -22,7 +24,13 @@ class GuestTest : public ::testing::Test {
   std::unique_ptr<GuestVm> boot(const std::string& image = kImage,
                                 std::string* reference = nullptr) {
     worker::ImageCache images(testDataDir() / "images");
-    auto prepared = images.prepare(image, (testDataDir() / "logs" / "images.log").string());
+    worker::ImageRequest request{image, -1, Credentials{}, {}};
+    UniqueFd archive;
+    if (ipc::isArchiveImage(image)) {
+      archive = ipc::openRegularFile(image.substr(image.find(':') + 1));
+      request.archiveFd = archive.get();
+    }
+    auto prepared = images.prepare(request, (testDataDir() / "logs" / "images.log").string());
     if (reference != nullptr) *reference = prepared.reference;
     GuestVmOptions options;
     options.imageDisk = prepared.disk;

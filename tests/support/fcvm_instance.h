@@ -62,7 +62,8 @@ class FcvmInstance {
 
   CommandResult fcvm(std::vector<std::string> args, std::optional<uid_t> uid = std::nullopt,
                      std::chrono::seconds timeout = std::chrono::seconds(60),
-                     const std::string& errorFile = "") const {
+                     const std::string& errorFile = "",
+                     const std::vector<std::string>& extraEnv = {}) const {
     args.insert(args.begin(), binary());
     if (uid) {
       auto id = std::to_string(*uid);
@@ -73,6 +74,7 @@ class FcvmInstance {
     options.timeout = timeout;
     options.extraEnv = env();
     if (uid) options.extraEnv.push_back("FCVM_SOCKET=" + socket().string());
+    options.extraEnv.insert(options.extraEnv.end(), extraEnv.begin(), extraEnv.end());
     options.errorFile = errorFile;
     return runCommand(args, options);
   }

@@ -1,0 +1,277 @@
+#include "base/spawn.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <sstream>
+
+#include "base/error.h"
+
+extern char** environ;
+
+namespace fcvm {
+namespace {
+
+// What the child failed at before exec, reported with errno over the error pipe.
+enum class Step : int {
+  kSession = 1,
+  kParentDeath,
+  kFds,
+  kCwd,
+  kNoNewPrivs,
+  kGroups,
+  kGid,
+  kUid,
+  kExec,
+};
+
+const char* stepName(Step step) {
+  switch (step) {
+    case Step::kSession:
+      return "setsid";
+    case Step::kParentDeath:
+      return "parent-death signal";
+    case Step::kFds:
+      return "fd layout";
+    case Step::kCwd:
+      return "chdir";
+    case Step::kNoNewPrivs:
+      return "no_new_privs";
+    case Step::kGroups:
+      return "setgroups";
+    case Step::kGid:
+      return "setresgid";
+    case Step::kUid:
+      return "setresuid";
+    case Step::kExec:
+      return "exec";
+  }
+  return "setup";
+}
+
+struct Failure {
+  int step;
+  int err;
+};
+
+[[noreturn]] void childFail(int errorPipe, Step step) {
+  Failure f{static_cast<int>(step), errno};
+  ssize_t ignored = ::write(errorPipe, &f, sizeof f);
+  (void)ignored;
+  ::_exit(127);
+}
+
+}  // namespace
+
+Credentials Credentials::ofUser(uid_t uid, gid_t fallbackGid) {
+  Credentials c{uid, fallbackGid, {}};
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return c;
+  }
+  c.gid = entry.pw_gid;
+  int count = 64;
+  std::vector<gid_t> groups(static_cast<size_t>(count));
+  if (::getgrouplist(entry.pw_name, entry.pw_gid, groups.data(), &count) == -1) {
+    groups.resize(static_cast<size_t>(count));
+    ::getgrouplist(entry.pw_name, entry.pw_gid, groups.data(), &count);
+  }
+  groups.resize(static_cast<size_t>(std::max(count, 0)));
+  c.groups = std::move(groups);
+  return c;
+}
+
+std::optional<std::string> findInPath(const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    if (::access(program.c_str(), X_OK) == 0) return program;
+    return std::nullopt;
+  }
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = dir + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  // Administrative tools live in sbin, which a non-root PATH often lacks.
+  for (const char* sbin : {"/usr/sbin/", "/sbin/"}) {
+    std::string candidate = sbin + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> environmentWith(const std::vector<std::string>& overrides) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    auto name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = std::any_of(overrides.begin(), overrides.end(),
+                                [&](const std::string& o) { return o.starts_with(name); });
+    if (!replaced) env.emplace_back(entry);
+  }
+  env.insert(env.end(), overrides.begin(), overrides.end());
+  return env;
+}
+
+std::string describeWaitStatus(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("signal {}", WTERMSIG(status));
+  return fmt::format("status {}", status);
+}
+
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      pidfd_(std::move(other.pidfd_)),
+      reaped_(std::exchange(other.reaped_, false)) {}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
+  if (this != &other) {
+    ChildProcess old(std::move(*this));
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+    reaped_ = std::exchange(other.reaped_, false);
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() {
+  if (running()) {
+    kill();
+    wait();
+  }
+}
+
+void ChildProcess::kill(int signo) const {
+  if (!running()) return;
+  // By pidfd, so a reused pid is never hit; by pid only if there is no pidfd (not yet reaped, so
+  // the pid is still ours).
+  if (pidfd_) {
+    ::syscall(SYS_pidfd_send_signal, pidfd_.get(), signo, nullptr, 0);
+  } else {
+    ::kill(pid_, signo);
+  }
+}
+
+int ChildProcess::wait() {
+  if (!running()) throw Error(fmt::format("process {} was already reaped", pid_));
+  int status = 0;
+  checkSys(retryEintr([&] { return ::waitpid(pid_, &status, 0); }), "waitpid {}", pid_);
+  reaped_ = true;
+  return status;
+}
+
+std::optional<int> ChildProcess::waitFor(std::chrono::milliseconds timeout) {
+  if (!running()) throw Error(fmt::format("process {} was already reaped", pid_));
+  pollfd pfd{pidfd_.get(), POLLIN, 0};
+  int n = retryEintr([&] { return ::poll(&pfd, 1, static_cast<int>(timeout.count())); });
+  checkSys(n, "wait for process {}", pid_);
+  if (n == 0) return std::nullopt;
+  return wait();
+}
+
+UniqueFd ChildProcess::release() {
+  pid_ = -1;
+  return std::move(pidfd_);
+}
+
+ChildProcess spawn(const SpawnSpec& spec) {
+  if (spec.argv.empty()) throw Error("spawn: empty command");
+  auto program = findInPath(spec.argv[0]);
+  if (!program) throw SysError(ENOENT, "start " + spec.argv[0]);
+
+  // Everything the child needs is built here: between fork and exec only async-signal-safe calls.
+  std::vector<char*> argv;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  UniqueFd devNull(static_cast<int>(checkSys(::open("/dev/null", O_RDWR | O_CLOEXEC), "open")));
+  std::map<int, int> fds = spec.fds;
+  for (int stdio = 0; stdio <= 2; ++stdio) fds.emplace(stdio, devNull.get());
+  int highest = 0;
+  for (auto [child, parent] : fds) highest = std::max({highest, child, parent});
+  std::vector<std::pair<int, int>> layout(fds.begin(), fds.end());
+  std::vector<gid_t> groups;
+  if (spec.credentials) groups = spec.credentials->groups;
+
+  int errorFds[2];
+  checkSys(::pipe2(errorFds, O_CLOEXEC), "pipe2");
+  UniqueFd errorRead(errorFds[0]), errorWrite(errorFds[1]);
+  pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  checkSys(pid, "fork for {}", spec.argv[0]);
+  if (pid == 0) {
+    // Move the error pipe and every source above all numbers in play first, so no dup2 below
+    // overwrites a later source or the pipe; dup2 clears close-on-exec on the targets.
+    int base = std::max(highest, errorWrite.get()) + 1;
+    int err = ::fcntl(errorWrite.get(), F_DUPFD_CLOEXEC, base);
+    if (err == -1) ::_exit(127);
+    for (int signo = 1; signo < NSIG; ++signo) ::signal(signo, SIG_DFL);
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (spec.newSession && ::setsid() == -1) childFail(err, Step::kSession);
+    if (spec.dieWithParent) {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);
+      if (::getppid() != parent) ::_exit(127);  // the owner is already gone
+    }
+    for (auto& [child, source] : layout) {
+      source = ::fcntl(source, F_DUPFD_CLOEXEC, base);
+      if (source == -1) childFail(err, Step::kFds);
+    }
+    // Everything closes at exec but the targets, which dup2 marks to stay open; the error pipe
+    // stays usable until then.
+    if (::syscall(SYS_close_range, 0, ~0U, CLOSE_RANGE_CLOEXEC) == -1) childFail(err, Step::kFds);
+    for (auto [child, source] : layout) {
+      if (::dup2(source, child) == -1) childFail(err, Step::kFds);
+    }
+    if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) == -1) childFail(err, Step::kCwd);
+    if (spec.noNewPrivs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
+      childFail(err, Step::kNoNewPrivs);
+    }
+    if (spec.credentials) {
+      // Raw system calls: they change this (the only) thread's credentials, without glibc's
+      // all-threads broadcast.
+      const auto& c = *spec.credentials;
+      if (::syscall(SYS_setgroups, groups.size(), groups.data()) == -1) {
+        childFail(err, Step::kGroups);
+      }
+      if (::syscall(SYS_setresgid, c.gid, c.gid, c.gid) == -1) childFail(err, Step::kGid);
+      if (::syscall(SYS_setresuid, c.uid, c.uid, c.uid) == -1) childFail(err, Step::kUid);
+    }
+    ::execve(program->c_str(), argv.data(), envp.data());
+    childFail(err, Step::kExec);
+  }
+
+  errorWrite.reset();
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  int pidfdErrno = errno;
+  ChildProcess child(pid, std::move(pidfd));
+  Failure failure{};
+  ssize_t n = retryEintr([&] { return ::read(errorRead.get(), &failure, sizeof failure); });
+  if (n == sizeof failure) {
+    child.wait();
+    throw SysError(failure.err, fmt::format("start {} ({})", *program,
+                                            stepName(static_cast<Step>(failure.step))));
+  }
+  if (child.pidfd() < 0) throw SysError(pidfdErrno, "pidfd_open " + *program);
+  return child;
+}
+
+}  // namespace fcvm

@@ -1,0 +1,55 @@
+#include "ipc/file_handle.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "base/error.h"
+#include "ipc/rpc_error.h"
+
+namespace fcvm::ipc {
+namespace {
+
+class FileHandleServer final : public rpc::FileHandle::Server {
+ public:
+  explicit FileHandleServer(UniqueFd fd) : fd_(std::move(fd)) {}
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace
+
+rpc::FileHandle::Client fileHandle(UniqueFd fd) {
+  return kj::heap<FileHandleServer>(std::move(fd));
+}
+
+UniqueFd openRegularFile(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) throw SysError(errno, "open " + path.string());
+  struct stat st {};
+  checkSys(::fstat(fd.get(), &st), "stat {}", path.string());
+  if (!S_ISREG(st.st_mode)) throw Error(fmt::format("{} is not a regular file", path.string()));
+  return fd;
+}
+
+kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what) {
+  return handle.getFd().then([what = std::move(what)](kj::Maybe<int> received) -> UniqueFd {
+    int fd = -1;
+    KJ_IF_MAYBE (f, received) {
+      fd = *f;
+    } else {
+      throwRpcError(kj::str(what.c_str(), ": no file came with the request"));
+    }
+    // The received fd belongs to the capability; keep a copy of our own.
+    UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!copy) throwRpcError(kj::str(what.c_str(), ": ", errnoText(errno).c_str()));
+    struct stat st {};
+    if (::fstat(copy.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      throwRpcError(kj::str(what.c_str(), ": not a regular file"));
+    }
+    return copy;
+  });
+}
+
+}  // namespace fcvm::ipc
