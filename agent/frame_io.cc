@@ -102,17 +102,45 @@ kj::Promise<std::optional<Message>> readMessage(kj::AsyncInputStream& in) {
 FrameWriter::FrameWriter(kj::AsyncOutputStream& out)
     : out_(out), tail_(kj::Promise<void>(kj::READY_NOW).fork()) {}
 
-kj::Promise<void> FrameWriter::send(const Message& message) {
-  kj::Own<capnp::MallocMessageBuilder> frame;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { frame = encode(message); })) {
-    return kj::mv(*e);
-  }
+kj::Promise<void> FrameWriter::append(kj::Own<capnp::MallocMessageBuilder> frame) {
   auto write = tail_.addBranch().then([this, frame = kj::mv(frame)]() mutable {
     auto& f = *frame;
     return capnp::writeMessage(out_, f).attach(kj::mv(frame));
   });
   tail_ = write.fork();
   return tail_.addBranch();
+}
+
+kj::Promise<void> FrameWriter::send(const Message& message) {
+  kj::Own<capnp::MallocMessageBuilder> frame;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { frame = encode(message); })) {
+    return kj::mv(*e);
+  }
+  if (!held_) return append(kj::mv(frame));
+  auto queued = kj::newPromiseAndFulfiller<void>();
+  queue_.push_back({message, kj::mv(frame), kj::mv(queued.fulfiller)});
+  return kj::mv(queued.promise);
+}
+
+void FrameWriter::hold() { held_ = true; }
+
+kj::Promise<void> FrameWriter::sendWhileHeld(const Message& message) {
+  KJ_REQUIRE(held_, "frame writer is not held");
+  kj::Own<capnp::MallocMessageBuilder> frame;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { frame = encode(message); })) {
+    return kj::mv(*e);
+  }
+  return append(kj::mv(frame));
+}
+
+void FrameWriter::release(const std::function<bool(const Message&)>& keep) {
+  held_ = false;
+  auto queue = kj::mv(queue_);
+  for (auto& q : queue) {
+    // The write goes on in the writer's own chain; the sender learns at once that it was queued.
+    if (!keep || keep(q.message)) auto written = append(kj::mv(q.frame));
+    q.sent->fulfill();
+  }
 }
 
 }  // namespace fcvm::agent

@@ -6,7 +6,9 @@
 #include <capnp/message.h>
 #include <kj/async-io.h>
 
+#include <functional>
 #include <optional>
+#include <vector>
 
 #include "agent/messages.h"
 
@@ -35,9 +37,28 @@ class FrameWriter {
   // breaks the protocol's bounds.
   kj::Promise<void> send(const Message& message);
 
+  // Around a snapshot: while held, frames given to send() wait in a queue (their promises pend)
+  // and only sendWhileHeld() frames go out, after everything sent before hold(). release() sends
+  // the queued frames that `keep` accepts (all without it), in order, and resolves every queued
+  // send (a dropped frame counts as sent: its stream is gone).
+  void hold();
+  kj::Promise<void> sendWhileHeld(const Message& message);
+  void release(const std::function<bool(const Message&)>& keep = nullptr);
+  bool held() const { return held_; }
+
  private:
+  struct Queued {
+    Message message;
+    kj::Own<capnp::MallocMessageBuilder> frame;
+    kj::Own<kj::PromiseFulfiller<void>> sent;
+  };
+
+  kj::Promise<void> append(kj::Own<capnp::MallocMessageBuilder> frame);
+
   kj::AsyncOutputStream& out_;
   kj::ForkedPromise<void> tail_;
+  bool held_ = false;
+  std::vector<Queued> queue_;
 };
 
 }  // namespace fcvm::agent

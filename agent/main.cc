@@ -19,6 +19,7 @@
 #include <string>
 
 #include "agent/control_port.h"
+#include "agent/guest_system.h"
 #include "agent/modules.h"
 #include "agent/pid1.h"
 #include "agent/podman_launcher.h"
@@ -81,8 +82,9 @@ int run(const std::string& portPath, bool pid1) {
       io.lowLevelProvider->wrapSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   PodmanLauncher launcher;
   SystemRealtimeClock clock;
+  LinuxGuestSystem system;
   AgentSession session(SessionDeps{*stream, *io.lowLevelProvider, io.unixEventPort,
-                                   io.provider->getTimer(), launcher, clock},
+                                   io.provider->getTimer(), launcher, clock, system},
                        FCVM_AGENT_VERSION);
   auto end = session.run().wait(io.waitScope);
   switch (end.reason) {

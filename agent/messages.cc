@@ -2,6 +2,8 @@
 
 #include <kj/debug.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "ipc/agent.capnp.h"
@@ -58,7 +60,26 @@ RunPlan decodeRunPlan(wire::RunPlan::Reader r) {
       KJ_FAIL_REQUIRE("agent frame: unknown network mode", static_cast<int>(r.getNetwork()));
   }
   plan.clockRealtimeNs = r.getClockRealtimeNs();
+  plan.hostname = text(r.getHostname(), "runPlan.hostname");
+  KJ_REQUIRE(plan.hostname.empty() || isValidHostname(plan.hostname),
+             "agent frame: invalid hostname", plan.hostname);
   return plan;
+}
+
+Resume decodeResume(wire::Resume::Reader r) {
+  Resume resume;
+  resume.realtimeNs = r.getRealtimeNs();
+  resume.hostname = text(r.getHostname(), "resume.hostname");
+  KJ_REQUIRE(isValidHostname(resume.hostname), "agent frame: invalid hostname", resume.hostname);
+  resume.machineId = text(r.getMachineId(), "resume.machineId");
+  KJ_REQUIRE(resume.machineId.size() == wire::MACHINE_ID_BYTES &&
+                 resume.machineId.find_first_not_of("0123456789abcdef") == std::string::npos,
+             "agent frame: machine id is not 32 lowercase hex digits");
+  auto entropy = r.getEntropy();
+  KJ_REQUIRE(entropy.size() >= 32 && entropy.size() <= wire::MAX_ENTROPY_BYTES,
+             "agent frame: entropy outside 32..512 bytes", entropy.size());
+  resume.entropy = std::string(reinterpret_cast<const char*>(entropy.begin()), entropy.size());
+  return resume;
 }
 
 Output decodeOutput(wire::Output::Reader r) {
@@ -144,6 +165,8 @@ struct Encoder {
     b.setNetwork(p.network == NetworkMode::kHost ? wire::NetworkMode::HOST
                                                  : wire::NetworkMode::NONE);
     b.setClockRealtimeNs(p.clockRealtimeNs);
+    KJ_REQUIRE(p.hostname.empty() || isValidHostname(p.hostname), "invalid hostname to send");
+    b.setHostname(asText(p.hostname, "runPlan.hostname"));
   }
   void operator()(const ContainerStarted&) { m.setContainerStarted(); }
   void operator()(const Output& o) {
@@ -191,14 +214,30 @@ struct Encoder {
     b.setStreamId(a.streamId);
     b.setBytes(a.bytes);
   }
+  void operator()(const Freeze&) { m.setFreeze(); }
+  void operator()(const Frozen& f) { m.initFrozen().setError(asText(f.error, "frozen.error")); }
+  void operator()(const Thaw& t) { m.initThaw().setRealtimeNs(t.realtimeNs); }
+  void operator()(const Resume& r) {
+    KJ_REQUIRE(isValidHostname(r.hostname), "invalid hostname to send");
+    KJ_REQUIRE(r.machineId.size() == wire::MACHINE_ID_BYTES, "machine id of the wrong length");
+    KJ_REQUIRE(r.entropy.size() >= 32 && r.entropy.size() <= wire::MAX_ENTROPY_BYTES,
+               "entropy outside 32..512 bytes");
+    auto b = m.initResume();
+    b.setRealtimeNs(r.realtimeNs);
+    b.setHostname(asText(r.hostname, "resume.hostname"));
+    b.setMachineId(asText(r.machineId, "resume.machineId"));
+    b.setEntropy(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(r.entropy.data()), r.entropy.size()));
+  }
 };
 
 }  // namespace
 
 const char* messageName(const Message& message) {
   static constexpr const char* kNames[] = {
-      "hello", "runPlan",    "containerStarted", "output",   "exit", "execRequest",
-      "stdin", "windowSize", "setClock",         "powerOff", "log",  "stdinAck"};
+      "hello",      "runPlan",  "containerStarted", "output", "exit",     "execRequest", "stdin",
+      "windowSize", "setClock", "powerOff",         "log",    "stdinAck", "freeze",      "frozen",
+      "thaw",       "resume"};
   static_assert(std::size(kNames) == std::variant_size_v<Message>);
   return kNames[message.index()];
 }
@@ -246,8 +285,25 @@ Message decode(capnp::MessageReader& frame) {
       auto a = m.getStdinAck();
       return StdinAck{a.getStreamId(), a.getBytes()};
     }
+    case wire::Message::FREEZE:
+      return Freeze{};
+    case wire::Message::FROZEN:
+      return Frozen{text(m.getFrozen().getError(), "frozen.error")};
+    case wire::Message::THAW:
+      return Thaw{m.getThaw().getRealtimeNs()};
+    case wire::Message::RESUME:
+      return decodeResume(m.getResume());
   }
   KJ_FAIL_REQUIRE("agent frame: unknown message type", static_cast<int>(m.which()));
+}
+
+bool isValidHostname(std::string_view name) {
+  if (name.empty() || name.size() > 63 || !std::isalnum(static_cast<unsigned char>(name[0]))) {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
 }
 
 bool isValidUtf8(std::string_view bytes) {

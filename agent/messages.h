@@ -44,6 +44,7 @@ struct RunPlan {
   std::vector<VolumeSpec> volumes;
   NetworkMode network = NetworkMode::kNone;
   int64_t clockRealtimeNs = 0;
+  std::string hostname;  // a valid hostname, or empty
 
   bool operator==(const RunPlan&) const = default;
 };
@@ -120,8 +121,35 @@ struct Log {
   bool operator==(const Log&) const = default;
 };
 
-using Message = std::variant<Hello, RunPlan, ContainerStarted, Output, Exit, ExecRequest, Stdin,
-                             WindowSize, SetClock, PowerOff, Log, StdinAck>;
+struct Freeze {
+  bool operator==(const Freeze&) const = default;
+};
+
+struct Frozen {
+  std::string error;  // empty: frozen
+
+  bool operator==(const Frozen&) const = default;
+};
+
+struct Thaw {
+  int64_t realtimeNs = 0;
+
+  bool operator==(const Thaw&) const = default;
+};
+
+// A clone's identity, given when it is restored from a snapshot.
+struct Resume {
+  int64_t realtimeNs = 0;
+  std::string hostname;   // a valid hostname
+  std::string machineId;  // 32 lowercase hex digits
+  std::string entropy;    // 32..512 bytes
+
+  bool operator==(const Resume&) const = default;
+};
+
+using Message =
+    std::variant<Hello, RunPlan, ContainerStarted, Output, Exit, ExecRequest, Stdin, WindowSize,
+                 SetClock, PowerOff, Log, StdinAck, Freeze, Frozen, Thaw, Resume>;
 
 // The message's union member name ("output", "execRequest", ...), for errors and logs.
 const char* messageName(const Message& message);
@@ -138,5 +166,8 @@ Message decode(capnp::MessageReader& frame);
 
 // True if `bytes` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool isValidUtf8(std::string_view bytes);
+
+// True for a usable hostname: 1..63 characters of [a-zA-Z0-9_.-], starting with a letter or digit.
+bool isValidHostname(std::string_view name);
 
 }  // namespace fcvm::agent

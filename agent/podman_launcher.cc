@@ -44,7 +44,9 @@ std::vector<std::string> podmanRunArgv(const RunPlan& plan) {
                                    // never contacts a registry on its own.
                                    "--pull", "never",
                                    // READY=1 on NOTIFY_SOCKET once the container runs.
-                                   "--sdnotify", "conmon"};
+                                   "--sdnotify", "conmon",
+                                   // The VM's hostname (its name; a clone's own after restore).
+                                   "--uts", "host"};
   if (plan.privileged) argv.push_back("--privileged");
   if (!plan.user.empty()) argv.insert(argv.end(), {"-u", plan.user});
   if (!plan.workdir.empty()) argv.insert(argv.end(), {"-w", plan.workdir});

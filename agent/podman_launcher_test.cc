@@ -12,7 +12,7 @@ TEST(PodmanRunArgv, MinimalPlan) {
   EXPECT_EQ(podmanRunArgv(RunPlan{.image = "localhost/app:1"}),
             (Argv{"podman", "run", "--rm", "--name", "fcvm", "--network", "none",
                   "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--pull", "never",
-                  "--sdnotify", "conmon", "localhost/app:1"}));
+                  "--sdnotify", "conmon", "--uts", "host", "localhost/app:1"}));
 }
 
 TEST(PodmanRunArgv, FullPlan) {
@@ -31,7 +31,8 @@ TEST(PodmanRunArgv, FullPlan) {
                                        "cgroupfs", "--events-backend",
                                        "file",     "--pull",
                                        "never",    "--sdnotify",
-                                       "conmon",   "--privileged",
+                                       "conmon",   "--uts",
+                                       "host",     "--privileged",
                                        "-u",       "1000:1000",
                                        "-w",       "/srv",
                                        "-e",       "A=1",

@@ -6,7 +6,9 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <set>
 
 #include "ipc/agent.capnp.h"
 
@@ -18,7 +20,8 @@ struct AgentSession::ProcessStream {
 
   const uint32_t id;
   const bool tty;
-  ChildProcess child;  // first member: destroyed last, after the fds below are closed
+  bool orphaned = false;  // its host is gone (a clone's restore): no more frames for it
+  ChildProcess child;     // first member: destroyed last, after the fds below are closed
   kj::Own<kj::AsyncInputStream> out;
   kj::Own<kj::AsyncInputStream> err;  // null for a tty
   kj::Own<kj::AsyncOutputStream> in;  // null without stdin, and after eof
@@ -68,6 +71,12 @@ kj::Promise<void> AgentSession::readLoop() {
 }
 
 kj::Promise<void> AgentSession::handle(Message message) {
+  if (helloReceived_ && std::holds_alternative<Hello>(message))
+    return newHost(std::get<Hello>(message));
+  if (awaitingResume_ && !std::holds_alternative<Resume>(message)) {
+    KJ_FAIL_REQUIRE("a restored guest's new host must send resume after hello",
+                    messageName(message));
+  }
   if (!helloReceived_) {
     auto* hello = std::get_if<Hello>(&message);
     if (hello == nullptr) {
@@ -96,11 +105,13 @@ kj::Promise<void> AgentSession::handle(Message message) {
         } else if constexpr (std::is_same_v<T, WindowSize>) {
           resize(m);
         } else if constexpr (std::is_same_v<T, SetClock>) {
-          try {
-            deps_.clock.set(m.realtimeNs);
-          } catch (const kj::Exception& e) {
-            log(std::string("set clock: ") + e.getDescription().cStr());
-          }
+          setClock(m.realtimeNs);
+        } else if constexpr (std::is_same_v<T, Freeze>) {
+          freeze();
+        } else if constexpr (std::is_same_v<T, Thaw>) {
+          thaw(m.realtimeNs);
+        } else if constexpr (std::is_same_v<T, Resume>) {
+          resume(m);
         } else if constexpr (std::is_same_v<T, PowerOff>) {
           finish(SessionEnd{SessionEnd::Reason::kPowerOff, {}});
         } else {
@@ -111,17 +122,102 @@ kj::Promise<void> AgentSession::handle(Message message) {
       message);
 }
 
+void AgentSession::setClock(int64_t realtimeNs) {
+  if (realtimeNs == 0) return;
+  try {
+    deps_.clock.set(realtimeNs);
+  } catch (const kj::Exception& e) {
+    log(std::string("set clock: ") + e.getDescription().cStr());
+  }
+}
+
+void AgentSession::freeze() {
+  if (frozen_) {
+    tasks_.add(writer_.sendWhileHeld(Frozen{"already frozen"}));
+    return;
+  }
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { deps_.system.freezeFilesystems(); })) {
+    tasks_.add(writer_.send(Frozen{std::string("freeze: ") + e->getDescription().cStr()}));
+    return;
+  }
+  // `frozen` is the last frame before the pause: from here both directions are quiet.
+  tasks_.add(writer_.send(Frozen{}));
+  writer_.hold();
+  frozen_ = true;
+}
+
+void AgentSession::thaw(int64_t realtimeNs) {
+  if (!frozen_) {
+    log("ignored thaw: not frozen");
+    return;
+  }
+  setClock(realtimeNs);
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { deps_.system.thawFilesystems(); })) {
+    log(std::string("thaw: ") + e->getDescription().cStr());
+  }
+  frozen_ = false;
+  writer_.release();
+}
+
+kj::Promise<void> AgentSession::newHost(const Hello& hello) {
+  // Only a clone restored from a snapshot meets a second host, and it was frozen then.
+  KJ_REQUIRE(frozen_ && !awaitingResume_, "a second hello outside a restore");
+  KJ_REQUIRE(hello.protocolVersion == wire::PROTOCOL_VERSION,
+             "the new host speaks another protocol", hello.protocolVersion);
+  awaitingResume_ = true;
+  return writer_.sendWhileHeld(Hello{wire::PROTOCOL_VERSION, agentVersion_});
+}
+
+void AgentSession::resume(const Resume& message) {
+  KJ_REQUIRE(awaitingResume_, "resume without a new host's hello");
+  awaitingResume_ = false;
+  // The source's exec streams belong to its host's clients: end them here, silently.
+  // Their ids are free for the new host at once; they live on apart until reaped.
+  std::set<uint32_t> orphans;
+  for (auto it = streams_.begin(); it != streams_.end();) {
+    if (it->first == kContainerStream) {
+      ++it;
+      continue;
+    }
+    auto& stream = *it->second;
+    stream.orphaned = true;
+    stream.child.kill(SIGKILL);
+    orphans.insert(it->first);
+    orphans_[&stream] = kj::mv(it->second);
+    it = streams_.erase(it);
+  }
+  setClock(message.realtimeNs);
+  // Thawed first: the identity is written to the root file system (/etc/machine-id).
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { deps_.system.thawFilesystems(); })) {
+    log(std::string("thaw: ") + e->getDescription().cStr());
+  }
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 deps_.system.setHostname(message.hostname);
+                 deps_.system.setMachineId(message.machineId);
+                 deps_.system.addEntropy(message.entropy);
+               })) {
+    log(std::string("clone identity: ") + e->getDescription().cStr());
+  }
+  frozen_ = false;
+  writer_.release([&orphans](const Message& m) {
+    uint32_t id = kContainerStream;
+    if (auto* o = std::get_if<Output>(&m)) id = o->streamId;
+    if (auto* x = std::get_if<Exit>(&m)) id = x->streamId;
+    if (auto* a = std::get_if<StdinAck>(&m)) id = a->streamId;
+    return orphans.count(id) == 0;
+  });
+}
+
 void AgentSession::startContainer(const RunPlan& plan) {
   if (containerRequested_) {
     log("ignored a second run plan");
     return;
   }
   containerRequested_ = true;
-  if (plan.clockRealtimeNs != 0) {
-    try {
-      deps_.clock.set(plan.clockRealtimeNs);
-    } catch (const kj::Exception& e) {
-      log(std::string("set clock: ") + e.getDescription().cStr());
+  setClock(plan.clockRealtimeNs);
+  if (!plan.hostname.empty()) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { deps_.system.setHostname(plan.hostname); })) {
+      log(std::string("hostname: ") + e->getDescription().cStr());
     }
   }
   SpawnedProcess process;
@@ -184,6 +280,7 @@ kj::Promise<void> AgentSession::pump(ProcessStream& s, kj::AsyncInputStream& in,
   }
   return read.then([this, &s, &in, kind, &buffer](size_t n) -> kj::Promise<void> {
     if (n == 0) return kj::READY_NOW;
+    if (s.orphaned) return pump(s, in, kind, buffer);  // drained, not sent
     return writer_.send(Output{s.id, kind, buffer.substr(0, n)})
         .then([this, &s, &in, kind, &buffer]() { return pump(s, in, kind, buffer); });
   });
@@ -202,7 +299,11 @@ kj::Promise<void> AgentSession::superviseStream(ProcessStream& s) {
         });
         return outputs.exclusiveJoin(kj::mv(grace)).then([status]() { return status; });
       })
-      .then([this, id](ExitStatus status) {
+      .then([this, id, &s](ExitStatus status) -> kj::Promise<void> {
+        if (s.orphaned) {
+          orphans_.erase(&s);
+          return kj::READY_NOW;
+        }
         streams_.erase(id);
         return writer_.send(Exit{id, status.code, status.signal}).then([this, id, status]() {
           if (id == kContainerStream) {
@@ -240,7 +341,9 @@ void AgentSession::feedStdin(const Stdin& message) {
                       .catch_([&s](kj::Exception&&) { s.in = nullptr; })  // reader went away
                       .then([this, &s, acked]() {
                         s.stdinPending -= acked;
-                        if (acked > 0) tasks_.add(writer_.send(StdinAck{s.id, acked}));
+                        if (acked > 0 && !s.orphaned) {
+                          tasks_.add(writer_.send(StdinAck{s.id, acked}));
+                        }
                       })
                       .fork();
   }

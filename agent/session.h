@@ -7,6 +7,10 @@
 // Output is paced by the channel: a pump reads its next chunk once the last frame was written,
 // so a host that stops reading stops the process at its pipe. It ends when the
 // container's exit has been reported, the host asks to power off, or the host closes the stream.
+//
+// Snapshots (see ipc/agent.capnp): `freeze` freezes the file systems and holds every further
+// frame until `thaw`, or, in a clone restored from the snapshot, until a new host's `hello` and
+// `resume`, which also ends the source host's exec streams and sets the clone's identity.
 #pragma once
 
 #include <kj/async-io.h>
@@ -19,6 +23,7 @@
 
 #include "agent/child_process.h"
 #include "agent/frame_io.h"
+#include "agent/guest_system.h"
 #include "agent/process_launcher.h"
 #include "agent/realtime_clock.h"
 
@@ -37,6 +42,7 @@ struct SessionDeps {
   kj::Timer& timer;
   ProcessLauncher& launcher;
   RealtimeClock& clock;
+  GuestSystem& system;
 };
 
 class AgentSession : private kj::TaskSet::ErrorHandler {
@@ -65,6 +71,11 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> superviseStream(ProcessStream& stream);
   kj::Promise<void> pump(ProcessStream& stream, kj::AsyncInputStream& in, OutputKind kind,
                          std::string& buffer);
+  void freeze();
+  void thaw(int64_t realtimeNs);
+  kj::Promise<void> newHost(const Hello& hello);
+  void resume(const Resume& resume);
+  void setClock(int64_t realtimeNs);
   void feedStdin(const Stdin& message);
   void resize(const WindowSize& message);
   void log(const std::string& line);
@@ -76,7 +87,11 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   FrameWriter writer_;
   bool helloReceived_ = false;
   bool containerRequested_ = false;
+  bool frozen_ = false;          // file systems frozen, frames held
+  bool awaitingResume_ = false;  // frozen, and a new host said hello: its resume comes next
   std::map<uint32_t, kj::Own<ProcessStream>> streams_;
+  // Exec streams of a restored clone's previous host: ended, no longer addressable by id.
+  std::map<ProcessStream*, kj::Own<ProcessStream>> orphans_;
   kj::Own<kj::PromiseFulfiller<SessionEnd>> end_;
   kj::TaskSet tasks_;  // after streams_: tasks referencing streams are cancelled first
 };

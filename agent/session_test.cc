@@ -3,9 +3,12 @@
 // (fcvm::worker::AgentChannel) over a socketpair. Nothing here needs root or a VM.
 #include "agent/session.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <map>
 
@@ -20,6 +23,44 @@ class RecordingClock : public RealtimeClock {
  public:
   void set(int64_t realtimeNs) override { values.push_back(realtimeNs); }
   std::vector<int64_t> values;
+};
+
+// A named pipe a test process blocks on until the test writes to it: synchronisation by event.
+struct TempFifo {
+  TempFifo() {
+    char dir[] = "/tmp/fcvm-agent-fifo-XXXXXX";
+    if (::mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp");
+    path = std::string(dir) + "/gate";
+    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo");
+  }
+  ~TempFifo() {
+    ::unlink(path.c_str());
+    ::rmdir(path.substr(0, path.rfind('/')).c_str());
+  }
+  void write(const std::string& text) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);  // waits for the reader
+    if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      throw std::runtime_error("write " + path);
+    }
+    ::close(fd);
+  }
+  std::string path;
+};
+
+class RecordingSystem : public GuestSystem {
+ public:
+  void freezeFilesystems() override {
+    if (!freezeError.empty()) KJ_FAIL_REQUIRE(freezeError);
+    calls.push_back("freeze");
+  }
+  void thawFilesystems() override { calls.push_back("thaw"); }
+  void setHostname(const std::string& h) override { calls.push_back("hostname " + h); }
+  void setMachineId(const std::string& id) override { calls.push_back("machine-id " + id); }
+  void addEntropy(const std::string& bytes) override {
+    calls.push_back("entropy " + std::to_string(bytes.size()));
+  }
+  std::vector<std::string> calls;
+  std::string freezeError;
 };
 
 struct StreamResult {
@@ -45,7 +86,7 @@ class AgentSessionTest : public ::testing::Test {
     hostFd_ = kj::AutoCloseFd(fds[1]);
     session_ =
         kj::heap<AgentSession>(SessionDeps{*agentStream_, *io_.lowLevelProvider, io_.unixEventPort,
-                                           io_.provider->getTimer(), launcher_, clock_},
+                                           io_.provider->getTimer(), launcher_, clock_, system_},
                                "test-agent");
     end_ = session_->run().fork();
   }
@@ -68,16 +109,7 @@ class AgentSessionTest : public ::testing::Test {
         done_.erase(it);
         return r;
       }
-      // A session that fails while the host waits turns into a test failure, not a hang. (One
-      // that ends normally has written everything before ending: keep reading.)
-      using Event = std::optional<worker::AgentEvent>;
-      auto failed = end_.addBranch().then(
-          [](SessionEnd) { return kj::Promise<Event>(kj::NEVER_DONE); },
-          [](kj::Exception&& e) -> kj::Promise<Event> {
-            throw std::runtime_error(std::string("the agent session failed: ") +
-                                     e.getDescription().cStr());
-          });
-      auto event = host_->next().exclusiveJoin(kj::mv(failed)).wait(ws());
+      std::optional<worker::AgentEvent> event = nextEvent();
       if (!event) throw std::runtime_error("agent closed the channel");
       if (auto* out = std::get_if<Output>(&*event)) {
         auto& r = pending_[out->streamId];
@@ -93,6 +125,58 @@ class AgentSessionTest : public ::testing::Test {
         logs_.push_back(log->line);
       }
     }
+  }
+
+  // The host's next event. A session that fails while the host waits turns into a test failure,
+  // not a hang. (One that ends normally has written everything before ending: keep reading.)
+  worker::AgentEvent nextEvent() {
+    using Event = std::optional<worker::AgentEvent>;
+    auto failed =
+        end_.addBranch().then([](SessionEnd) { return kj::Promise<Event>(kj::NEVER_DONE); },
+                              [](kj::Exception&& e) -> kj::Promise<Event> {
+                                throw std::runtime_error(std::string("the agent session failed: ") +
+                                                         e.getDescription().cStr());
+                              });
+    auto event = host_->next().exclusiveJoin(kj::mv(failed)).wait(ws());
+    if (!event) throw std::runtime_error("agent closed the channel");
+    return std::move(*event);
+  }
+
+  // Reads events until the container has been reported started (output is kept in pending_).
+  void awaitContainerStarted() {
+    while (!sawContainerStarted_) {
+      auto event = nextEvent();
+      if (auto* o = std::get_if<Output>(&event)) {
+        (o->kind == OutputKind::kStdout ? pending_[o->streamId].out : pending_[o->streamId].err) +=
+            o->data;
+      } else if (std::holds_alternative<ContainerStarted>(event)) {
+        sawContainerStarted_ = true;
+      } else if (auto* log = std::get_if<Log>(&event)) {
+        logs_.push_back(log->line);
+      } else {
+        FAIL() << "unexpected event while waiting for the container to start";
+      }
+    }
+  }
+
+  // Reads events until stream `id` has printed exactly `text` on stdout (since the last call).
+  void expectOutput(uint32_t id, const std::string& text) {
+    std::string& out = pending_[id].out;
+    while (out.size() < text.size()) {
+      auto event = nextEvent();
+      if (auto* o = std::get_if<Output>(&event)) {
+        (o->kind == OutputKind::kStdout ? pending_[o->streamId].out : pending_[o->streamId].err) +=
+            o->data;
+      } else if (std::holds_alternative<ContainerStarted>(event)) {
+        sawContainerStarted_ = true;
+      } else if (auto* log = std::get_if<Log>(&event)) {
+        logs_.push_back(log->line);
+      } else {
+        FAIL() << "unexpected event while waiting for output of stream " << id;
+      }
+    }
+    EXPECT_EQ(out, text);
+    out.clear();
   }
 
   StreamResult runExec(ExecRequest request) {
@@ -122,6 +206,7 @@ class AgentSessionTest : public ::testing::Test {
   kj::AsyncIoContext io_;
   DirectLauncher launcher_;
   RecordingClock clock_;
+  RecordingSystem system_;
   kj::Own<kj::AsyncIoStream> agentStream_;
   kj::AutoCloseFd hostFd_;
   kj::Own<AgentSession> session_;
@@ -316,6 +401,90 @@ TEST_F(AgentSessionTest, GarbageFromHostEndsTheSessionCleanly) {
                                                 kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   std::string garbage = "\xff\xff\xff\x7f garbage that is not a frame";
   raw->write(garbage.data(), garbage.size()).wait(ws());
+  EXPECT_THROW(end_.addBranch().wait(ws()), kj::Exception);
+}
+
+// A frozen agent sends nothing new until thawed: what processes print meanwhile follows the thaw.
+TEST_F(AgentSessionTest, FreezeFreezesFilesystemsAndHoldsOutputUntilThaw) {
+  connectHost();
+  TempFifo gate;
+  host_
+      ->runContainer(RunPlan{.image = "x",
+                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"}})
+      .wait(ws());
+  expectOutput(kContainerStream, "one\n");
+  awaitContainerStarted();
+  host_->freeze().wait(ws());
+  auto frozen = nextEvent();
+  ASSERT_TRUE(std::holds_alternative<Frozen>(frozen));
+  EXPECT_EQ(std::get<Frozen>(frozen).error, "");
+  EXPECT_EQ(system_.calls, (std::vector<std::string>{"freeze"}));
+  gate.write("two\n");  // the container prints it while the agent is frozen
+  host_->thaw(9'999).wait(ws());
+  expectOutput(kContainerStream, "two\n");
+  EXPECT_EQ(system_.calls, (std::vector<std::string>{"freeze", "thaw"}));
+  EXPECT_EQ(clock_.values, (std::vector<int64_t>{9'999}));
+}
+
+TEST_F(AgentSessionTest, AFailedFreezeHoldsNothing) {
+  connectHost();
+  host_->runContainer(RunPlan{.image = "x", .command = {"sh", "-c", "echo one; sleep 600"}})
+      .wait(ws());
+  expectOutput(kContainerStream, "one\n");
+  awaitContainerStarted();
+  system_.freezeError = "no freezing here";
+  host_->freeze().wait(ws());
+  auto frozen = nextEvent();
+  ASSERT_TRUE(std::holds_alternative<Frozen>(frozen));
+  EXPECT_NE(std::get<Frozen>(frozen).error.find("no freezing here"), std::string::npos);
+  host_->thaw(0).wait(ws());
+  EXPECT_EQ(runExec(shell(1, "echo still here")).out, "still here\n");
+}
+
+// A clone restored from a snapshot: the frozen agent meets a new host, which says hello and gives
+// it its identity. The source host's exec streams end without a word to the new host, and the
+// container's output goes on to it.
+TEST_F(AgentSessionTest, ResumeUnderANewHostGivesTheCloneItsIdentityAndDropsOldExecs) {
+  int cloneFd = ::dup(hostFd_.get());  // the same byte stream, as a restored clone's new host has
+  ASSERT_GE(cloneFd, 0);
+  connectHost();
+  TempFifo gate;
+  host_
+      ->runContainer(RunPlan{.image = "x",
+                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"}})
+      .wait(ws());
+  expectOutput(kContainerStream, "one\n");
+  host_->exec(ExecRequest{.id = 7, .command = {"sh", "-c", "echo old exec; exec sleep 600"}})
+      .wait(ws());
+  expectOutput(7, "old exec\n");
+  awaitContainerStarted();
+  host_->freeze().wait(ws());
+  ASSERT_TRUE(std::holds_alternative<Frozen>(nextEvent()));
+
+  host_ = kj::heap<worker::AgentChannel>(
+      io_.lowLevelProvider->wrapSocketFd(cloneFd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
+      "clone-host");
+  EXPECT_EQ(host_->handshake().wait(ws()).agentVersion, "test-agent");
+  std::string machineId(32, 'a');
+  host_->resume(Resume{4'242, "clone-1", machineId, std::string(64, 'e')}).wait(ws());
+  gate.write("two\n");
+  expectOutput(kContainerStream, "two\n");
+  // Stream ids are the new host's again: 7 is free, and nothing of the old stream 7 arrived (the
+  // channel would have failed on it).
+  EXPECT_EQ(runExec(shell(7, "echo new exec")).out, "new exec\n");
+  EXPECT_EQ(host_->failure(), "");
+  EXPECT_EQ(system_.calls, (std::vector<std::string>{"freeze", "thaw", "hostname clone-1",
+                                                     "machine-id " + machineId, "entropy 64"}));
+  EXPECT_EQ(clock_.values, (std::vector<int64_t>{4'242}));
+}
+
+TEST_F(AgentSessionTest, ASecondHelloOutsideARestoreEndsTheSession) {
+  int rawFd = ::dup(hostFd_.get());
+  ASSERT_GE(rawFd, 0);
+  connectHost();
+  auto raw = io_.lowLevelProvider->wrapSocketFd(rawFd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  FrameWriter writer(*raw);
+  writer.send(Hello{wire::PROTOCOL_VERSION, "intruder"}).wait(ws());
   EXPECT_THROW(end_.addBranch().wait(ws()), kj::Exception);
 }
 

@@ -55,6 +55,8 @@ struct Options {
   std::string name;
   RunArgs run;
   ExecArgs exec;
+  std::string tag;  // snapshot commands
+  int32_t pid = 0;  // snapshot create --pid (a worker), snapshot run --pid (a serve process)
 };
 
 // How long `fcvm rm -f` and a Ctrl-C'd foreground run give the guest to power off.
@@ -82,6 +84,8 @@ class Commands {
       ctx_.out << list.dump(2) << "\n";
     } else {
       ctx_.out << vmTable(reply.getVms());
+      auto serves = session.api().listServesRequest().send().wait(session.waitScope());
+      if (serves.getServes().size() > 0) ctx_.out << "\n" << serveTable(serves.getServes());
     }
     return 0;
   }
@@ -132,22 +136,116 @@ class Commands {
       ctx_.out << name << "\n";
       return 0;
     }
-    // The lease lives in this process: if it dies, however it dies, the supervisor stops the VM.
+    return followForeground(session, reply.getLease(), name);
+  }
+
+  int snapshotCreate() {
+    if (opt_.name.empty() == (opt_.pid == 0)) throw Error("give either --name or --pid");
+    SupervisorSession session(connect(true));
+    auto request = session.api().createSnapshotRequest();
+    request.setName(opt_.name);
+    request.setWorkerPid(opt_.pid);
+    request.setTag(opt_.tag);
+    auto snapshot = request.send().wait(session.waitScope()).getSnapshot();
+    if (opt_.json) {
+      ctx_.out << snapshotToJson(snapshot).dump(2) << "\n";
+    } else {
+      ctx_.out << fmt::format("snapshot '{}' ({}) of VM {}: paused {:.1f} ms, {} MiB of memory\n",
+                              snapshot.getTag().cStr(), snapshot.getId().cStr(),
+                              snapshot.getSourceVm().cStr(), snapshot.getPauseNs() / 1e6,
+                              snapshot.getMemoryBytes() >> 20);
+    }
+    return 0;
+  }
+
+  int snapshotLs() {
+    SupervisorSession session(connect(true));
+    auto reply = session.api().listSnapshotsRequest().send().wait(session.waitScope());
+    if (opt_.json) {
+      json list = json::array();
+      for (auto s : reply.getSnapshots()) list.push_back(snapshotToJson(s));
+      ctx_.out << list.dump(2) << "\n";
+    } else {
+      ctx_.out << snapshotTable(reply.getSnapshots());
+    }
+    return 0;
+  }
+
+  int snapshotRm() {
+    SupervisorSession session(connect(true));
+    auto request = session.api().removeSnapshotRequest();
+    request.setTag(opt_.tag);
+    request.setForce(opt_.force);
+    request.send().wait(session.waitScope());
+    ctx_.out << opt_.tag << "\n";
+    return 0;
+  }
+
+  int snapshotServe() {
+    kj::UnixEventPort::captureSignal(SIGINT);
+    kj::UnixEventPort::captureSignal(SIGTERM);
+    SupervisorSession session(connect(true));
+    auto request = session.api().serveSnapshotRequest();
+    request.setTag(opt_.tag);
+    request.setDetach(opt_.run.detach);
+    auto reply = request.send().wait(session.waitScope());
+    auto serve = reply.getServe();
+    if (opt_.json) {
+      ctx_.out << serveToJson(serve).dump(2) << "\n";
+    } else {
+      ctx_.out << fmt::format("serving snapshot '{}': fcvm-uffd-server pid {} (id {})\n",
+                              serve.getSnapshotTag().cStr(), serve.getPid(), serve.getId().cStr());
+    }
+    ctx_.out.flush();
+    if (opt_.run.detach) return 0;
+    // Until interrupted: the lease lives in this process, and its end stops the serving.
     auto lease = reply.getLease();
     auto& io = session.io();
-    auto exited = lease.waitRequest().send().then(
-        [](auto result) { return static_cast<int>(result.getExit().getCode()); });
+    auto ended = lease.waitRequest().send().then([](auto) {
+      throw Error("the snapshot's serve process ended");
+      return 1;
+    });
     auto interrupted = [&](int signo) {
-      return io.unixEventPort.onSignal(signo).then([&, name](siginfo_t info) {
-        auto stop = session.api().stopVmRequest();
-        stop.setName(name);
-        stop.setTimeoutMs(kInterruptStopMs);
+      return io.unixEventPort.onSignal(signo).then([&](siginfo_t info) {
+        auto stop = session.api().stopServeRequest();
+        stop.setTag(opt_.tag);
         return stop.send().ignoreResult().then([info] { return 128 + info.si_signo; });
       });
     };
-    return exited.exclusiveJoin(interrupted(SIGINT))
+    return ended.exclusiveJoin(interrupted(SIGINT))
         .exclusiveJoin(interrupted(SIGTERM))
         .wait(session.waitScope());
+  }
+
+  int snapshotStop() {
+    SupervisorSession session(connect(true));
+    auto request = session.api().stopServeRequest();
+    request.setTag(opt_.tag);
+    request.send().wait(session.waitScope());
+    ctx_.out << opt_.tag << "\n";
+    return 0;
+  }
+
+  int snapshotRun() {
+    const RunArgs& run = opt_.run;
+    if (opt_.tag.empty() == (opt_.pid == 0)) throw Error("give either --from or --pid");
+    kj::UnixEventPort::captureSignal(SIGINT);
+    kj::UnixEventPort::captureSignal(SIGTERM);
+    SupervisorSession session(connect(true));
+    auto request = session.api().runCloneRequest();
+    request.setTag(opt_.tag);
+    request.setServePid(opt_.pid);
+    request.setName(opt_.name);
+    request.setDetach(run.detach);
+    request.setAutoRemove(run.rm);
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
+    auto reply = request.send().wait(session.waitScope());
+    std::string name = reply.getVm().getName().cStr();
+    if (run.detach) {
+      ctx_.out << name << "\n";
+      return 0;
+    }
+    return followForeground(session, reply.getLease(), name);
   }
 
   int exec() {
@@ -315,6 +413,27 @@ class Commands {
     return 0;
   }
 
+  // A foreground VM: its output arrives through the sink this CLI passed; the lease lives in this
+  // process, so if it dies, however it dies, the supervisor stops the VM. Ctrl-C and SIGTERM stop
+  // it too; the exit code is the container's.
+  int followForeground(SupervisorSession& session, rpc::VmLease::Client lease,
+                       const std::string& name) {
+    auto& io = session.io();
+    auto exited = lease.waitRequest().send().then(
+        [](auto result) { return static_cast<int>(result.getExit().getCode()); });
+    auto interrupted = [&](int signo) {
+      return io.unixEventPort.onSignal(signo).then([&, name](siginfo_t info) {
+        auto stop = session.api().stopVmRequest();
+        stop.setName(name);
+        stop.setTimeoutMs(kInterruptStopMs);
+        return stop.send().ignoreResult().then([info] { return 128 + info.si_signo; });
+      });
+    };
+    return exited.exclusiveJoin(interrupted(SIGINT))
+        .exclusiveJoin(interrupted(SIGTERM))
+        .wait(session.waitScope());
+  }
+
   int notImplemented(const std::string& what) {
     ctx_.err << "fcvm: " << what << " is not implemented yet\n";
     return kExitNotImplemented;
@@ -438,9 +557,6 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   auto on = [&](CLI::App* cmd, std::function<int()> f) {
     cmd->callback([&action, f] { action = f; });
   };
-  auto unimplemented = [&](CLI::App* cmd, std::string what) {
-    on(cmd, [&commands, what] { return commands.notImplemented(what); });
-  };
 
   auto version = app.add_subcommand("version", "Print fcvm's version");
   addJsonFlag(version, opt);
@@ -532,20 +648,50 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   rm->add_flag("-f,--force", opt.force, "Stop it first if it is running");
   on(rm, [&] { return commands.rm(); });
 
-  std::string tag, from;
   auto snapshot = app.add_subcommand("snapshot", "Snapshots of running VMs and their clones");
   snapshot->require_subcommand(1);
-  auto snapCreate = snapshot->add_subcommand("create", "Snapshot a running VM");
-  addNameOption(snapCreate, opt);
-  snapCreate->add_option("--tag", tag, "Snapshot tag")->required();
-  unimplemented(snapCreate, "'fcvm snapshot create'");
-  auto snapServe = snapshot->add_subcommand("serve", "Serve a snapshot's memory to clones");
-  snapServe->add_option("tag", tag, "Snapshot tag")->required();
-  unimplemented(snapServe, "'fcvm snapshot serve'");
+  auto snapCreate = snapshot->add_subcommand(
+      "create", "Snapshot a running VM: it pauses for the copy and goes on");
+  snapCreate->add_option("--name", opt.name, "The VM to snapshot");
+  snapCreate->add_option("--pid", opt.pid, "The VM to snapshot, by its fcvm-worker's pid");
+  snapCreate->add_option("--tag", opt.tag, "The snapshot's tag (unique per user)")->required();
+  addJsonFlag(snapCreate, opt);
+  snapCreate->footer(
+      "The guest's file systems are frozen, the VM paused, its device state, memory and disk "
+      "saved, then it resumes. Prints the pause time.");
+  on(snapCreate, [&] { return commands.snapshotCreate(); });
+  auto snapLs = snapshot->add_subcommand("ls", "List snapshots (yours; root sees all)");
+  addJsonFlag(snapLs, opt);
+  on(snapLs, [&] { return commands.snapshotLs(); });
+  auto snapRm = snapshot->add_subcommand("rm", "Remove a snapshot");
+  snapRm->add_option("tag", opt.tag, "Snapshot tag")->required();
+  snapRm->add_flag("-f,--force", opt.force, "Stop its clones and serve process first");
+  on(snapRm, [&] { return commands.snapshotRm(); });
+  auto snapServe =
+      snapshot->add_subcommand("serve", "Serve a snapshot's memory to clones (fcvm-uffd-server)");
+  snapServe->add_option("tag", opt.tag, "Snapshot tag")->required();
+  snapServe->add_flag("-d,--detach", run.detach, "Print the serve process and return");
+  addJsonFlag(snapServe, opt);
+  snapServe->footer(
+      "In the foreground it serves until this command ends (Ctrl-C), then stops the snapshot's "
+      "clones and the serve process. With -d it serves until 'fcvm snapshot stop TAG'.");
+  on(snapServe, [&] { return commands.snapshotServe(); });
+  auto snapStop = snapshot->add_subcommand(
+      "stop", "Stop serving a snapshot: its clones stop, then its serve process");
+  snapStop->add_option("tag", opt.tag, "Snapshot tag")->required();
+  on(snapStop, [&] { return commands.snapshotStop(); });
   auto snapRun = snapshot->add_subcommand("run", "Start a clone from a snapshot");
-  snapRun->add_option("--from", from, "Snapshot tag")->required();
-  addNameOption(snapRun, opt);
-  unimplemented(snapRun, "'fcvm snapshot run'");
+  snapRun->add_option("--from", opt.tag, "Snapshot tag");
+  snapRun->add_option("--pid", opt.pid, "The snapshot served by this fcvm-uffd-server pid");
+  snapRun->add_option("--name", opt.name, "The clone's name and hostname (default: generated)");
+  snapRun->add_flag("-d,--detach", run.detach, "Print the name and return at once");
+  snapRun->add_flag("--rm", run.rm, "Remove the clone's disk and records when it exits");
+  snapRun->footer(
+      "The clone goes on from the snapshot with its own name, disk, clock and identity; its "
+      "memory is the snapshot's, shared with every other clone until written. In the foreground "
+      "its output from the snapshot on is this command's, and it exits with the container's "
+      "code.");
+  on(snapRun, [&] { return commands.snapshotRun(); });
 
   auto doctor = app.add_subcommand("doctor",
                                    "What this host can do: KVM/TCG, reflink, uffd, "

@@ -58,9 +58,6 @@ TEST(FcvmCliTest, EveryCommandAnswersHelp) {
 }
 
 TEST(FcvmCliTest, UnimplementedCommandsSaySoInOneLine) {
-  auto r = run({"snapshot", "create", "--name", "a", "--tag", "t"});
-  EXPECT_EQ(r.code, kExitNotImplemented);
-  EXPECT_EQ(r.err, "fcvm: 'fcvm snapshot create' is not implemented yet\n");
   // Refused before any VM is created.
   auto ports = run({"podman", "run", "-p", "8080:80", "localhost/busybox", "true"});
   EXPECT_EQ(ports.code, kExitNotImplemented);
@@ -79,6 +76,13 @@ TEST(FcvmCliTest, UsageErrorsAreClear) {
   EXPECT_EQ(noName.code, kExitUsage);
   EXPECT_NE(noName.err.find("--name is required"), std::string::npos) << noName.err;
   EXPECT_EQ(run({"podman", "run", "--mem", "lots", "img"}).code, kExitUsage);
+  // Either the VM's name or its worker's pid, and either a tag or a serve process's pid.
+  auto both = run({"snapshot", "create", "--name", "a", "--pid", "12", "--tag", "t"});
+  EXPECT_EQ(both.code, kExitError);
+  EXPECT_EQ(both.err, "fcvm: error: give either --name or --pid\n");
+  EXPECT_EQ(run({"snapshot", "create", "--name", "a"}).code, kExitUsage);  // no --tag
+  auto neither = run({"snapshot", "run", "--name", "c"});
+  EXPECT_EQ(neither.err, "fcvm: error: give either --from or --pid\n");
 }
 
 TEST(FcvmCliTest, VersionJsonIsJson) {

@@ -42,7 +42,63 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
       {"updated_at", formatTimestamp(vm.getUpdatedAtNs())},
   };
   if (vm.getHasExitCode()) j["exit_code"] = vm.getExitCode();
+  j["snapshot"] = vm.hasSnapshot() && vm.getSnapshot().size() > 0
+                      ? nlohmann::json(vm.getSnapshot().cStr())
+                      : nlohmann::json(nullptr);
   return j;
+}
+
+nlohmann::json serveToJson(rpc::ServeInfo::Reader serve) {
+  return {{"id", serve.getId().cStr()},
+          {"snapshot", serve.getSnapshotTag().cStr()},
+          {"owner_uid", serve.getOwnerUid()},
+          {"pid", serve.getPid()},
+          {"state", serve.getState().cStr()},
+          {"reason", serve.getReason().cStr()},
+          {"started_at", formatTimestamp(serve.getStartedAtNs())}};
+}
+
+nlohmann::json snapshotToJson(rpc::SnapshotInfo::Reader s) {
+  return {{"id", s.getId().cStr()},
+          {"tag", s.getTag().cStr()},
+          {"owner_uid", s.getOwnerUid()},
+          {"state", s.getState().cStr()},
+          {"source_vm", s.getSourceVm().cStr()},
+          {"image", s.getImage().cStr()},
+          {"created_at", formatTimestamp(s.getCreatedAtNs())},
+          {"pause_ms", s.getPauseNs() / 1e6},
+          {"memory_bytes", s.getMemoryBytes()},
+          {"clones", s.getClones()},
+          {"serve", s.getHasServe() ? serveToJson(s.getServe()) : nlohmann::json(nullptr)}};
+}
+
+std::string snapshotTable(capnp::List<rpc::SnapshotInfo>::Reader snapshots) {
+  std::string out =
+      fmt::format("{:<20} {:<16} {:<8} {:<20} {:>7} {:>9}  {:<16} {:>6}  {}\n", "TAG", "ID",
+                  "STATE", "SOURCE", "MEMORY", "PAUSE", "SERVE", "CLONES", "CREATED");
+  for (auto s : snapshots) {
+    std::string serve = "-";
+    if (s.getHasServe()) {
+      serve = fmt::format("{} {}", s.getServe().getState().cStr(), s.getServe().getPid());
+    }
+    out += fmt::format("{:<20} {:<16} {:<8} {:<20} {:>4} MiB {:>6.1f} ms  {:<16} {:>6}  {}\n",
+                       s.getTag().cStr(), s.getId().cStr(), s.getState().cStr(),
+                       s.getSourceVm().cStr(), s.getMemoryBytes() >> 20, s.getPauseNs() / 1e6,
+                       serve, s.getClones(), formatTimestamp(s.getCreatedAtNs()));
+  }
+  return out;
+}
+
+std::string serveTable(capnp::List<rpc::ServeInfo>::Reader serves) {
+  std::string out = fmt::format("{:<20} {:<16} {:>8}  {:<9} {}\n", "SNAPSHOT SERVED", "ID", "PID",
+                                "STATE", "STARTED");
+  for (auto s : serves) {
+    out += fmt::format(
+        "{:<20} {:<16} {:>8}  {:<9} {}{}\n", s.getSnapshotTag().cStr(), s.getId().cStr(),
+        s.getPid(), s.getState().cStr(), formatTimestamp(s.getStartedAtNs()),
+        s.getReason().size() > 0 ? std::string(" (") + s.getReason().cStr() + ")" : std::string());
+  }
+  return out;
 }
 
 std::string vmTable(capnp::List<rpc::VmInfo>::Reader vms) {

@@ -5,8 +5,17 @@
 # (maxFrameWords, maxSegments) and every field is checked by the receiver before use.
 #
 # Order: each side's first message is `hello`; a protocolVersion mismatch closes the channel.
-# Host -> agent: hello, runPlan (once), execRequest, stdin, windowSize, setClock, powerOff.
-# Agent -> host: hello, containerStarted, output, exit, log, stdinAck.
+# Host -> agent: hello, runPlan (once), execRequest, stdin, windowSize, setClock, powerOff,
+#   freeze / thaw (around a snapshot), and in a guest restored from a snapshot: hello, resume.
+# Agent -> host: hello, containerStarted, output, exit, log, stdinAck, frozen.
+#
+# Snapshots. `freeze`: the agent syncs and freezes the guest's file systems, answers `frozen`, and
+# from then on sends nothing (output waits in the pipes) until it is thawed; the host sends
+# nothing either. Both directions of the byte stream are thus at a frame boundary while the VM is
+# paused and saved. The source VM goes on with `thaw`. A clone restored from the snapshot has the
+# same frozen agent, now on a new host connection: that host sends `hello` (the agent answers
+# with its own) and then `resume`, which gives the clone its own identity and clock; the agent
+# ends the exec streams of the source's host (their clients are the source's) and thaws.
 # Stdin is flow-controlled per stream: the host keeps at most stdinWindowBytes of a stream's
 # stdin un-acknowledged; the agent acks bytes once the process took them (or they were dropped
 # because it closed its stdin). A slow reader thus never blocks the channel for other streams.
@@ -16,7 +25,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("fcvm::agent::wire");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 
 # Bounds every receiver enforces (a frame beyond them closes the channel).
 const maxFrameWords :UInt32 = 131072;   # 1 MiB per frame, header excluded
@@ -27,6 +36,8 @@ const maxTextBytes :UInt32 = 4096;      # any one Text field (paths, env entries
 const maxListItems :UInt32 = 1024;      # any one List (command, env, volumes)
 const stdinWindowBytes :UInt32 = 1048576;  # un-acked stdin bytes per stream
 const containerStream :UInt32 = 0;
+const machineIdBytes :UInt32 = 32;        # resume.machineId: lowercase hex
+const maxEntropyBytes :UInt32 = 512;      # resume.entropy
 
 struct Hello {
   protocolVersion @0 :UInt32;
@@ -54,6 +65,7 @@ struct RunPlan {
   volumes @6 :List(Volume);
   network @7 :NetworkMode;
   clockRealtimeNs @8 :Int64;        # 0: leave the guest clock alone
+  hostname @9 :Text;                # the guest's (and the container's) hostname; empty: leave it
 }
 
 enum OutputKind {
@@ -105,6 +117,21 @@ struct StdinAck {
   bytes @1 :UInt32;                 # stdin bytes of this stream now consumed (or dropped)
 }
 
+struct Frozen {
+  error @0 :Text;                   # empty: frozen; else why not (and nothing was held)
+}
+
+struct Thaw {
+  realtimeNs @0 :Int64;             # CLOCK_REALTIME after the pause; 0: leave it
+}
+
+struct Resume {
+  realtimeNs @0 :Int64;             # the guest clock stood still since the snapshot
+  hostname @1 :Text;                # the clone's name
+  machineId @2 :Text;               # machineIdBytes lowercase hex digits, for /etc/machine-id
+  entropy @3 :Data;                 # 32..maxEntropyBytes random bytes to reseed the guest RNG
+}
+
 struct Log {
   line @0 :Text;                    # the agent's own diagnostics, one line
 }
@@ -123,5 +150,9 @@ struct Message {
     powerOff @9 :Void;
     log @10 :Log;
     stdinAck @11 :StdinAck;
+    freeze @12 :Void;
+    frozen @13 :Frozen;
+    thaw @14 :Thaw;
+    resume @15 :Resume;
   }
 }

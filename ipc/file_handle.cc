@@ -34,7 +34,11 @@ UniqueFd openRegularFile(const std::filesystem::path& path) {
 }
 
 kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what) {
-  return handle.getFd().then([what = std::move(what)](kj::Maybe<int> received) -> UniqueFd {
+  auto fd = handle.getFd();
+  // The received fd lives as long as the capability: the continuation holds it until the copy
+  // (an attachment would be dropped before the continuation runs).
+  return fd.then([handle = kj::mv(handle),
+                  what = std::move(what)](kj::Maybe<int> received) mutable -> UniqueFd {
     int fd = -1;
     KJ_IF_MAYBE (f, received) {
       fd = *f;

@@ -40,7 +40,8 @@ std::optional<Health> healthFromString(std::string_view s) {
 
 bool isValid(const VmRecord& r) {
   return r.id.valid() && r.name.valid() && r.image.valid() && r.reason.valid() &&
-         r.network.valid() && static_cast<uint8_t>(r.state) <= kVmStateMax &&
+         r.network.valid() && r.snapshotId.valid() &&
+         static_cast<uint8_t>(r.state) <= kVmStateMax &&
          static_cast<uint8_t>(r.health) <= kHealthMax && r.hasExitCode <= 1;
 }
 

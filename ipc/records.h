@@ -52,8 +52,9 @@ struct VmRecord {
   uint32_t reserved1 = 0;
   ProcessId worker;
   FixedString<128> image;
-  FixedString<128> reason;  // why it failed, or empty
-  FixedString<64> network;  // e.g. "10.20.0.2 via tap-ab12"
+  FixedString<128> reason;     // why it failed, or empty
+  FixedString<64> network;     // e.g. "10.20.0.2 via tap-ab12"
+  FixedString<24> snapshotId;  // the snapshot a clone was started from; empty for other VMs
   int64_t createdAtNs = 0;
   int64_t updatedAtNs = 0;
 

@@ -14,7 +14,7 @@ namespace bip = boost::interprocess;
 namespace {
 
 constexpr char kMagic[8] = {'F', 'C', 'V', 'M', 'S', 'T', 'A', 'T'};
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;  // 2: VmRecord.snapshotId
 
 struct TableHeader {
   char magic[8];

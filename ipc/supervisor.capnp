@@ -22,6 +22,40 @@ struct VmInfo {
   workerPid @10 :Int32;
   createdAtNs @11 :Int64;
   updatedAtNs @12 :Int64;
+  snapshot @13 :Text;        # a clone: the tag of the snapshot it was started from
+}
+
+# A snapshot's serve process (fcvm-uffd-server).
+struct ServeInfo {
+  id @0 :Text;
+  snapshotTag @1 :Text;
+  ownerUid @2 :UInt32;
+  pid @3 :Int32;
+  state @4 :Text;            # starting, serving, failed
+  reason @5 :Text;           # why it failed
+  startedAtNs @6 :Int64;
+}
+
+struct SnapshotInfo {
+  id @0 :Text;
+  tag @1 :Text;
+  ownerUid @2 :UInt32;
+  state @3 :Text;            # creating, ready
+  sourceVm @4 :Text;
+  image @5 :Text;
+  createdAtNs @6 :Int64;
+  pauseNs @7 :UInt64;        # how long the source VM was paused
+  memoryBytes @8 :UInt64;    # guest memory in the image (its data)
+  clones @9 :UInt32;         # clones running from it
+  hasServe @10 :Bool;
+  serve @11 :ServeInfo;
+}
+
+# Held by a foreground `fcvm snapshot serve`: when the last reference goes, the supervisor stops
+# the snapshot's clones and its serve process.
+interface ServeLease {
+  # Resolves when the serve process has ended (stopped, or died).
+  wait @0 () -> ();
 }
 
 struct SupervisorStatus {
@@ -87,4 +121,21 @@ interface Supervisor {
   logs @8 (name :Text, follow :Bool, output :Common.OutputSink, source :LogSource) -> ();
   # Resolves when the VM reaches `condition` (at once if it has); fails if it ended before.
   waitVm @9 (name :Text, condition :WaitCondition) -> (vm :VmInfo);
+
+  # Snapshots a running VM (by name, or by its worker's pid when `workerPid` is not 0) as `tag`.
+  # The snapshot belongs to the VM's owner; the VM is paused for `pauseNs` and goes on.
+  createSnapshot @10 (name :Text, workerPid :Int32, tag :Text) -> (snapshot :SnapshotInfo);
+  listSnapshots @11 () -> (snapshots :List(SnapshotInfo));
+  # Refused while clones of it run, unless `force`, which stops them (and its serve process).
+  removeSnapshot @12 (tag :Text, force :Bool) -> ();
+  # Starts the snapshot's serve process unless one runs. Without `detach` it lives as long as
+  # `lease`; with it, until `stopServe`.
+  serveSnapshot @13 (tag :Text, detach :Bool) -> (serve :ServeInfo, lease :ServeLease);
+  # Stops the snapshot's clones, then its serve process.
+  stopServe @14 (tag :Text) -> ();
+  # Starts a clone of the snapshot `tag`, or of the one the serve process `servePid` serves; the
+  # rest as runVm. A serve process is started if none runs.
+  runClone @15 (tag :Text, servePid :Int32, name :Text, output :Common.OutputSink, detach :Bool,
+                autoRemove :Bool) -> (vm :VmInfo, lease :VmLease);
+  listServes @16 () -> (serves :List(ServeInfo));
 }

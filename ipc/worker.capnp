@@ -33,4 +33,11 @@ interface Worker {
   logs @3 (follow :Bool, output :Common.OutputSink) -> ();
   # Asks the guest to power off, kills QEMU after timeoutMs; resolves once QEMU has exited.
   stop @4 (timeoutMs :UInt32) -> ();
+  # Snapshots the running VM into three files the supervisor created (in the snapshot's staging
+  # directory): the device state, a copy of guest memory (sparse) and a reflink of the disk. The
+  # guest's file systems are frozen meanwhile and the VM paused for the copy; it goes on however
+  # this ends. `restore` is what its clones need to start (JSON: its QEMU's machine, its health
+  # check), which the supervisor keeps beside the files as restore.json.
+  snapshot @5 (state :Common.FileHandle, memory :Common.FileHandle, disk :Common.FileHandle)
+      -> (pauseNs :UInt64, memoryBytes :UInt64, restore :Text);
 }

@@ -115,9 +115,11 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
       socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  VmController vms(io, registry, Paths{dir.path(), dir.path(), dir.path()});
-  SupervisorContext context{registry,      vms, table, dir.path(),        dir.path(),
-                            socket.path(), 0,   {},    shutdown.fulfiller};
+  Paths paths{dir.path(), dir.path(), dir.path()};
+  VmController vms(io, registry, paths);
+  SnapshotController snapshots(io, paths, registry, vms);
+  SupervisorContext context{registry,   vms,           snapshots, table, dir.path(),
+                            dir.path(), socket.path(), 0,         {},    shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
 

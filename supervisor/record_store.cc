@@ -40,6 +40,7 @@ json toJson(const ipc::VmRecord& r) {
   };
   if (r.hasExitCode) j["exit_code"] = r.exitCode;
   if (r.autoRemove) j["auto_remove"] = true;
+  if (!r.snapshotId.view().empty()) j["snapshot_id"] = r.snapshotId.view();
   return j;
 }
 
@@ -73,6 +74,7 @@ ipc::VmRecord fromJson(const json& j) {
   r.createdAtNs = j.at("created_at_ns").get<int64_t>();
   r.updatedAtNs = j.at("updated_at_ns").get<int64_t>();
   r.autoRemove = j.value("auto_remove", false) ? 1 : 0;
+  if (j.contains("snapshot_id")) assignField(r.snapshotId, j, "snapshot_id");
   if (j.contains("exit_code")) {
     r.hasExitCode = 1;
     r.exitCode = j.at("exit_code").get<int32_t>();

@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "ipc/listening_socket.h"
+#include "supervisor/snapshot_controller.h"
 #include "supervisor/supervisor_server.h"
 #include "supervisor/vm_controller.h"
 
@@ -83,6 +84,8 @@ int runSupervisor(const DaemonOptions& options) {
                adoption.orphaned);
 
   vms.adoptLive();
+  SnapshotController snapshots(io, paths, registry, vms);
+  snapshots.adopt();
 
   ipc::ListeningSocket socket(paths.supervisorSocket(), root ? 0666 : 0600);
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
@@ -91,8 +94,9 @@ int runSupervisor(const DaemonOptions& options) {
                               kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{registry,      vms,     table,    paths.dataDir,     paths.runtimeDir,
-                            socket.path(), nowNs(), adoption, shutdown.fulfiller};
+  SupervisorContext context{
+      registry,         vms,           snapshots, table,    paths.dataDir,
+      paths.runtimeDir, socket.path(), nowNs(),   adoption, shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener);
 

@@ -27,6 +27,51 @@ kj::Promise<void> answer(F&& body) {
   }
 }
 
+void fill(rpc::ServeInfo::Builder out, const ServeView& v, const std::string& tag) {
+  out.setId(v.id);
+  out.setSnapshotTag(tag);
+  out.setOwnerUid(v.ownerUid);
+  out.setPid(v.process.pid);
+  out.setState(v.state);
+  out.setReason(v.reason);
+  out.setStartedAtNs(v.startedAtNs);
+}
+
+void fill(rpc::SnapshotInfo::Builder out, const SnapshotView& v) {
+  out.setId(v.meta.id);
+  out.setTag(v.meta.tag);
+  out.setOwnerUid(v.meta.ownerUid);
+  out.setState(v.state);
+  out.setSourceVm(v.meta.sourceVmName);
+  out.setImage(v.meta.image);
+  out.setCreatedAtNs(v.meta.createdAtNs);
+  out.setPauseNs(v.meta.pauseNs);
+  out.setMemoryBytes(v.meta.memoryBytes);
+  out.setClones(v.clones);
+  if (v.serve) {
+    out.setHasServe(true);
+    fill(out.initServe(), *v.serve, v.meta.tag);
+  }
+}
+
+// Held by a foreground `fcvm snapshot serve`: its release, however the client goes, stops the
+// snapshot's clones and its serve process.
+class ServeLeaseImpl final : public rpc::ServeLease::Server {
+ public:
+  ServeLeaseImpl(SnapshotController& snapshots, std::string snapshotId)
+      : snapshots_(snapshots), snapshotId_(std::move(snapshotId)) {}
+  ~ServeLeaseImpl() { snapshots_.leaseReleased(snapshotId_); }
+
+  kj::Promise<void> wait(WaitContext call) override {
+    call.allowCancellation();
+    return snapshots_.whenServeGone(snapshotId_);
+  }
+
+ private:
+  SnapshotController& snapshots_;
+  std::string snapshotId_;
+};
+
 void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
   out.setId(std::string(r.id.view()));
   out.setName(std::string(r.name.view()));
@@ -42,6 +87,11 @@ void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
   out.setWorkerPid(r.worker.pid);
   out.setCreatedAtNs(r.createdAtNs);
   out.setUpdatedAtNs(r.updatedAtNs);
+}
+
+void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, const SnapshotController& snapshots) {
+  fill(out, r);
+  if (!r.snapshotId.view().empty()) out.setSnapshot(snapshots.tagOf(r.snapshotId.str()));
 }
 
 std::string textParam(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
@@ -69,7 +119,9 @@ kj::Promise<void> SupervisorService::status(StatusContext call) {
 kj::Promise<void> SupervisorService::listVms(ListVmsContext call) {
   auto records = context_.registry.visibleTo(caller_);
   auto list = call.getResults().initVms(static_cast<unsigned>(records.size()));
-  for (size_t i = 0; i < records.size(); ++i) fill(list[static_cast<unsigned>(i)], records[i]);
+  for (size_t i = 0; i < records.size(); ++i) {
+    fill(list[static_cast<unsigned>(i)], records[i], context_.snapshots);
+  }
   return kj::READY_NOW;
 }
 
@@ -78,7 +130,7 @@ kj::Promise<void> SupervisorService::getVm(GetVmContext call) {
     auto name = textParam(call.getParams().getName());
     auto record = context_.registry.find(caller_, name);
     if (!record) throw Error(fmt::format("no VM named '{}'", name));
-    fill(call.getResults().initVm(), *record);
+    fill(call.getResults().initVm(), *record, context_.snapshots);
   });
 }
 
@@ -170,6 +222,80 @@ kj::Promise<void> SupervisorService::shutdown(ShutdownContext) {
     spdlog::info("shutdown requested by uid {} (pid {})", caller_.uid, caller_.pid);
     context_.shutdown->fulfill();
   });
+}
+
+kj::Promise<void> SupervisorService::createSnapshot(CreateSnapshotContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.snapshots
+        .create(caller_, textParam(params.getName()), params.getWorkerPid(),
+                textParam(params.getTag()))
+        .then([call](SnapshotView view) mutable { fill(call.getResults().initSnapshot(), view); });
+  });
+}
+
+kj::Promise<void> SupervisorService::listSnapshots(ListSnapshotsContext call) {
+  auto views = context_.snapshots.list(caller_);
+  auto list = call.getResults().initSnapshots(static_cast<unsigned>(views.size()));
+  for (unsigned i = 0; i < list.size(); ++i) fill(list[i], views[i]);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SupervisorService::removeSnapshot(RemoveSnapshotContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    return context_.snapshots.remove(caller_, textParam(params.getTag()), params.getForce());
+  });
+}
+
+kj::Promise<void> SupervisorService::serveSnapshot(ServeSnapshotContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    auto tag = textParam(params.getTag());
+    bool detach = params.getDetach();
+    return context_.snapshots.serve(caller_, tag)
+        .then([this, call, tag, detach](ServeView serve) mutable {
+          auto results = call.getResults();
+          fill(results.initServe(), serve, tag);
+          if (!detach) {
+            results.setLease(kj::heap<ServeLeaseImpl>(context_.snapshots, serve.snapshotId));
+          }
+        });
+  });
+}
+
+kj::Promise<void> SupervisorService::stopServe(StopServeContext call) {
+  return answer(
+      [&] { return context_.snapshots.stopServe(caller_, textParam(call.getParams().getTag())); });
+}
+
+kj::Promise<void> SupervisorService::runClone(RunCloneContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    kj::Maybe<rpc::OutputSink::Client> output;
+    if (params.hasOutput()) output = params.getOutput();
+    if (!params.getDetach() && output == nullptr) throw Error("a foreground run needs an output");
+    return context_.snapshots
+        .runClone(caller_, textParam(params.getTag()), params.getServePid(),
+                  textParam(params.getName()), kj::mv(output), params.getDetach(),
+                  params.getAutoRemove())
+        .then([this, call](RunResult result) mutable {
+          auto results = call.getResults();
+          fill(results.initVm(), result.record, context_.snapshots);
+          KJ_IF_MAYBE (lease, result.lease) {
+            results.setLease(kj::mv(*lease));
+          }
+        });
+  });
+}
+
+kj::Promise<void> SupervisorService::listServes(ListServesContext call) {
+  auto serves = context_.snapshots.serves(caller_);
+  auto list = call.getResults().initServes(static_cast<unsigned>(serves.size()));
+  for (unsigned i = 0; i < list.size(); ++i) {
+    fill(list[i], serves[i], context_.snapshots.tagOf(serves[i].snapshotId));
+  }
+  return kj::READY_NOW;
 }
 
 }  // namespace fcvm::supervisor

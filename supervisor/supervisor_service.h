@@ -8,6 +8,7 @@
 
 #include "ipc/supervisor.capnp.h"
 #include "supervisor/caller.h"
+#include "supervisor/snapshot_controller.h"
 #include "supervisor/vm_controller.h"
 #include "supervisor/vm_registry.h"
 
@@ -17,6 +18,7 @@ namespace fcvm::supervisor {
 struct SupervisorContext {
   VmRegistry& registry;
   VmController& vms;
+  SnapshotController& snapshots;
   const ipc::StateTable& table;
   std::filesystem::path dataDir;
   std::filesystem::path runtimeDir;
@@ -40,6 +42,13 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> stopVm(StopVmContext context) override;
   kj::Promise<void> logs(LogsContext context) override;
   kj::Promise<void> waitVm(WaitVmContext context) override;
+  kj::Promise<void> createSnapshot(CreateSnapshotContext context) override;
+  kj::Promise<void> listSnapshots(ListSnapshotsContext context) override;
+  kj::Promise<void> removeSnapshot(RemoveSnapshotContext context) override;
+  kj::Promise<void> serveSnapshot(ServeSnapshotContext context) override;
+  kj::Promise<void> stopServe(StopServeContext context) override;
+  kj::Promise<void> runClone(RunCloneContext context) override;
+  kj::Promise<void> listServes(ListServesContext context) override;
 
  private:
   SupervisorContext& context_;

@@ -17,6 +17,8 @@
 namespace fcvm::supervisor {
 namespace {
 
+// A snapshot's three files go to the worker in one call.
+constexpr unsigned kWorkerFds = 3;
 // A foreground run whose client went away is stopped with this much grace.
 constexpr uint32_t kLeaseStopGraceMs = 1000;
 // Final records of VMs removed with --rm, kept for a lease's wait() that comes late.
@@ -193,7 +195,7 @@ void VmController::track(const std::string& id, LaunchedWorker worker) {
 void VmController::connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output) {
   try {
     vm.connection = kj::heap<ipc::RpcClient>(
-        io_, ipc::connectUnixSocket(paths_.vmRunDir(vm.id) / "worker.sock"));
+        io_, ipc::connectUnixSocket(paths_.vmRunDir(vm.id) / "worker.sock"), kWorkerFds);
     auto worker = vm.connection->bootstrap<rpc::Worker>();
     auto attach = worker.attachRequest();
     attach.setEvents(kj::heap<WorkerEventsImpl>(*this, vm.id));
@@ -298,6 +300,7 @@ void VmController::finishEnded(const std::string& id) {
     spdlog::info("VM {} ({}) ended: {}{}", final->name.view(), id, ipc::toString(final->state),
                  final->reason.view().empty() ? "" : fmt::format(" ({})", final->reason.view()));
     cleanUp(*final);
+    if (onEnded_) onEnded_(*final);
   }
   // Waiters learn the end only now that nothing of the VM is left but its records.
   for (auto& waiter : vm->waiters) {
@@ -333,9 +336,8 @@ void VmController::cleanUp(const ipc::VmRecord& record) {
   }
 }
 
-kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
-                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
-                                         bool autoRemove, ImageInputs image) {
+ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
+                                   const std::string& snapshotId) {
   if (spec.name.empty()) {
     uint32_t bits = 0;
     checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
@@ -343,22 +345,32 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   }
   ipc::VmRecord record = registry_.create(caller.uid, spec.name, spec.image);
   record.autoRemove = autoRemove ? 1 : 0;
+  record.snapshotId.assignTruncated(snapshotId);
   registry_.update(record);
   std::string id = record.id.str();
   try {
     ensureOwnedDirectory(paths_.vmDir(id), 0700);
     ipc::writeVmSpecFile(spec, (paths_.vmDir(id) / "spec.bin").string());
-    ipc::writePodmanEnvFile(image.podmanEnv, (paths_.vmDir(id) / "podman-env.json").string());
   } catch (...) {
-    removeTree(paths_.vmDir(id));
-    registry_.erase(id);
+    discard(id);
     throw;
   }
-  spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
-               detach ? ", detached" : "");
-  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get()};
+  return record;
+}
+
+void VmController::discard(const std::string& id) {
+  // Nothing of a VM that never started stays behind.
+  removeTree(paths_.vmRunDir(id));
+  removeTree(paths_.vmMemoryFile(id));
+  removeTree(paths_.vmDiskDir(id));
+  removeTree(paths_.vmDir(id));
+  registry_.erase(id);
+}
+
+kj::Promise<RunResult> VmController::launch(const std::string& id, WorkerInputs inputs,
+                                            kj::Maybe<rpc::OutputSink::Client> output,
+                                            bool detach) {
   return launchWorker(io_, paths_, id, inputs)
-      .attach(std::move(image.archive))
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);
@@ -376,14 +388,46 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
             return result;
           },
           [this, id](kj::Exception&& e) -> RunResult {
-            // Nothing of a VM that never started stays behind.
-            removeTree(paths_.vmRunDir(id));
-            removeTree(paths_.vmMemoryFile(id));
-            removeTree(paths_.vmDiskDir(id));
-            removeTree(paths_.vmDir(id));
-            registry_.erase(id);
+            discard(id);
             kj::throwFatalException(kj::mv(e));
           });
+}
+
+kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
+                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                         bool autoRemove, ImageInputs image) {
+  auto record = create(caller, spec, autoRemove, "");
+  std::string id = record.id.str();
+  try {
+    ipc::writePodmanEnvFile(image.podmanEnv, (paths_.vmDir(id) / "podman-env.json").string());
+  } catch (...) {
+    discard(id);
+    throw;
+  }
+  spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
+               detach ? ", detached" : "");
+  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1};
+  return launch(id, inputs, kj::mv(output), detach).attach(std::move(image.archive));
+}
+
+std::vector<ipc::VmRecord> VmController::clonesOf(const std::string& snapshotId) const {
+  std::vector<ipc::VmRecord> clones;
+  for (const auto& r : registry_.visibleTo(Caller{})) {
+    if (r.snapshotId.view() == snapshotId && !ended(r.state)) clones.push_back(r);
+  }
+  return clones;
+}
+
+kj::Promise<void> VmController::stopById(const std::string& id, uint32_t timeoutMs) {
+  auto* vm = live(id);
+  if (vm == nullptr) return kj::READY_NOW;
+  return stopLive(*vm, timeoutMs);
+}
+
+kj::Maybe<rpc::Worker::Client> VmController::workerOf(const std::string& id) {
+  auto* vm = live(id);
+  if (vm == nullptr) return nullptr;
+  return vm->worker;
 }
 
 kj::Promise<rpc::Process::Client> VmController::exec(const Caller& caller, const std::string& name,

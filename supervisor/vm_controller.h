@@ -7,6 +7,7 @@
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -49,6 +50,24 @@ class VmController : private kj::TaskSet::ErrorHandler {
   kj::Promise<RunResult> run(const Caller& caller, ipc::VmSpec spec,
                              kj::Maybe<rpc::OutputSink::Client> output, bool detach,
                              bool autoRemove, ImageInputs image);
+  // run() in two steps, for VMs that need more between them (a clone's memory image): register
+  // the VM (a generated name when it has none) and write its spec, then start its worker. A VM
+  // created but not launched is discarded.
+  ipc::VmRecord create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
+                       const std::string& snapshotId);
+  kj::Promise<RunResult> launch(const std::string& id, WorkerInputs inputs,
+                                kj::Maybe<rpc::OutputSink::Client> output, bool detach);
+  void discard(const std::string& id);
+
+  // The live clones of a snapshot.
+  std::vector<ipc::VmRecord> clonesOf(const std::string& snapshotId) const;
+  // Stops a VM by id (no caller check: the supervisor's own decision); resolves once it ended.
+  kj::Promise<void> stopById(const std::string& id, uint32_t timeoutMs);
+  kj::Maybe<rpc::Worker::Client> workerOf(const std::string& id);
+  // Called with the final record of every VM that ends (after its cleanup).
+  void setEndListener(std::function<void(const ipc::VmRecord&)> listener) {
+    onEnded_ = std::move(listener);
+  }
   kj::Promise<rpc::Process::Client> exec(const Caller& caller, const std::string& name,
                                          rpc::ExecSpec::Reader request,
                                          rpc::OutputSink::Client output);
@@ -84,6 +103,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
   const Paths paths_;
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
+  std::function<void(const ipc::VmRecord&)> onEnded_;
   kj::TaskSet tasks_{*this};
 };
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "agent/messages.h"
 #include "base/error.h"
 #include "base/process_identity.h"
 
@@ -30,17 +31,8 @@ bool isActive(ipc::VmState state) {
          state != ipc::VmState::kFailed;
 }
 
-bool isValidVmName(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  auto alnum = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-  };
-  if (!alnum(name[0])) return false;
-  for (char c : name) {
-    if (!alnum(c) && c != '_' && c != '.' && c != '-') return false;
-  }
-  return true;
-}
+// A VM's name becomes its guest's hostname: the agent's rule.
+bool isValidVmName(std::string_view name) { return agent::isValidHostname(name); }
 
 VmRegistry::VmRegistry(ipc::StateTableWriter& table, const RecordStore& store)
     : table_(table), store_(store), slots_(table.vms().size()) {}

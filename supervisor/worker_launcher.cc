@@ -16,6 +16,7 @@ namespace {
 
 constexpr int kReadyFd = 3;
 constexpr int kImageArchiveFd = 4;
+constexpr int kMemoryFd = 5;
 constexpr size_t kMaxReadyBytes = 4096;
 
 std::string firstLine(std::string text) {
@@ -34,41 +35,22 @@ UniqueFd openPidfd(const ipc::ProcessId& process) {
   return pidfd;
 }
 
-kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
-                                         const std::string& id, const WorkerInputs& inputs) {
-  auto binary = siblingBinary("fcvm-worker", "FCVM_WORKER_BIN");
-  SpawnSpec spec;
-  spec.argv = {binary.string(),
-               "--id",
-               id,
-               "--data-dir",
-               paths.dataDir.string(),
-               "--runtime-dir",
-               paths.runtimeDir.string(),
-               "--memory-dir",
-               paths.memoryDir.string(),
-               "--ready-fd",
-               std::to_string(kReadyFd),
-               "--owner",
-               fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid)};
-  spec.env = environmentWith({});
-  auto log = (paths.vmDir(id) / "worker.log").string();
+kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec,
+                                          const std::string& log, const std::string& what) {
   int pipeFds[2];
   checkSys(::pipe2(pipeFds, O_CLOEXEC), "pipe");
   UniqueFd readEnd(pipeFds[0]), writeEnd(pipeFds[1]);
   UniqueFd logFd(static_cast<int>(
       checkSys(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
                "open {}", log)));
-  spec.fds = {{1, logFd.get()}, {2, logFd.get()}, {kReadyFd, writeEnd.get()}};
-  if (inputs.imageArchive >= 0) {
-    spec.fds[kImageArchiveFd] = inputs.imageArchive;
-    spec.argv.insert(spec.argv.end(), {"--image-fd", std::to_string(kImageArchiveFd)});
-  }
-  // Its own session: the worker outlives this supervisor by design (a restarted one re-adopts it).
+  spec.fds[1] = spec.fds[2] = logFd.get();
+  spec.fds[kReadyFd] = writeEnd.get();
+  spec.argv.insert(spec.argv.end(), {"--ready-fd", std::to_string(kReadyFd)});
+  // Its own session: the daemon outlives this supervisor by design (a restarted one re-adopts it).
   spec.newSession = true;
   auto child = spawn(spec);
   writeEnd.reset();
-  LaunchedWorker launched;
+  LaunchedProcess launched;
   launched.identity.pid = child.pid();
   launched.identity.startTime = processStartTime(child.pid()).value_or(0);
   launched.pidfd = child.release();
@@ -78,7 +60,7 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
       kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP | kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
   auto reading = input->readAllText(kMaxReadyBytes);
   return reading.attach(kj::mv(input))
-      .then([launched = kj::mv(launched), log](kj::String text) mutable -> LaunchedWorker {
+      .then([launched = kj::mv(launched), log, what](kj::String text) mutable -> LaunchedProcess {
         std::string line = firstLine(text.cStr());
         if (line == "ready") return kj::mv(launched);
         // It failed (and exits) or died: reap it, unless it is still going, which it must not be
@@ -86,11 +68,38 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
         int status = 0;
         ::waitpid(launched.identity.pid, &status, 0);
         if (line.starts_with("error: ")) ipc::throwRpcError(line.substr(7).c_str());
-        auto how = WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
-                                       : fmt::format("exit code {}", WEXITSTATUS(status));
-        ipc::throwRpcError(
-            fmt::format("fcvm-worker exited during setup ({}); see {}", how, log).c_str());
+        ipc::throwRpcError(fmt::format("{} exited during setup ({}); see {}", what,
+                                       describeWaitStatus(status), log)
+                               .c_str());
       });
+}
+
+kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
+                                         const std::string& id, const WorkerInputs& inputs) {
+  SpawnSpec spec;
+  spec.argv = {siblingBinary("fcvm-worker", "FCVM_WORKER_BIN").string(),
+               "--id",
+               id,
+               "--data-dir",
+               paths.dataDir.string(),
+               "--runtime-dir",
+               paths.runtimeDir.string(),
+               "--memory-dir",
+               paths.memoryDir.string(),
+               "--owner",
+               fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid)};
+  spec.env = environmentWith({});
+  if (inputs.imageArchive >= 0) {
+    spec.fds[kImageArchiveFd] = inputs.imageArchive;
+    spec.argv.insert(spec.argv.end(), {"--image-fd", std::to_string(kImageArchiveFd)});
+  }
+  if (!inputs.restoreDir.empty()) {
+    spec.fds[kMemoryFd] = inputs.memory;
+    spec.argv.insert(spec.argv.end(), {"--restore-dir", inputs.restoreDir.string(), "--memory-fd",
+                                       std::to_string(kMemoryFd)});
+  }
+  return launchDaemon(io, std::move(spec), (paths.vmDir(id) / "worker.log").string(),
+                      "fcvm-worker");
 }
 
 }  // namespace fcvm::supervisor

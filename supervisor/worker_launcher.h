@@ -5,6 +5,7 @@
 
 #include <kj/async-io.h>
 
+#include <filesystem>
 #include <string>
 
 #include "base/paths.h"
@@ -14,15 +15,27 @@
 
 namespace fcvm::supervisor {
 
-struct LaunchedWorker {
+// A daemon this supervisor started: it outlives the supervisor (own session), so it is known by
+// pid plus start time, and watched through its pidfd.
+struct LaunchedProcess {
   ipc::ProcessId identity;
-  UniqueFd pidfd;  // readable once the worker has exited
+  UniqueFd pidfd;  // readable once the process has exited
 };
+using LaunchedWorker = LaunchedProcess;
+
+// Starts `spec` in its own session with its output appended to `log` and a ready pipe as fd 3,
+// which the daemon writes "ready" to once it serves, or "error: <why>" and exits. Resolves then;
+// fails with the daemon's one-line reason otherwise (after reaping it). `what` names it.
+kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec,
+                                          const std::string& log, const std::string& what);
 
 // What a worker is given besides its spec file.
 struct WorkerInputs {
   Credentials owner;      // the VM owner's: the worker prepares host images with these rights
   int imageArchive = -1;  // the image archive the client opened, if the image is one
+  // A clone: its snapshot's directory and memory image (from the snapshot's serve process).
+  std::filesystem::path restoreDir;
+  int memory = -1;
 };
 
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it

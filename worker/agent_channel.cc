@@ -165,6 +165,39 @@ kj::Promise<void> AgentChannel::powerOff() {
   });
 }
 
+kj::Promise<void> AgentChannel::freeze() {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(containerStarted_, "agent channel: freeze before the container started");
+    KJ_REQUIRE(!freezing_ && !writer_.held(), "agent channel: already frozen");
+    freezing_ = true;
+    auto sent = send(agent::Freeze{});
+    writer_.hold();
+    return sent;
+  });
+}
+
+kj::Promise<void> AgentChannel::thaw(int64_t realtimeNs) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(writer_.held(), "agent channel: thaw without freeze");
+    auto sent = writer_.sendWhileHeld(agent::Thaw{realtimeNs});
+    writer_.release();
+    return sent;
+  });
+}
+
+kj::Promise<void> AgentChannel::resume(const agent::Resume& identity) {
+  return kj::evalNow([&]() {
+    requireUsable();
+    KJ_REQUIRE(handshakeDone_ && !runPlanSent_, "agent channel: resume out of order");
+    runPlanSent_ = true;
+    containerStarted_ = true;
+    streams_[agent::kContainerStream] = StreamState{};
+    return send(identity);
+  });
+}
+
 kj::Promise<std::optional<AgentEvent>> AgentChannel::next() {
   return kj::evalNow([&]() {
     requireUsable();
@@ -230,6 +263,11 @@ std::optional<AgentEvent> AgentChannel::check(agent::Message message) {
     return agent::ContainerStarted{};
   }
   if (auto* log = std::get_if<agent::Log>(&message)) return std::move(*log);
+  if (auto* frozen = std::get_if<agent::Frozen>(&message)) {
+    if (!freezing_) fail("frozen without a freeze");
+    freezing_ = false;
+    return std::move(*frozen);
+  }
   fail(std::string("agent sent a message it may not send: ") + agent::messageName(message));
 }
 

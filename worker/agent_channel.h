@@ -23,7 +23,8 @@
 namespace fcvm::worker {
 
 // What the agent may report after its hello.
-using AgentEvent = std::variant<agent::ContainerStarted, agent::Output, agent::Exit, agent::Log>;
+using AgentEvent =
+    std::variant<agent::ContainerStarted, agent::Output, agent::Exit, agent::Log, agent::Frozen>;
 
 class AgentChannel {
  public:
@@ -49,6 +50,15 @@ class AgentChannel {
   kj::Promise<void> resize(uint32_t streamId, uint16_t rows, uint16_t cols);
   kj::Promise<void> setClock(int64_t realtimeNs);
   kj::Promise<void> powerOff();
+
+  // Around a snapshot (ipc/agent.capnp). freeze() asks the agent to freeze and holds everything
+  // sent after it; the agent's answer comes through next() as a Frozen event. thaw() lets the
+  // agent and the held frames go on.
+  kj::Promise<void> freeze();
+  kj::Promise<void> thaw(int64_t realtimeNs);
+  // In a clone restored from a snapshot, after handshake(): gives the guest its identity. The
+  // container (stream 0) is already running, from the snapshot, and its output follows.
+  kj::Promise<void> resume(const agent::Resume& identity);
 
   // The agent's next checked event; null when the agent closed the stream cleanly between frames.
   // One call at a time. Flow-control frames (stdinAck) are handled here, never returned.
@@ -81,6 +91,7 @@ class AgentChannel {
   bool handshakeDone_ = false;
   bool runPlanSent_ = false;
   bool containerStarted_ = false;
+  bool freezing_ = false;                    // a freeze was sent and its Frozen answer not yet read
   std::map<uint32_t, StreamState> streams_;  // opened by us, closed by the agent's exit
   std::string failure_;
   std::optional<AgentEvent> nextEvent_;  // handed from readUntilEvent() to next()

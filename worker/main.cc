@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
   app.add_option("--owner", owner, "UID:GID of the VM's owner, whose rights read host images")
       ->capture_default_str();
   app.add_option("--image-fd", imageFd, "The image archive the client opened");
+  std::string restoreDir;
+  int memoryFd = -1;
+  app.add_option("--restore-dir", restoreDir, "Start a clone of the snapshot in this directory");
+  app.add_option("--memory-fd", memoryFd, "The snapshot's memory image, for a clone");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -36,6 +40,8 @@ int main(int argc, char** argv) {
     }
     options.owner = fcvm::Credentials::ofUser(uid, gid);
     options.imageFd = imageFd;
+    options.restoreDir = restoreDir;
+    options.memoryFd = memoryFd;
     return fcvm::worker::runWorker(options);
   } catch (const fcvm::Error& e) {
     spdlog::error("{}", e.what());

@@ -25,6 +25,7 @@ unsigned hostTscKhz() {
 }
 
 std::string kernelCommandLine(const QemuConfig& config) {
+  if (!config.kernelCommandLine.empty()) return config.kernelCommandLine;
   // quiet + panic=-1 with -no-reboot: a guest panic ends QEMU instead of hanging the VM.
   std::string args = "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests";
   if (config.accel == "tcg") {
@@ -42,8 +43,9 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                    "-no-reboot"};
   if (!config.memoryFile.empty()) {
     argv.insert(argv.end(),
-                {"-object", fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share=on",
-                                        config.memoryMib, config.memoryFile.string())});
+                {"-object", fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share={}",
+                                        config.memoryMib, config.memoryFile.string(),
+                                        config.memoryShared ? "on" : "off")});
     machine += ",memory-backend=mem";
   }
   argv.insert(
@@ -80,6 +82,12 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                    "-device", fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
     }
   }
+  if (!config.qmpSocket.empty()) {
+    argv.insert(argv.end(),
+                {"-chardev", fmt::format("socket,id=qmp,path={}", config.qmpSocket.string()),
+                 "-mon", "chardev=qmp,mode=control"});
+  }
+  if (config.incoming) argv.insert(argv.end(), {"-incoming", "defer"});
   return argv;
 }
 

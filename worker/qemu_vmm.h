@@ -38,8 +38,16 @@ struct QemuConfig {
   std::filesystem::path initramfs;
   std::filesystem::path rootDisk;
   bool rootDiskSnapshot = false;  // guest writes go to a throwaway overlay, never to rootDisk
-  // Guest RAM in this file, mapped shared, so the VM can be snapshotted; anonymous if empty.
+  // Guest RAM in this file, anonymous if empty. Mapped shared (a VM that can be snapshotted: its
+  // RAM is the file), or private (a clone: the snapshot's image, copy-on-write per clone).
   std::filesystem::path memoryFile;
+  bool memoryShared = true;
+  // QEMU's monitor (QMP) connects to this Unix socket, where the host already listens.
+  std::filesystem::path qmpSocket;
+  // Waits for its device state (QMP migrate-incoming) instead of booting: a clone.
+  bool incoming = false;
+  // The kernel command line as another VM had it (a clone keeps its snapshot's); empty: build it.
+  std::string kernelCommandLine;
   std::vector<ExtraDisk> extraDisks;
   std::vector<SerialChannel> channels;
   std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)

@@ -1,13 +1,11 @@
 #include "worker/vm_disk.h"
 
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/file_copy.h"
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
@@ -16,21 +14,6 @@ namespace fcvm::worker {
 namespace {
 
 constexpr auto kResizeTimeout = std::chrono::minutes(5);
-
-// Copies the whole file when the file system cannot clone (the data dir was set up elsewhere).
-void copyContents(int from, int to, const std::filesystem::path& path) {
-  struct stat st {};
-  checkSys(::fstat(from, &st), "stat the base rootfs");
-  off_t offset = 0;
-  while (offset < st.st_size) {
-    ssize_t n = retryEintr([&] {
-      return ::copy_file_range(from, &offset, to, nullptr, static_cast<size_t>(st.st_size - offset),
-                               0);
-    });
-    checkSys(n, "copy the base rootfs to {}", path.string());
-    if (n == 0) throw Error("copy the base rootfs to " + path.string() + ": unexpected end");
-  }
-}
 
 void run(const std::vector<std::string>& argv, const std::string& what) {
   auto r =
@@ -54,15 +37,8 @@ VmDiskInfo createVmDisk(const std::filesystem::path& base, const std::filesystem
                "create VM disk {}", path.string())));
   VmDiskInfo info{path, 0, true};
   try {
-    if (::ioctl(to.get(), FICLONE, from.get()) == -1) {
-      int e = errno;
-      if (e != EOPNOTSUPP && e != EXDEV && e != EINVAL && e != ENOTTY) {
-        throw SysError(e, "reflink " + base.string() + " to " + path.string());
-      }
-      spdlog::warn("cannot reflink {} ({}); copying the whole disk", path.string(), errnoText(e));
-      info.reflinked = false;
-      copyContents(from.get(), to.get(), path);
-    }
+    info.reflinked = cloneOrCopy(from.get(), to.get(), base.string() + " to " + path.string());
+    if (!info.reflinked) spdlog::warn("could not reflink {}; copied the whole disk", path.string());
     struct stat st {};
     checkSys(::fstat(to.get(), &st), "stat {}", path.string());
     info.sizeBytes = static_cast<uint64_t>(st.st_size);

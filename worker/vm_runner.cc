@@ -1,5 +1,6 @@
 #include "worker/vm_runner.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 
@@ -8,8 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/file_copy.h"
 #include "ipc/agent.capnp.h"
 #include "ipc/rpc_error.h"
+#include "worker/vm_snapshot.h"
 
 namespace fcvm::worker {
 namespace {
@@ -24,6 +27,8 @@ constexpr auto kHealthInterval = 10 * kj::SECONDS;
 constexpr unsigned kHealthFailures = 3;
 // A `logs -f` reader that falls this far behind is cut off rather than buffered without end.
 constexpr size_t kFollowerBacklogBytes = 16 << 20;
+// A guest that does not answer a freeze within this time fails the snapshot (and is thawed).
+constexpr auto kFreezeDeadline = 30 * kj::SECONDS;
 // The exit status reported for a container the user stopped (podman's "killed").
 constexpr ExitStatus kStoppedStatus{137, 9};
 
@@ -133,6 +138,7 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
       parts_(kj::mv(parts)),
       vmmExit_(io.unixEventPort, parts_.vmm->pidfd(), kj::UnixEventPort::FdObserver::OBSERVE_READ),
       log_(parts_.containerLog),
+      qmpReady_(nullptr),
       agentReady_(nullptr),
       containerRunning_(nullptr),
       drained_(nullptr),
@@ -150,6 +156,14 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
   endedFulfiller_ = kj::mv(ended.fulfiller);
   endedPromise_ = ended.promise.fork();
   tasks_.add(watchVmm());
+  kj::Promise<void> qmp = kj::READY_NOW;
+  if (parts_.qmp) {
+    qmp = parts_.qmp->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
+      qmp_ = kj::heap<QmpClient>(kj::mv(stream));
+      return qmp_->handshake();
+    });
+  }
+  qmpReady_ = qmp.fork();
 }
 
 VmRunner::~VmRunner() = default;
@@ -171,7 +185,18 @@ void VmRunner::attach(rpc::WorkerEvents::Client events, kj::Maybe<rpc::OutputSin
   }
 }
 
+kj::Promise<void> VmRunner::withBootDeadline(kj::Promise<void> start) {
+  auto tooLate = io_.provider->getTimer()
+                     .afterDelay(parts_.bootDeadline.count() * kj::SECONDS)
+                     .then([this]() -> kj::Promise<void> {
+                       return ipc::rpcError(kj::str("the guest agent did not answer within ",
+                                                    parts_.bootDeadline.count(), " s"));
+                     });
+  return start.exclusiveJoin(kj::mv(tooLate));
+}
+
 kj::Promise<void> VmRunner::runGuest() {
+  if (parts_.restore) return restoreGuest();
   auto handshake = parts_.control->accept()
                        .then([this](kj::Own<kj::AsyncIoStream> stream) {
                          channel_ =
@@ -181,13 +206,7 @@ kj::Promise<void> VmRunner::runGuest() {
                        .then([](agent::Hello hello) {
                          spdlog::info("guest agent {} answered", hello.agentVersion);
                        });
-  auto tooLate = io_.provider->getTimer()
-                     .afterDelay(parts_.bootDeadline.count() * kj::SECONDS)
-                     .then([this]() -> kj::Promise<void> {
-                       return ipc::rpcError(kj::str("the guest agent did not answer within ",
-                                                    parts_.bootDeadline.count(), " s"));
-                     });
-  return handshake.exclusiveJoin(kj::mv(tooLate))
+  return withBootDeadline(kj::mv(handshake))
       .then([this] {
         parts_.plan.clockRealtimeNs = realtimeNs();
         return channel_->runContainer(parts_.plan);
@@ -198,6 +217,35 @@ kj::Promise<void> VmRunner::runGuest() {
                  parts_.healthCheck.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
         return pump();
       });
+}
+
+// A clone: QEMU loads the snapshot's device state and resumes the guest, whose frozen agent meets
+// this worker as a new host, takes the clone's identity and thaws. Its container runs on.
+kj::Promise<void> VmRunner::restoreGuest() {
+  auto restored = qmpReady_.addBranch()
+                      .then([this] { return loadDeviceState(*qmp_, parts_.restore->state.get()); })
+                      .then([this] {
+                        parts_.restore->state.reset();
+                        return qmp_->execute("cont").ignoreResult();
+                      })
+                      .then([this] { return parts_.control->accept(); })
+                      .then([this](kj::Own<kj::AsyncIoStream> stream) {
+                        channel_ =
+                            kj::heap<AgentChannel>(kj::mv(stream), "fcvm-worker " FCVM_VERSION);
+                        return channel_->handshake();
+                      })
+                      .then([this](agent::Hello hello) {
+                        spdlog::info("restored guest agent {} answered", hello.agentVersion);
+                        parts_.restore->identity.realtimeNs = realtimeNs();
+                        return channel_->resume(parts_.restore->identity);
+                      });
+  return withBootDeadline(kj::mv(restored)).then([this] {
+    agentReadyFulfiller_->fulfill();
+    setState(rpc::VmState::RUNNING,
+             parts_.healthCheck.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
+    containerStarted();  // it has been running since before the snapshot
+    return pump();
+  });
 }
 
 kj::Promise<void> VmRunner::pump() {
@@ -244,6 +292,9 @@ kj::Promise<void> VmRunner::handle(AgentEvent event) {
     }
   } else if (std::holds_alternative<agent::ContainerStarted>(event)) {
     containerStarted();
+  } else if (auto* frozen = std::get_if<agent::Frozen>(&event)) {
+    if (frozenFulfiller_ && frozenFulfiller_->isWaiting())
+      frozenFulfiller_->fulfill(kj::mv(*frozen));
   } else if (auto* log = std::get_if<agent::Log>(&event)) {
     spdlog::info("agent: {}", log->line);
   }
@@ -304,6 +355,7 @@ void VmRunner::drain(Follower& f) {
 }
 
 void VmRunner::containerStarted() {
+  containerRunningSeen_ = true;
   if (containerRunningFulfiller_->isWaiting()) containerRunningFulfiller_->fulfill();
   if (parts_.healthCheck.empty()) {
     setState(rpc::VmState::HEALTHY, rpc::Health::HEALTHY);
@@ -583,6 +635,96 @@ kj::Promise<void> VmRunner::stop(std::chrono::milliseconds grace) {
     if (!channel_) parts_.vmm->kill();  // not booted yet: nothing to shut down gently
   }
   return endedPromise_.addBranch();
+}
+
+namespace {
+
+// One snapshot's files and timings, alive until it has ended.
+struct SnapshotJob {
+  UniqueFd state, memory, disk;
+  std::chrono::steady_clock::time_point pausedAt, resumedAt;
+  bool paused = false;
+  bool resumed = false;
+  uint64_t memoryBytes = 0;
+};
+
+UniqueFd openForReading(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw SysError(errno, "open " + path.string());
+  return fd;
+}
+
+}  // namespace
+
+kj::Promise<SnapshotTaken> VmRunner::snapshot(UniqueFd state, UniqueFd memory, UniqueFd disk) {
+  auto name = parts_.vmName;
+  if (ended_ || !channel_ || !containerRunningSeen_ || !qmp_) {
+    return ipc::rpcError(kj::str("VM '", name.c_str(), "' is not running"));
+  }
+  if (snapshotting_) {
+    return ipc::rpcError(kj::str("a snapshot of VM '", name.c_str(), "' is already being taken"));
+  }
+  snapshotting_ = true;
+  auto job = kj::heap<SnapshotJob>();
+  job->state = std::move(state);
+  job->memory = std::move(memory);
+  job->disk = std::move(disk);
+  auto& j = *job;
+  auto frozen = kj::newPromiseAndFulfiller<agent::Frozen>();
+  frozenFulfiller_ = kj::mv(frozen.fulfiller);
+  spdlog::info("snapshot: freezing the guest");
+  return channel_->freeze()
+      .then([this, answer = kj::mv(frozen.promise)]() mutable {
+        return io_.provider->getTimer().timeoutAfter(kFreezeDeadline, kj::mv(answer));
+      })
+      .then([this, &j](agent::Frozen frozen) {
+        if (!frozen.error.empty()) {
+          ipc::throwRpcError(
+              kj::str("the guest could not freeze its file systems: ", frozen.error.c_str()));
+        }
+        j.pausedAt = std::chrono::steady_clock::now();
+        j.paused = true;
+        return qmp_->execute("stop");
+      })
+      .then([this, &j](nlohmann::json) { return saveDeviceState(*qmp_, j.state.get()); })
+      .then([this, &j] {
+        auto memory = openForReading(parts_.memoryFile);
+        j.memoryBytes = copySparse(memory.get(), j.memory.get(), "guest memory");
+        auto disk = openForReading(parts_.rootDisk);
+        cloneOrCopy(disk.get(), j.disk.get(), "the VM's disk");
+        return qmp_->execute("cont");
+      })
+      .then([this, &j](nlohmann::json) {
+        j.resumedAt = std::chrono::steady_clock::now();
+        j.resumed = true;
+        snapshotting_ = false;
+        auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(j.resumedAt - j.pausedAt);
+        spdlog::info("snapshot taken: paused {:.1f} ms, {} MiB of guest memory",
+                     pause.count() / 1e6, j.memoryBytes >> 20);
+        return channel_->thaw(realtimeNs()).then([pause, &j] {
+          return SnapshotTaken{static_cast<uint64_t>(pause.count()), j.memoryBytes};
+        });
+      })
+      .catch_([this, &j](kj::Exception&& e) -> kj::Promise<SnapshotTaken> {
+        // The VM goes on whatever failed: resumed if it was paused, thawed if it was frozen.
+        spdlog::error("snapshot failed: {}", e.getDescription().cStr());
+        snapshotting_ = false;
+        kj::Promise<void> resume = kj::READY_NOW;
+        if (j.paused && !j.resumed && qmp_) {
+          resume = qmp_->execute("cont").ignoreResult().catch_([](kj::Exception&&) {});
+        }
+        return resume.then([this, e = kj::mv(e)]() mutable -> kj::Promise<SnapshotTaken> {
+          if (channel_ && channel_->failure().empty()) {
+            return channel_->thaw(realtimeNs())
+                .catch_([](kj::Exception&&) {})
+                .then([e = kj::mv(e)]() mutable -> SnapshotTaken {
+                  kj::throwFatalException(kj::mv(e));
+                });
+          }
+          return kj::mv(e);
+        });
+      })
+      .attach(kj::mv(job));
 }
 
 kj::Promise<void> VmRunner::finished() {

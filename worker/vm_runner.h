@@ -17,10 +17,12 @@
 #include <string>
 
 #include "agent/messages.h"
+#include "base/unique_fd.h"
 #include "ipc/container_log.h"
 #include "ipc/vm_spec.h"
 #include "ipc/worker.capnp.h"
 #include "worker/agent_channel.h"
+#include "worker/qmp_client.h"
 #include "worker/vmm.h"
 
 namespace fcvm::worker {
@@ -37,6 +39,17 @@ struct WorkerState {
   std::optional<int32_t> exitCode;
 };
 
+// A clone: what it is restored from, and who it becomes.
+struct RestoreFrom {
+  UniqueFd state;          // the snapshot's device state
+  agent::Resume identity;  // its clock is set when the guest resumes
+};
+
+struct SnapshotTaken {
+  uint64_t pauseNs = 0;      // the guest was paused this long (QMP stop to cont)
+  uint64_t memoryBytes = 0;  // guest memory copied (the data of the sparse image)
+};
+
 // What the worker prepared before its event loop: the VMM running, the control socket listening.
 struct RunnerParts {
   std::string vmName;
@@ -47,6 +60,10 @@ struct RunnerParts {
   std::filesystem::path containerLog;
   std::filesystem::path finalStateFile;
   std::chrono::seconds bootDeadline{300};
+  kj::Own<kj::ConnectionReceiver> qmp;  // the VMM's monitor connects here
+  std::filesystem::path memoryFile;     // guest RAM, which a snapshot copies
+  std::filesystem::path rootDisk;       // the VM's disk, which a snapshot reflinks
+  std::optional<RestoreFrom> restore;   // set for a clone
 };
 
 class VmRunner : private kj::TaskSet::ErrorHandler {
@@ -67,6 +84,10 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> stop(std::chrono::milliseconds grace);
   // Resolves once the VM has ended and its final state was reported (or could not be).
   kj::Promise<void> finished();
+  // Snapshots the running VM: the agent freezes the guest's file systems, QEMU pauses and saves
+  // its device state into `state`, guest memory is copied into `memory` and the disk reflinked
+  // into `disk`, then the VM resumes and the guest thaws. The VM goes on however this ends.
+  kj::Promise<SnapshotTaken> snapshot(UniqueFd state, UniqueFd memory, UniqueFd disk);
 
   // For the Process capabilities exec() hands out.
   kj::Promise<void> writeStdin(uint32_t id, std::string data, bool eof);
@@ -82,6 +103,8 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<uint32_t> startExec(ipc::ExecSpec spec, kj::Maybe<rpc::OutputSink::Client> output);
   kj::Promise<void> runGuest();
+  kj::Promise<void> restoreGuest();
+  kj::Promise<void> withBootDeadline(kj::Promise<void> start);
   kj::Promise<void> pump();
   kj::Promise<void> handle(AgentEvent event);
   kj::Promise<void> containerOutput(agent::OutputKind kind, std::string data);
@@ -110,6 +133,11 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   std::string failure_;  // why the VM is being failed, set before QEMU is killed
   std::optional<ExitStatus> containerExit_;
   kj::Own<AgentChannel> channel_;
+  kj::Own<QmpClient> qmp_;
+  kj::ForkedPromise<void> qmpReady_;
+  bool containerRunningSeen_ = false;
+  bool snapshotting_ = false;
+  kj::Own<kj::PromiseFulfiller<agent::Frozen>> frozenFulfiller_;  // a snapshot awaits the freeze
   kj::Own<kj::PromiseFulfiller<void>> agentReadyFulfiller_;
   kj::ForkedPromise<void> agentReady_;
   kj::Own<kj::PromiseFulfiller<void>> containerRunningFulfiller_;

@@ -5,12 +5,15 @@
 #include <kj/async-unix.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/process_identity.h"
+#include "ipc/agent.capnp.h"
 #include "ipc/listening_socket.h"
 #include "ipc/rpc_server.h"
 #include "ipc/vm_spec.h"
@@ -21,17 +24,28 @@
 #include "worker/seccomp_policy.h"
 #include "worker/vm_disk.h"
 #include "worker/vm_runner.h"
+#include "worker/vm_snapshot.h"
 #include "worker/worker_service.h"
 
 namespace fcvm::worker {
 namespace {
 
+// The supervisor passes a snapshot's three files in one call.
+constexpr unsigned kSupervisorFds = 3;
+// The descriptor number a clone's QEMU finds the snapshot's memory image at.
+constexpr int kCloneMemoryFd = 3;
+
 // What a worker prepares before its event loop exists.
 struct PreparedVm {
   std::unique_ptr<ipc::ListeningSocket> control;
+  std::unique_ptr<ipc::ListeningSocket> qmp;
   std::unique_ptr<QemuProcess> qemu;
   agent::RunPlan plan;
   std::vector<std::string> healthCheck;
+  std::filesystem::path memoryFile;
+  std::filesystem::path rootDisk;
+  std::string restoreInfo;  // what its clones need (JSON): the machine, the health check
+  std::optional<RestoreFrom> restore;
 };
 
 // Removes the VM's runtime directory (sockets) and guest memory file on every way out of the
@@ -64,7 +78,35 @@ void writeLine(int fd, const std::string& line) {
   }
 }
 
-PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
+// The sockets QEMU connects to (the host listens first), QEMU itself, and its pid on record: a
+// supervisor that outlives this worker makes sure QEMU is gone before it calls the VM ended (QEMU
+// also dies with the worker, but asynchronously).
+void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
+               const std::filesystem::path& vmDir) {
+  vm.control = std::make_unique<ipc::ListeningSocket>(run.path() / "control.sock", 0600);
+  vm.qmp = std::make_unique<ipc::ListeningSocket>(run.path() / "qmp.sock", 0600);
+  config.channels = {{"fcvm.control", vm.control->path()}};
+  config.qmpSocket = vm.qmp->path();
+  config.consoleLog = vmDir / "console.log";
+  vm.qemu = std::make_unique<QemuProcess>(config);
+  {
+    std::ofstream out(run.path() / "qemu.pid");
+    out << vm.qemu->pid() << " " << processStartTime(vm.qemu->pid()).value_or(0) << "\n";
+  }
+  spdlog::info("qemu pid {} started ({} vCPU, {} MiB{})", vm.qemu->pid(), config.cpus,
+               config.memoryMib, config.incoming ? ", restoring" : "");
+  vm.restoreInfo =
+      nlohmann::json{{"machine", describeMachine(config)}, {"health_check", vm.healthCheck}}.dump();
+}
+
+std::vector<std::string> healthCheckOf(const ipc::VmSpec& spec,
+                                       const std::vector<std::string>& imageHealthCheck) {
+  // --health-cmd wins over the image's HEALTHCHECK, as with podman.
+  if (spec.healthCmd.empty()) return imageHealthCheck;
+  return {"/bin/sh", "-c", spec.healthCmd};
+}
+
+PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
   const Paths& paths = options.paths;
   auto artifacts = setup::currentArtifacts(paths.dataDir);
   if (!artifacts) {
@@ -80,7 +122,7 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
                             ipc::readPodmanEnvFile((vmDir / "podman-env.json").string())};
   auto image =
       ImageCache(paths.imageCacheDir()).prepare(imageRequest, (vmDir / "image.log").string());
-  if (options.imageFd >= 0) ::close(options.imageFd);  // QEMU must not inherit it
+  if (options.imageFd >= 0) ::close(options.imageFd);
   spdlog::info("image {} ready as {} ({})", spec.image, image.reference,
                image.built ? "prepared now" : "cached");
 
@@ -91,8 +133,7 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
                disk.reflinked ? "reflinked" : "copied");
 
   PreparedVm vm;
-  // The host listens before QEMU starts; QEMU connects the guest's control port to it.
-  vm.control = std::make_unique<ipc::ListeningSocket>(run.path() / "control.sock", 0600);
+  vm.healthCheck = healthCheckOf(spec, image.healthcheck);
   QemuConfig config;
   config.accel = accel.name;
   config.cpus = spec.cpus;
@@ -105,17 +146,9 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
   config.memoryFile = paths.vmMemoryFile(options.id);
   config.extraDisks.push_back({image.disk, true});
   config.extraKernelArgs = "fcvm.images=/dev/vdb";
-  config.channels = {{"fcvm.control", vm.control->path()}};
-  config.consoleLog = vmDir / "console.log";
-  vm.qemu = std::make_unique<QemuProcess>(config);
-  // Who QEMU is, for a supervisor that outlives this worker: it makes sure QEMU is gone before it
-  // calls the VM ended (QEMU also dies with the worker, but asynchronously).
-  {
-    std::ofstream out(run.path() / "qemu.pid");
-    out << vm.qemu->pid() << " " << processStartTime(vm.qemu->pid()).value_or(0) << "\n";
-  }
-  spdlog::info("qemu pid {} started ({} vCPU, {} MiB)", vm.qemu->pid(), config.cpus,
-               config.memoryMib);
+  startQemu(vm, config, run, vmDir);
+  vm.memoryFile = config.memoryFile;
+  vm.rootDisk = config.rootDisk;
 
   vm.plan.image = image.reference;
   vm.plan.command = spec.command;
@@ -124,10 +157,77 @@ PreparedVm prepare(const WorkerOptions& options, const ipc::VmSpec& spec, const 
   vm.plan.workdir = spec.workdir;
   vm.plan.privileged = spec.privileged;
   vm.plan.network = agent::NetworkMode::kNone;
-  // --health-cmd wins over the image's HEALTHCHECK, as with podman.
-  vm.healthCheck = spec.healthCmd.empty()
-                       ? image.healthcheck
-                       : std::vector<std::string>{"/bin/sh", "-c", spec.healthCmd};
+  vm.plan.hostname = spec.name;
+  return vm;
+}
+
+std::string randomBytes(size_t n) {
+  std::string bytes(n, '\0');
+  for (size_t done = 0; done < n;) {
+    ssize_t got = ::getrandom(bytes.data() + done, n - done, 0);
+    checkSys(got, "getrandom");
+    done += static_cast<size_t>(got);
+  }
+  return bytes;
+}
+
+// A clone: the snapshot's disk reflinked as its own, QEMU with the snapshot's machine waiting for
+// the device state, guest memory the snapshot's image (from its serve process, by fd) mapped
+// private, and a new identity for the guest.
+PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
+  const Paths& paths = options.paths;
+  const auto& from = options.restoreDir;
+  std::ifstream in(from / "restore.json");
+  auto info = nlohmann::json::parse(in, nullptr, false);
+  if (!info.is_object() || !info.contains("machine")) {
+    throw Error(fmt::format("snapshot {} has no readable restore.json", from.string()));
+  }
+  QemuConfig config = machineFromDescription(info["machine"]);
+  for (const auto& file : std::vector<std::filesystem::path>{config.kernel, config.initramfs}) {
+    if (!std::filesystem::is_regular_file(file)) {
+      throw Error(fmt::format("the snapshot needs {}, which is gone", file.string()));
+    }
+  }
+  for (const auto& d : config.extraDisks) {
+    if (!std::filesystem::is_regular_file(d.path)) {
+      throw Error(fmt::format("the snapshot needs {}, which is gone", d.path.string()));
+    }
+  }
+  if (options.memoryFd < 0) throw Error("a clone needs its snapshot's memory (--memory-fd)");
+
+  auto diskDir = paths.vmDiskDir(options.id);
+  std::filesystem::create_directories(diskDir);
+  auto disk = createVmDisk(from / "rootfs.ext4", diskDir / "rootfs.ext4", 0);
+  spdlog::info("disk {} ({})", disk.path.string(), disk.reflinked ? "reflinked" : "copied");
+
+  PreparedVm vm;
+  std::vector<std::string> imageHealthCheck;
+  if (info.contains("health_check") && info["health_check"].is_array()) {
+    for (const auto& w : info["health_check"]) {
+      if (w.is_string()) imageHealthCheck.push_back(w.get<std::string>());
+    }
+  }
+  vm.healthCheck = spec.healthCmd.empty() ? imageHealthCheck : healthCheckOf(spec, {});
+  config.rootDisk = disk.path;
+  config.memoryFile = fmt::format("/dev/fd/{}", kCloneMemoryFd);
+  config.memoryShared = false;  // copy-on-write: the image is every clone's, never written
+  config.inheritedFds[kCloneMemoryFd] = options.memoryFd;
+  config.incoming = true;
+  startQemu(vm, config, run, paths.vmDir(options.id));
+  ::close(options.memoryFd);
+  vm.rootDisk = config.rootDisk;
+
+  RestoreFrom restore;
+  restore.state.reset(::open((from / "state.bin").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!restore.state) throw SysError(errno, "open " + (from / "state.bin").string());
+  restore.identity.hostname = spec.name;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : randomBytes(agent::wire::MACHINE_ID_BYTES / 2)) {
+    restore.identity.machineId += kHex[c >> 4];
+    restore.identity.machineId += kHex[c & 15];
+  }
+  restore.identity.entropy = randomBytes(64);
+  vm.restore = std::move(restore);
   return vm;
 }
 
@@ -151,7 +251,8 @@ int runWorker(const WorkerOptions& options) {
   try {
     spec = ipc::readVmSpecFile((vmDir / "spec.bin").string());
     run = std::make_unique<RunDir>(paths.vmRunDir(options.id), paths.vmMemoryFile(options.id));
-    vm = prepare(options, spec, *run);
+    vm = options.restoreDir.empty() ? prepareBoot(options, spec, *run)
+                                    : prepareClone(options, spec, *run);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     if (options.readyFd) writeLine(*options.readyFd, std::string("error: ") + e.what());
@@ -171,16 +272,20 @@ int runWorker(const WorkerOptions& options) {
   parts.healthCheck = vm.healthCheck;
   parts.containerLog = vmDir / "container.log";
   parts.finalStateFile = vmDir / "final-state.json";
+  parts.qmp = wrapListener(io, *vm.qmp);
+  parts.memoryFile = vm.memoryFile;
+  parts.rootDisk = vm.rootDisk;
+  parts.restore = std::move(vm.restore);
   VmRunner runner(io, std::move(parts));
 
   ipc::ListeningSocket socket(run->path() / "worker.sock", 0600);
   auto listener = wrapListener(io, socket);
   ipc::RpcServer server(
       "worker socket",
-      [&runner](kj::AsyncIoStream&) -> capnp::Capability::Client {
-        return kj::heap<WorkerService>(runner);
+      [&runner, &vm](kj::AsyncIoStream&) -> capnp::Capability::Client {
+        return kj::heap<WorkerService>(runner, vm.restoreInfo);
       },
-      capnp::ReaderOptions{});
+      capnp::ReaderOptions{}, kSupervisorFds);
   auto serving = server.listen(*listener);
 
   if (options.readyFd) {

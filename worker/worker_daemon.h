@@ -2,6 +2,7 @@
 // ready, confine itself with seccomp, then serve the Worker capability until the VM has ended.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,9 @@ struct WorkerOptions {
   std::optional<int> readyFd;  // gets "ready\n", or "error: <why>\n" if setup failed
   Credentials owner;           // the VM owner's: host images are read with these rights
   int imageFd = -1;            // the image archive the client opened, for an archive image
+  // A clone: the snapshot's directory, and its memory image (from its serve process).
+  std::filesystem::path restoreDir;
+  int memoryFd = -1;
 };
 
 // Returns the process exit code: 0 once the VM has ended (however it ended), 1 if setup failed.

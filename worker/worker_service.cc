@@ -1,6 +1,9 @@
 #include "worker/worker_service.h"
 
+#include <tuple>
+
 #include "base/error.h"
+#include "ipc/file_handle.h"
 #include "ipc/rpc_error.h"
 
 namespace fcvm::worker {
@@ -45,6 +48,34 @@ kj::Promise<void> WorkerService::logs(LogsContext call) {
 
 kj::Promise<void> WorkerService::stop(StopContext call) {
   return runner_.stop(std::chrono::milliseconds(call.getParams().getTimeoutMs()));
+}
+
+kj::Promise<void> WorkerService::snapshot(SnapshotContext call) {
+  auto params = call.getParams();
+  if (!params.hasState() || !params.hasMemory() || !params.hasDisk()) {
+    return ipc::rpcError("a snapshot needs its state, memory and disk files");
+  }
+  auto state = ipc::receiveFile(params.getState(), "the snapshot's state file");
+  auto memory = ipc::receiveFile(params.getMemory(), "the snapshot's memory file");
+  auto disk = ipc::receiveFile(params.getDisk(), "the snapshot's disk file");
+  return state
+      .then([memory = kj::mv(memory), disk = kj::mv(disk)](UniqueFd s) mutable {
+        return memory.then([s = std::move(s), disk = kj::mv(disk)](UniqueFd m) mutable {
+          return disk.then([s = std::move(s), m = std::move(m)](UniqueFd d) mutable {
+            return std::make_tuple(std::move(s), std::move(m), std::move(d));
+          });
+        });
+      })
+      .then([this](std::tuple<UniqueFd, UniqueFd, UniqueFd> fds) {
+        auto& [s, m, d] = fds;
+        return runner_.snapshot(std::move(s), std::move(m), std::move(d));
+      })
+      .then([this, call](SnapshotTaken taken) mutable {
+        auto results = call.getResults();
+        results.setPauseNs(taken.pauseNs);
+        results.setMemoryBytes(taken.memoryBytes);
+        results.setRestore(restoreInfo_);
+      });
 }
 
 }  // namespace fcvm::worker

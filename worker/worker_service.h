@@ -9,16 +9,20 @@ namespace fcvm::worker {
 
 class WorkerService final : public rpc::Worker::Server {
  public:
-  explicit WorkerService(VmRunner& runner) : runner_(runner) {}
+  // `restoreInfo`: what the VM's clones need to start (JSON), kept with each snapshot.
+  WorkerService(VmRunner& runner, const std::string& restoreInfo)
+      : runner_(runner), restoreInfo_(restoreInfo) {}
 
   kj::Promise<void> attach(AttachContext context) override;
   kj::Promise<void> wait(WaitContext context) override;
   kj::Promise<void> exec(ExecContext context) override;
   kj::Promise<void> logs(LogsContext context) override;
   kj::Promise<void> stop(StopContext context) override;
+  kj::Promise<void> snapshot(SnapshotContext context) override;
 
  private:
   VmRunner& runner_;
+  const std::string& restoreInfo_;
 };
 
 }  // namespace fcvm::worker

@@ -1,0 +1,308 @@
+#include "supervisor/snapshot_controller.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/random.h>
+
+#include "base/error.h"
+#include "base/subprocess.h"
+#include "ipc/file_handle.h"
+#include "ipc/rpc_error.h"
+#include "ipc/vm_spec.h"
+
+namespace fcvm::supervisor {
+namespace {
+
+// Clones stopped because their snapshot's serving ends get this long to power off.
+constexpr uint32_t kCloneStopGraceMs = 2000;
+
+int64_t nowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string newId() {
+  uint64_t bits = 0;
+  checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
+  return fmt::format("{:016x}", bits);
+}
+
+rpc::FileHandle::Client handleOf(const UniqueFd& fd) {
+  UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!copy) throw SysError(errno, "dup a snapshot file");
+  return ipc::fileHandle(std::move(copy));
+}
+
+}  // namespace
+
+SnapshotController::SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRegistry& registry,
+                                       VmController& vms)
+    : io_(io),
+      paths_(paths),
+      registry_(registry),
+      vms_(vms),
+      store_(paths.storageDir() / "snapshots"),
+      serves_(io, paths) {
+  // A clone that ends no longer holds its snapshot's memory.
+  vms_.setEndListener([this](const ipc::VmRecord& record) {
+    if (!record.snapshotId.view().empty()) {
+      serves_.detachClone(record.snapshotId.str(), record.id.str());
+    }
+  });
+}
+
+SnapshotController::~SnapshotController() = default;
+
+void SnapshotController::taskFailed(kj::Exception&& e) {
+  spdlog::warn("snapshot: {}", e.getDescription().cStr());
+}
+
+void SnapshotController::adopt() {
+  for (auto& meta : store_.load()) ready_[meta.id] = std::move(meta);
+  serves_.adopt([this](const std::string& snapshotId) {
+    std::vector<std::string> ids;
+    for (const auto& r : vms_.clonesOf(snapshotId)) ids.push_back(r.id.str());
+    return ids;
+  });
+  spdlog::info("{} snapshots, {} served", ready_.size(), serves_.list().size());
+}
+
+const std::string& SnapshotController::qemuVersion() {
+  if (qemuVersion_.empty()) {
+    auto r = runCommand({"qemu-system-x86_64", "--version"});
+    qemuVersion_ = r.output.substr(0, r.output.find('\n'));
+  }
+  return qemuVersion_;
+}
+
+SnapshotView SnapshotController::view(const SnapshotMeta& meta, const std::string& state) const {
+  SnapshotView v;
+  v.meta = meta;
+  v.state = state;
+  v.serve = serves_.find(meta.id);
+  v.clones = static_cast<uint32_t>(vms_.clonesOf(meta.id).size());
+  return v;
+}
+
+const SnapshotMeta& SnapshotController::visible(const Caller& caller,
+                                                const std::string& tag) const {
+  // root asking for a tag that several users have: its own first.
+  const SnapshotMeta* found = nullptr;
+  for (const auto& [id, meta] : ready_) {
+    if (meta.tag != tag || !caller.mayAccess(meta.ownerUid)) continue;
+    if (found == nullptr || meta.ownerUid == caller.uid) found = &meta;
+  }
+  if (found == nullptr) throw Error(fmt::format("no snapshot tagged '{}'", tag));
+  return *found;
+}
+
+ServedSnapshot SnapshotController::served(const SnapshotMeta& meta) const {
+  return {meta.id, meta.ownerUid, store_.dirOf(meta.id)};
+}
+
+std::string SnapshotController::tagOf(const std::string& snapshotId) const {
+  auto it = ready_.find(snapshotId);
+  return it == ready_.end() ? snapshotId : it->second.tag;
+}
+
+kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
+                                                     const std::string& vmName, int32_t workerPid,
+                                                     const std::string& tag) {
+  std::optional<ipc::VmRecord> record;
+  if (workerPid != 0) {
+    for (const auto& r : registry_.visibleTo(caller)) {
+      if (r.worker.pid == workerPid && isActive(r.state)) record = r;
+    }
+    if (!record) throw Error(fmt::format("no VM of yours has its worker at pid {}", workerPid));
+  } else {
+    record = registry_.find(caller, vmName);
+    if (!record) throw Error(fmt::format("no VM named '{}'", vmName));
+  }
+  auto name = record->name.str();
+  if (record->state != ipc::VmState::kRunning && record->state != ipc::VmState::kHealthy) {
+    throw Error(fmt::format("VM '{}' is {}; only a running VM can be snapshotted", name,
+                            ipc::toString(record->state)));
+  }
+  rpc::Worker::Client worker = nullptr;
+  KJ_IF_MAYBE (w, vms_.workerOf(record->id.str())) {
+    worker = *w;
+  } else {
+    throw Error(fmt::format("VM '{}' has no worker connection", name));
+  }
+  if (!isValidVmName(tag)) {
+    throw Error(fmt::format(
+        "invalid snapshot tag '{}': use 1-63 letters, digits, '_', '.' or '-', starting with a "
+        "letter or digit",
+        tag));
+  }
+  for (const auto* set : {&ready_, &creating_}) {
+    for (const auto& [id, meta] : *set) {
+      if (meta.tag == tag && meta.ownerUid == record->ownerUid) {
+        throw Error(fmt::format("a snapshot tagged '{}' already exists", tag));
+      }
+    }
+  }
+  SnapshotMeta meta;
+  meta.id = newId();
+  meta.tag = tag;
+  meta.ownerUid = record->ownerUid;
+  meta.sourceVmId = record->id.str();
+  meta.sourceVmName = name;
+  meta.image = record->image.str();
+  meta.qemuVersion = qemuVersion();
+  auto staging = store_.begin(meta.id);
+  auto request = worker.snapshotRequest();
+  request.setState(handleOf(staging->state));
+  request.setMemory(handleOf(staging->memory));
+  request.setDisk(handleOf(staging->disk));
+  creating_[meta.id] = meta;
+  spdlog::info("uid {} snapshots VM {} ({}) as '{}' ({})", caller.uid, name, meta.sourceVmId, tag,
+               meta.id);
+  auto specFile = paths_.vmDir(meta.sourceVmId) / "spec.bin";
+  return request.send().then(
+      [this, meta, specFile, staging = kj::mv(staging)](auto reply) mutable {
+        meta.createdAtNs = nowNs();
+        meta.pauseNs = reply.getPauseNs();
+        meta.memoryBytes = reply.getMemoryBytes();
+        std::string restore(reply.getRestore().cStr(), reply.getRestore().size());
+        staging->commit(meta, restore, specFile);
+        creating_.erase(meta.id);
+        ready_[meta.id] = meta;
+        spdlog::info("snapshot '{}' ({}) ready: paused {:.1f} ms, {} MiB of memory", meta.tag,
+                     meta.id, meta.pauseNs / 1e6, meta.memoryBytes >> 20);
+        return view(meta, "ready");
+      },
+      [this, id = meta.id, name](kj::Exception&& e) -> SnapshotView {
+        creating_.erase(id);
+        ipc::throwRpcError(
+            kj::str("snapshot of VM '", name.c_str(), "' failed: ", e.getDescription()));
+      });
+}
+
+std::vector<SnapshotView> SnapshotController::list(const Caller& caller) const {
+  std::vector<SnapshotView> out;
+  for (const auto& [id, meta] : creating_) {
+    if (caller.mayAccess(meta.ownerUid)) out.push_back(view(meta, "creating"));
+  }
+  for (const auto& [id, meta] : ready_) {
+    if (caller.mayAccess(meta.ownerUid)) out.push_back(view(meta, "ready"));
+  }
+  return out;
+}
+
+std::vector<ServeView> SnapshotController::serves(const Caller& caller) const {
+  std::vector<ServeView> out;
+  for (auto& s : serves_.list()) {
+    if (caller.mayAccess(s.ownerUid)) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+kj::Promise<void> SnapshotController::stopAll(const std::string& snapshotId) {
+  auto clones = vms_.clonesOf(snapshotId);
+  auto stops = kj::heapArrayBuilder<kj::Promise<void>>(clones.size());
+  for (const auto& clone : clones) {
+    spdlog::info("stopping clone {} ({}) of snapshot {}", clone.name.view(), clone.id.view(),
+                 snapshotId);
+    stops.add(vms_.stopById(clone.id.str(), kCloneStopGraceMs));
+  }
+  return kj::joinPromises(stops.finish()).then([this, snapshotId] {
+    return serves_.stop(snapshotId);
+  });
+}
+
+kj::Promise<void> SnapshotController::remove(const Caller& caller, const std::string& tag,
+                                             bool force) {
+  const auto& meta = visible(caller, tag);
+  auto id = meta.id;
+  auto clones = vms_.clonesOf(id);
+  if (!clones.empty() && !force) {
+    std::string names;
+    for (const auto& c : clones) names += (names.empty() ? "" : ", ") + c.name.str();
+    throw Error(
+        fmt::format("snapshot '{}' is used by {} clone{} ({}); stop them first or use "
+                    "snapshot rm -f",
+                    tag, clones.size(), clones.size() == 1 ? "" : "s", names));
+  }
+  return stopAll(id).then([this, id, tag, uid = caller.uid] {
+    auto it = ready_.find(id);
+    if (it == ready_.end()) return;  // removed meanwhile
+    store_.remove(id);
+    ready_.erase(it);
+    serves_.forget(id);
+    spdlog::info("uid {} removed snapshot '{}' ({})", uid, tag, id);
+  });
+}
+
+kj::Promise<ServeView> SnapshotController::serve(const Caller& caller, const std::string& tag) {
+  return serves_.ensure(served(visible(caller, tag)));
+}
+
+kj::Promise<void> SnapshotController::stopServe(const Caller& caller, const std::string& tag) {
+  const auto& meta = visible(caller, tag);
+  auto serve = serves_.find(meta.id);
+  if (!serve || serve->state == "failed") {
+    serves_.forget(meta.id);
+    throw Error(fmt::format("snapshot '{}' is not being served", tag));
+  }
+  spdlog::info("uid {} stops serving snapshot '{}'", caller.uid, tag);
+  return stopAll(meta.id);
+}
+
+void SnapshotController::leaseReleased(const std::string& snapshotId) {
+  if (!serves_.find(snapshotId)) return;
+  spdlog::info("snapshot {}: its foreground serve went away; stopping it", snapshotId);
+  tasks_.add(stopAll(snapshotId));
+}
+
+kj::Promise<void> SnapshotController::whenServeGone(const std::string& snapshotId) {
+  return serves_.whenGone(snapshotId);
+}
+
+kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const std::string& tag,
+                                                    int32_t servePid, const std::string& name,
+                                                    kj::Maybe<rpc::OutputSink::Client> output,
+                                                    bool detach, bool autoRemove) {
+  const SnapshotMeta* meta = nullptr;
+  if (servePid != 0) {
+    auto serve = serves_.findByPid(servePid);
+    auto it = serve ? ready_.find(serve->snapshotId) : ready_.end();
+    if (it == ready_.end() || !caller.mayAccess(it->second.ownerUid)) {
+      throw Error(fmt::format("no snapshot of yours is served by pid {}", servePid));
+    }
+    meta = &it->second;
+  } else {
+    meta = &visible(caller, tag);
+  }
+  if (meta->qemuVersion != qemuVersion()) {
+    throw Error(
+        fmt::format("snapshot '{}' was taken with {}, and this host has {}: its device "
+                    "state cannot be loaded",
+                    meta->tag, meta->qemuVersion, qemuVersion()));
+  }
+  auto dir = store_.dirOf(meta->id);
+  auto spec = ipc::readVmSpecFile((dir / "spec.bin").string());
+  spec.name = name;
+  auto record = vms_.create(caller, spec, autoRemove, meta->id);
+  auto vmId = record.id.str();
+  spdlog::info("uid {} runs clone {} ({}) of snapshot '{}'{}", caller.uid, spec.name, vmId,
+               meta->tag, detach ? ", detached" : "");
+  auto snapshot = served(*meta);
+  return serves_.attachClone(snapshot, vmId)
+      .then(
+          [this, caller, vmId, dir, output = kj::mv(output), detach](UniqueFd memory) mutable {
+            WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get()};
+            return vms_.launch(vmId, inputs, kj::mv(output), detach).attach(std::move(memory));
+          },
+          [this, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
+            vms_.discard(vmId);
+            return kj::mv(e);
+          })
+      .catch_([this, snapshotId = meta->id, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
+        serves_.detachClone(snapshotId, vmId);
+        return kj::mv(e);
+      });
+}
+
+}  // namespace fcvm::supervisor

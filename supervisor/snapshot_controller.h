@@ -1,0 +1,81 @@
+// Snapshots and clones on the supervisor's side: `snapshot create` (the VM's worker pauses it and
+// fills the files of a staged snapshot; the store commits them whole), `snapshot ls/rm`, serving
+// (ServeController) and `snapshot run` (a VM started from the snapshot, its memory image from the
+// snapshot's serve process). A snapshot belongs to the owner of the VM it was taken from; a user
+// sees and uses only their own, root all.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/paths.h"
+#include "ipc/supervisor.capnp.h"
+#include "supervisor/caller.h"
+#include "supervisor/serve_controller.h"
+#include "supervisor/snapshot_store.h"
+#include "supervisor/vm_controller.h"
+#include "supervisor/vm_registry.h"
+
+namespace fcvm::supervisor {
+
+struct SnapshotView {
+  SnapshotMeta meta;
+  std::string state;  // creating, ready
+  std::optional<ServeView> serve;
+  uint32_t clones = 0;
+};
+
+class SnapshotController : private kj::TaskSet::ErrorHandler {
+ public:
+  SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRegistry& registry, VmController& vms);
+  ~SnapshotController();
+
+  // Loads the snapshot store and re-adopts serve processes; after VmController::adoptLive().
+  void adopt();
+
+  kj::Promise<SnapshotView> create(const Caller& caller, const std::string& vmName,
+                                   int32_t workerPid, const std::string& tag);
+  std::vector<SnapshotView> list(const Caller& caller) const;
+  kj::Promise<void> remove(const Caller& caller, const std::string& tag, bool force);
+  kj::Promise<ServeView> serve(const Caller& caller, const std::string& tag);
+  kj::Promise<void> stopServe(const Caller& caller, const std::string& tag);
+  kj::Promise<RunResult> runClone(const Caller& caller, const std::string& tag, int32_t servePid,
+                                  const std::string& name,
+                                  kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                  bool autoRemove);
+  std::vector<ServeView> serves(const Caller& caller) const;
+
+  // For a foreground serve's lease: its release stops the serve (and the clones); wait() resolves
+  // once the serve has ended.
+  void leaseReleased(const std::string& snapshotId);
+  kj::Promise<void> whenServeGone(const std::string& snapshotId);
+  // The tag of a snapshot by id, for showing a clone's origin.
+  std::string tagOf(const std::string& snapshotId) const;
+
+ private:
+  SnapshotView view(const SnapshotMeta& meta, const std::string& state) const;
+  const SnapshotMeta& visible(const Caller& caller, const std::string& tag) const;
+  ServedSnapshot served(const SnapshotMeta& meta) const;
+  // Stops the snapshot's clones, then its serve process.
+  kj::Promise<void> stopAll(const std::string& snapshotId);
+  const std::string& qemuVersion();
+  void taskFailed(kj::Exception&& e) override;
+
+  kj::AsyncIoContext& io_;
+  const Paths paths_;
+  VmRegistry& registry_;
+  VmController& vms_;
+  SnapshotStore store_;
+  ServeController serves_;
+  std::map<std::string, SnapshotMeta> ready_;     // by id
+  std::map<std::string, SnapshotMeta> creating_;  // by id, while their VM is being snapshotted
+  std::string qemuVersion_;
+  kj::TaskSet tasks_{*this};
+};
+
+}  // namespace fcvm::supervisor
