@@ -1,5 +1,6 @@
 #include "supervisor/serve_controller.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
@@ -48,6 +49,7 @@ struct ServeController::Serve {
   bool stopping = false;  // stop() was asked: its exit is not a failure
   UniqueFd pidfd;
   kj::Own<kj::UnixEventPort::FdObserver> exitObserver;
+  kj::Promise<void> watching = nullptr;  // after the observer: cancelled before it goes
   kj::Own<ipc::RpcClient> connection;
   kj::Maybe<rpc::PageServer::Client> server;
   kj::Maybe<kj::ForkedPromise<ServeView>> starting;
@@ -133,8 +135,22 @@ void ServeController::track(Serve& serve) {
   serve.exitObserver = kj::heap<kj::UnixEventPort::FdObserver>(
       io_.unixEventPort, serve.pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
   auto snapshotId = serve.view.snapshotId;
-  tasks_.add(
-      serve.exitObserver->whenBecomesReadable().then([this, snapshotId] { exited(snapshotId); }));
+  serve.watching = serve.exitObserver->whenBecomesReadable()
+                       .then([this, snapshotId] { exited(snapshotId); })
+                       .eagerlyEvaluate([](kj::Exception&& e) {
+                         spdlog::warn("serve: {}", e.getDescription().cStr());
+                       });
+}
+
+void ServeController::refresh() {
+  // What is shown is the truth: a serve that died is known dead, even before its exit event is
+  // handled.
+  std::vector<std::string> dead;
+  for (const auto& [id, s] : serves_) {
+    pollfd pfd{s->pidfd.get(), POLLIN, 0};
+    if (s->pidfd && ::poll(&pfd, 1, 0) == 1) dead.push_back(id);
+  }
+  for (const auto& id : dead) exited(id);
 }
 
 void ServeController::connect(Serve& serve) {
@@ -301,7 +317,7 @@ void ServeController::exited(const std::string& snapshotId) {
   removeTree(paths_.runtimeDir / "serves" / s.view.id);
   removeTree(paths_.dataDir / "serves" / (s.view.id + ".json"));
   for (auto& waiter : s.goneWaiters) waiter->fulfill();
-  // This runs inside the serve's own exit observer: free it once that callback has returned.
+  // This may run inside the serve's own exit observer: free it once that callback has returned.
   auto owned = kj::mv(it->second);
   serves_.erase(it);
   tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
@@ -309,7 +325,8 @@ void ServeController::exited(const std::string& snapshotId) {
 
 void ServeController::forget(const std::string& snapshotId) { failed_.erase(snapshotId); }
 
-std::optional<ServeView> ServeController::find(const std::string& snapshotId) const {
+std::optional<ServeView> ServeController::find(const std::string& snapshotId) {
+  refresh();
   auto it = serves_.find(snapshotId);
   if (it != serves_.end()) return it->second->view;
   auto f = failed_.find(snapshotId);
@@ -317,14 +334,16 @@ std::optional<ServeView> ServeController::find(const std::string& snapshotId) co
   return std::nullopt;
 }
 
-std::optional<ServeView> ServeController::findByPid(int32_t pid) const {
+std::optional<ServeView> ServeController::findByPid(int32_t pid) {
+  refresh();
   for (const auto& [id, s] : serves_) {
     if (s->view.process.pid == pid) return s->view;
   }
   return std::nullopt;
 }
 
-std::vector<ServeView> ServeController::list() const {
+std::vector<ServeView> ServeController::list() {
+  refresh();
   std::vector<ServeView> out;
   for (const auto& [id, s] : serves_) out.push_back(s->view);
   for (const auto& [id, v] : failed_) out.push_back(v);

@@ -65,9 +65,9 @@ class ServeController : private kj::TaskSet::ErrorHandler {
   // Forgets a failed serve's record (its snapshot is removed).
   void forget(const std::string& snapshotId);
 
-  std::optional<ServeView> find(const std::string& snapshotId) const;
-  std::optional<ServeView> findByPid(int32_t pid) const;
-  std::vector<ServeView> list() const;
+  std::optional<ServeView> find(const std::string& snapshotId);
+  std::optional<ServeView> findByPid(int32_t pid);
+  std::vector<ServeView> list();
 
  private:
   struct Serve;
@@ -76,6 +76,7 @@ class ServeController : private kj::TaskSet::ErrorHandler {
   void track(Serve& serve);
   void connect(Serve& serve);
   void exited(const std::string& snapshotId);
+  void refresh();  // handles serves that died but whose exit event has not come yet
   void saveRecord(const Serve& serve) const;
   void taskFailed(kj::Exception&& e) override;
 

@@ -42,7 +42,7 @@ SnapshotController::SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRe
       paths_(paths),
       registry_(registry),
       vms_(vms),
-      store_(paths.storageDir() / "snapshots"),
+      store_(paths.dataDir / "snapshots", paths.storageDir() / "snapshots"),
       serves_(io, paths) {
   // A clone that ends no longer holds its snapshot's memory.
   vms_.setEndListener([this](const ipc::VmRecord& record) {
@@ -76,7 +76,7 @@ const std::string& SnapshotController::qemuVersion() {
   return qemuVersion_;
 }
 
-SnapshotView SnapshotController::view(const SnapshotMeta& meta, const std::string& state) const {
+SnapshotView SnapshotController::view(const SnapshotMeta& meta, const std::string& state) {
   SnapshotView v;
   v.meta = meta;
   v.state = state;
@@ -98,7 +98,7 @@ const SnapshotMeta& SnapshotController::visible(const Caller& caller,
 }
 
 ServedSnapshot SnapshotController::served(const SnapshotMeta& meta) const {
-  return {meta.id, meta.ownerUid, store_.dirOf(meta.id)};
+  return {meta.id, meta.ownerUid, store_.bulkOf(meta.id)};
 }
 
 std::string SnapshotController::tagOf(const std::string& snapshotId) const {
@@ -180,7 +180,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
       });
 }
 
-std::vector<SnapshotView> SnapshotController::list(const Caller& caller) const {
+std::vector<SnapshotView> SnapshotController::list(const Caller& caller) {
   std::vector<SnapshotView> out;
   for (const auto& [id, meta] : creating_) {
     if (caller.mayAccess(meta.ownerUid)) out.push_back(view(meta, "creating"));
@@ -191,7 +191,7 @@ std::vector<SnapshotView> SnapshotController::list(const Caller& caller) const {
   return out;
 }
 
-std::vector<ServeView> SnapshotController::serves(const Caller& caller) const {
+std::vector<ServeView> SnapshotController::serves(const Caller& caller) {
   std::vector<ServeView> out;
   for (auto& s : serves_.list()) {
     if (caller.mayAccess(s.ownerUid)) out.push_back(std::move(s));
@@ -281,8 +281,8 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
                     "state cannot be loaded",
                     meta->tag, meta->qemuVersion, qemuVersion()));
   }
-  auto dir = store_.dirOf(meta->id);
-  auto spec = ipc::readVmSpecFile((dir / "spec.bin").string());
+  auto dir = store_.bulkOf(meta->id);
+  auto spec = ipc::readVmSpecFile(store_.specOf(meta->id).string());
   spec.name = name;
   auto record = vms_.create(caller, spec, autoRemove, meta->id);
   auto vmId = record.id.str();

@@ -40,7 +40,7 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
 
   kj::Promise<SnapshotView> create(const Caller& caller, const std::string& vmName,
                                    int32_t workerPid, const std::string& tag);
-  std::vector<SnapshotView> list(const Caller& caller) const;
+  std::vector<SnapshotView> list(const Caller& caller);
   kj::Promise<void> remove(const Caller& caller, const std::string& tag, bool force);
   kj::Promise<ServeView> serve(const Caller& caller, const std::string& tag);
   kj::Promise<void> stopServe(const Caller& caller, const std::string& tag);
@@ -48,7 +48,7 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
                                   const std::string& name,
                                   kj::Maybe<rpc::OutputSink::Client> output, bool detach,
                                   bool autoRemove);
-  std::vector<ServeView> serves(const Caller& caller) const;
+  std::vector<ServeView> serves(const Caller& caller);
 
   // For a foreground serve's lease: its release stops the serve (and the clones); wait() resolves
   // once the serve has ended.
@@ -58,7 +58,7 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   std::string tagOf(const std::string& snapshotId) const;
 
  private:
-  SnapshotView view(const SnapshotMeta& meta, const std::string& state) const;
+  SnapshotView view(const SnapshotMeta& meta, const std::string& state);
   const SnapshotMeta& visible(const Caller& caller, const std::string& tag) const;
   ServedSnapshot served(const SnapshotMeta& meta) const;
   // Stops the snapshot's clones, then its serve process.

@@ -75,55 +75,72 @@ SnapshotMeta fromJson(const json& j) {
 
 }  // namespace
 
-SnapshotStaging::SnapshotStaging(std::filesystem::path dir, std::filesystem::path final)
-    : dir_(std::move(dir)), final_(std::move(final)) {
-  std::filesystem::create_directory(dir_);
-  std::filesystem::permissions(dir_, std::filesystem::perms::owner_all);
-  state = createFile(dir_ / "state.bin");
-  memory = createFile(dir_ / "memory.img");
-  disk = createFile(dir_ / "rootfs.ext4");
+SnapshotStaging::SnapshotStaging(const std::filesystem::path& recordDir,
+                                 const std::filesystem::path& bulkDir, const std::string& id)
+    : recordStaging_(recordDir / (kStagingPrefix + id)),
+      record_(recordDir / id),
+      bulkStaging_(bulkDir / (kStagingPrefix + id)),
+      bulk_(bulkDir / id) {
+  // The record's staging dir first: it says what to clean up if this never completes.
+  ensureOwnedDirectory(recordStaging_, 0700);
+  syncPath(recordDir);
+  ensureOwnedDirectory(bulkStaging_, 0700);
+  state = createFile(bulkStaging_ / "state.bin");
+  memory = createFile(bulkStaging_ / "memory.img");
+  disk = createFile(bulkStaging_ / "rootfs.ext4");
 }
 
 SnapshotStaging::~SnapshotStaging() {
   if (committed_) return;
-  std::error_code ec;
-  std::filesystem::remove_all(dir_, ec);
-  if (ec) spdlog::warn("could not remove {}: {}", dir_.string(), ec.message());
+  for (const auto& dir : {bulkStaging_, bulk_, recordStaging_}) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) spdlog::warn("could not remove {}: {}", dir.string(), ec.message());
+  }
 }
 
 void SnapshotStaging::commit(const SnapshotMeta& meta, const std::string& restoreJson,
                              const std::filesystem::path& specFile) {
   for (int fd : {state.get(), memory.get(), disk.get()}) {
-    checkSys(::fsync(fd), "fsync the snapshot's files in {}", dir_.string());
+    checkSys(::fsync(fd), "fsync the snapshot's files in {}", bulkStaging_.string());
   }
-  std::filesystem::copy_file(specFile, dir_ / "spec.bin");
-  syncPath(dir_ / "spec.bin");
-  writeText(dir_ / "restore.json", restoreJson + "\n");
-  writeText(dir_ / "snapshot.json", toJson(meta).dump(2) + "\n");
-  syncPath(dir_);
-  std::filesystem::rename(dir_, final_);
-  syncPath(final_.parent_path());
+  writeText(bulkStaging_ / "restore.json", restoreJson + "\n");
+  syncPath(bulkStaging_);
+  std::filesystem::rename(bulkStaging_, bulk_);
+  syncPath(bulk_.parent_path());
+  std::filesystem::copy_file(specFile, recordStaging_ / "spec.bin");
+  syncPath(recordStaging_ / "spec.bin");
+  writeText(recordStaging_ / "snapshot.json", toJson(meta).dump(2) + "\n");
+  syncPath(recordStaging_);
+  std::filesystem::rename(recordStaging_, record_);  // the commit
+  syncPath(record_.parent_path());
   committed_ = true;
 }
 
-SnapshotStore::SnapshotStore(std::filesystem::path dir) : dir_(std::move(dir)) {
-  ensureOwnedDirectory(dir_, 0700);
+SnapshotStore::SnapshotStore(std::filesystem::path recordDir, std::filesystem::path bulkDir)
+    : recordDir_(std::move(recordDir)), bulkDir_(std::move(bulkDir)) {
+  ensureOwnedDirectory(recordDir_, 0700);
+  ensureOwnedDirectory(bulkDir_, 0700);
 }
 
 std::vector<SnapshotMeta> SnapshotStore::load() const {
   std::vector<SnapshotMeta> out;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+  for (const auto& entry : std::filesystem::directory_iterator(recordDir_)) {
     auto name = entry.path().filename().string();
     if (name.starts_with(kStagingPrefix)) {
-      spdlog::info("removing {}, left by a snapshot that did not complete", entry.path().string());
-      std::error_code ec;
-      std::filesystem::remove_all(entry.path(), ec);
+      auto id = name.substr(std::string(kStagingPrefix).size());
+      spdlog::info("removing snapshot {}, which was not completed or not removed completely", id);
+      for (const auto& dir : {bulkDir_ / name, bulkDir_ / id, entry.path()}) {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
       continue;
     }
     try {
       std::ifstream in(entry.path() / "snapshot.json");
       auto meta = fromJson(json::parse(in));
       if (meta.id != name) throw Error("its id is not its directory's name");
+      if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
       out.push_back(std::move(meta));
     } catch (const std::exception& e) {
       spdlog::warn("snapshot {} is unreadable ({}); left alone", entry.path().string(), e.what());
@@ -133,13 +150,18 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
 }
 
 std::unique_ptr<SnapshotStaging> SnapshotStore::begin(const std::string& id) const {
-  return std::make_unique<SnapshotStaging>(dir_ / (kStagingPrefix + id), dir_ / id);
+  return std::make_unique<SnapshotStaging>(recordDir_, bulkDir_, id);
 }
 
 void SnapshotStore::remove(const std::string& id) const {
+  auto staging = recordDir_ / (kStagingPrefix + id);
   std::error_code ec;
-  std::filesystem::remove_all(dir_ / id, ec);
+  std::filesystem::rename(recordDir_ / id, staging, ec);
   if (ec) throw Error(fmt::format("remove snapshot {}: {}", id, ec.message()));
+  for (const auto& dir : {bulkDir_ / id, staging}) {
+    std::filesystem::remove_all(dir, ec);
+    if (ec) throw Error(fmt::format("remove {}: {}", dir.string(), ec.message()));
+  }
 }
 
 }  // namespace fcvm::supervisor

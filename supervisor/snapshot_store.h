@@ -1,13 +1,16 @@
-// Snapshots on disk, under <storage>/snapshots/<id>/ (reflink-capable storage, so a clone's disk
-// is a reflink of the snapshot's):
-//   snapshot.json  who, what, when (SnapshotMeta), versioned
-//   restore.json   what a clone needs to start: its QEMU machine and health check (from the worker)
-//   spec.bin       the source VM's spec (image, command, env, resources), which clones repeat
-//   state.bin      QEMU's device state
-//   memory.img     guest memory, sparse; written once, never again
-//   rootfs.ext4    the disk, a reflink of the source's at the pause
-// A snapshot is built in .staging-<id>/ and renamed into place complete, so a supervisor killed
-// meanwhile leaves only a staging dir, which the next one removes: a snapshot is whole or absent.
+// Snapshots on disk, like VMs: the record in the data dir, the bulk in the storage dir (reflink-
+// capable, so a clone's disk is a reflink of the snapshot's).
+//   <data dir>/snapshots/<id>/      snapshot.json  who, what, when (SnapshotMeta), versioned
+//                                   spec.bin       the source VM's spec, which clones repeat
+//   <storage>/snapshots/<id>/       state.bin      QEMU's device state
+//                                   memory.img     guest memory, sparse; never written again
+//                                   rootfs.ext4    the disk, a reflink of the source's at the pause
+//                                   restore.json   what a clone's worker needs: its QEMU machine
+//                                                  and health check (from the source's worker)
+// Both are built as .staging-<id>/ and renamed into place, the record last: that rename is the
+// commit. A supervisor killed before it leaves the record's staging dir, from which the next one
+// knows what to remove; so a snapshot is whole or absent, and a store never touches bulk it has no
+// record of (test instances share one storage dir).
 #pragma once
 
 #include <filesystem>
@@ -35,38 +38,42 @@ struct SnapshotMeta {
 // A snapshot being written. Destroying it without commit() removes everything it wrote.
 class SnapshotStaging {
  public:
-  SnapshotStaging(std::filesystem::path dir, std::filesystem::path final);
+  // `recordDir`/`bulkDir`: the store's two directories; `id` the new snapshot's.
+  SnapshotStaging(const std::filesystem::path& recordDir, const std::filesystem::path& bulkDir,
+                  const std::string& id);
   ~SnapshotStaging();
   SnapshotStaging(const SnapshotStaging&) = delete;
   SnapshotStaging& operator=(const SnapshotStaging&) = delete;
 
   // The empty files the worker fills, opened for writing.
   UniqueFd state, memory, disk;
-  const std::filesystem::path& dir() const { return dir_; }
 
-  // Writes the metadata, restore.json and a copy of the spec file, fsyncs every file and the
-  // directory, and renames the directory into place.
+  // Writes restore.json, the metadata and a copy of the spec file, fsyncs every file and
+  // directory, and renames the bulk, then the record into place.
   void commit(const SnapshotMeta& meta, const std::string& restoreJson,
               const std::filesystem::path& specFile);
 
  private:
-  std::filesystem::path dir_, final_;
+  std::filesystem::path recordStaging_, record_, bulkStaging_, bulk_;
   bool committed_ = false;
 };
 
 class SnapshotStore {
  public:
-  explicit SnapshotStore(std::filesystem::path dir);  // <storage>/snapshots
+  SnapshotStore(std::filesystem::path recordDir, std::filesystem::path bulkDir);
 
-  // Every complete snapshot; staging dirs of a killed supervisor are removed, a snapshot whose
-  // metadata cannot be read is logged and skipped (left in place).
+  // Every complete snapshot. What a killed supervisor left half made (or half removed) is removed;
+  // a snapshot whose metadata cannot be read is logged and skipped (left in place).
   std::vector<SnapshotMeta> load() const;
   std::unique_ptr<SnapshotStaging> begin(const std::string& id) const;
-  std::filesystem::path dirOf(const std::string& id) const { return dir_ / id; }
+  // The snapshot's bulk directory: what a clone's worker restores from.
+  std::filesystem::path bulkOf(const std::string& id) const { return bulkDir_ / id; }
+  std::filesystem::path specOf(const std::string& id) const { return recordDir_ / id / "spec.bin"; }
+  // Un-commits the record first, so a removal cut short is finished by the next load().
   void remove(const std::string& id) const;
 
  private:
-  std::filesystem::path dir_;
+  std::filesystem::path recordDir_, bulkDir_;
 };
 
 }  // namespace fcvm::supervisor

@@ -13,9 +13,13 @@
 // --mode sends a wrong handshake on purpose and then waits for the server to hang up:
 //   bad-json, overlap, overflow, no-fd, page-size (twice the real one); outside-fault sends a good
 //   handshake and then touches registered memory it did not declare (and hangs in that fault
-//   until the server kills it).
+//   until the server kills it); refused sends a good handshake and expects the hang-up all the
+//   same (a peer the server must not serve, such as one of another uid).
+// --user-mode-only creates the userfaultfd with UFFD_USER_MODE_ONLY, which the kernel grants an
+// unprivileged peer even when vm.unprivileged_userfaultfd is 0 (Firecracker does not ask for it:
+// KVM touches guest memory from the kernel).
 //   firecracker_peer --socket PATH --image FILE [--mib N] [--regions R] [--threads T]
-//                    [--dontneed PAGES] [--page-size BYTES] [--mode MODE]
+//                    [--dontneed PAGES] [--page-size BYTES] [--mode MODE] [--user-mode-only]
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -47,6 +51,7 @@ struct Options {
   uint64_t dontneed = 16;
   uint64_t pageSize = 4096;
   std::string mode = "normal";
+  bool userModeOnly = false;
 };
 
 struct GuestMemory {
@@ -67,7 +72,7 @@ GuestMemory mapGuestMemory(const Options& o, uint64_t bytes) {
   return memory;
 }
 
-// The message for --mode; the right one for normal and outside-fault.
+// The message for --mode; the right one for normal, outside-fault and refused.
 std::string handshakeText(const Options& o, std::vector<uffd::GuestRegion> regions) {
   if (o.mode == "bad-json") return "[{\"base_host_virt_addr\": 1,}]";  // complete, but invalid
   if (o.mode == "overlap") regions[1].base = regions[0].base;
@@ -150,7 +155,7 @@ int run(const Options& o) {
   const uint64_t bytes =
       o.mib ? o.mib << 20 : static_cast<uint64_t>(::lseek(imageFd.get(), 0, SEEK_END));
   GuestMemory memory = mapGuestMemory(o, bytes);
-  fcvm::UniqueFd uffd = uffd::testing::createUserfaultfd(UFFD_FEATURE_EVENT_REMOVE);
+  fcvm::UniqueFd uffd = uffd::testing::createUserfaultfd(UFFD_FEATURE_EVENT_REMOVE, o.userModeOnly);
   for (const auto& m : memory.mappings)
     uffd::testing::registerMissing(uffd.get(), m.data(), m.size());
   // Registered like guest memory, but never declared: a fault there is not the server's to serve.
@@ -196,8 +201,9 @@ int main(int argc, char** argv) {
   app.add_option("--dontneed", o.dontneed, "pages given back with MADV_DONTNEED, twice");
   app.add_option("--page-size", o.pageSize, "page size in bytes");
   app.add_option("--mode", o.mode, "what to send")
-      ->check(CLI::IsMember(
-          {"normal", "bad-json", "overlap", "overflow", "no-fd", "page-size", "outside-fault"}));
+      ->check(CLI::IsMember({"normal", "bad-json", "overlap", "overflow", "no-fd", "page-size",
+                             "outside-fault", "refused"}));
+  app.add_flag("--user-mode-only", o.userModeOnly, "a userfaultfd for user-mode faults only");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

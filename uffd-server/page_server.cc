@@ -84,7 +84,7 @@ class PageServerService final : public rpc::PageServer::Server {
 
   kj::Promise<void> stop(StopContext) override {
     spdlog::info("stop requested");
-    // After this answer has gone out.
+    // runPageServer returns only once this answer has been written (see `stopped` there).
     return kj::evalLater([this] {
       if (state_.stop->isWaiting()) state_.stop->fulfill();
     });
@@ -175,7 +175,11 @@ int runPageServer(const ServerOptions& options) {
   }
   auto terminated =
       io.unixEventPort.onSignal(SIGTERM).then([](siginfo_t) { spdlog::info("SIGTERM: stopping"); });
-  stop.promise.exclusiveJoin(kj::mv(terminated))
+  // stop()'s answer is written a few continuations after `stop` is fulfilled; returning (and
+  // exiting) before that would reset the supervisor's connection and fail its stop() call.
+  // evalLast runs once those continuations, queued like all others, are done.
+  auto stopped = stop.promise.then([] { return kj::evalLast([] {}); });
+  stopped.exclusiveJoin(kj::mv(terminated))
       .exclusiveJoin(kj::mv(serving))
       .exclusiveJoin(kj::mv(accepting))
       .wait(io.waitScope);

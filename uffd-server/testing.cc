@@ -46,8 +46,9 @@ void writeImage(const std::string& path, uint64_t pages, uint64_t pageSize, uint
   }
 }
 
-UniqueFd createUserfaultfd(uint64_t features) {
-  UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+UniqueFd createUserfaultfd(uint64_t features, bool userModeOnly) {
+  const int flags = O_CLOEXEC | O_NONBLOCK | (userModeOnly ? UFFD_USER_MODE_ONLY : 0);
+  UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, flags)));
   if (!uffd) {
     throw SysError(errno,
                    "userfaultfd(2) refused (it needs root, CAP_SYS_PTRACE or "

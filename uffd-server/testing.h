@@ -37,7 +37,9 @@ void writeImage(const std::string& path, uint64_t pages, uint64_t pageSize, uint
 
 // What Firecracker does: userfaultfd(O_CLOEXEC | O_NONBLOCK), then UFFDIO_API with `features`.
 // Throws fcvm::SysError saying why when the kernel refuses (no root, vm.unprivileged_userfaultfd).
-UniqueFd createUserfaultfd(uint64_t features);
+// `userModeOnly` adds UFFD_USER_MODE_ONLY (faults from user mode only), which the kernel grants an
+// unprivileged process even when vm.unprivileged_userfaultfd is 0.
+UniqueFd createUserfaultfd(uint64_t features, bool userModeOnly = false);
 
 // UFFDIO_REGISTER of [addr, addr + length) for missing-page faults.
 void registerMissing(int uffd, const void* addr, size_t length);

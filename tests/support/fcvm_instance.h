@@ -44,8 +44,10 @@ class FcvmInstance {
             "FCVM_MEMORY_DIR=" + memoryDir_.string()};
   }
   ~FcvmInstance() {
-    // VMs first (their workers outlive a stopped supervisor by design), then the supervisor.
+    // VMs and serve processes first (they outlive a stopped supervisor by design), then the
+    // supervisor.
     for (pid_t pid : processesOf("fcvm-worker")) ::kill(pid, SIGKILL);
+    for (pid_t pid : processesOf("fcvm-uffd-server")) ::kill(pid, SIGKILL);
     fcvm({"supervisor", "stop"});
     for (pid_t pid : processesOf("fcvm-supervisor")) ::kill(pid, SIGKILL);
     // Disks of VMs a failed test left behind live in the shared storage, not in our dirs.
@@ -55,6 +57,13 @@ class FcvmInstance {
       if (entry.path().extension() == ".json") {
         std::filesystem::remove_all(disks / entry.path().stem(), ec);
       }
+    }
+    // So do snapshots' files: the bulk beside each record (or record being made).
+    auto bulk = dataDir() / "storage" / "snapshots";
+    for (const auto& entry : std::filesystem::directory_iterator(dataDir() / "snapshots", ec)) {
+      std::string name = entry.path().filename();
+      std::filesystem::remove_all(bulk / name, ec);
+      if (name.starts_with(".staging-")) std::filesystem::remove_all(bulk / name.substr(9), ec);
     }
   }
   FcvmInstance(const FcvmInstance&) = delete;
@@ -105,9 +114,10 @@ class FcvmInstance {
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       std::ifstream in(entry.path() / "cmdline");
       std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+      // Workers name the runtime dir as an argument; QEMU and serve processes sockets in it.
+      bool byArgument = program == "fcvm-worker" || program == "fcvm-supervisor";
       if (cmdline.find(program) != std::string::npos &&
-          cmdline.find(runtime + (program == "qemu-system" ? "/" : std::string(1, '\0'))) !=
-              std::string::npos) {
+          cmdline.find(runtime + (byArgument ? std::string(1, '\0') : "/")) != std::string::npos) {
         pids.push_back(std::stoi(name));
       }
     }

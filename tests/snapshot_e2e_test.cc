@@ -1,0 +1,315 @@
+// Snapshots and clones end to end: the real CLI, supervisor, workers, fcvm-uffd-server, QEMU
+// (TCG here) and podman in the guest. One source VM serves many assertions, since each boot costs
+// seconds of TCG while a clone costs a fraction of one. Waiting is done on events (`fcvm wait`,
+// output arriving, a pidfd), never by sleeping; the containers' own loops are their workload.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+
+#include "base/unique_fd.h"
+#include "tests/support/fcvm_instance.h"
+#include "tests/support/running_command.h"
+
+namespace fcvm {
+namespace {
+
+using nlohmann::json;
+using testing::FcvmInstance;
+using testing::RunningCommand;
+
+constexpr char kImage[] = "localhost/fcvm-test-busybox:latest";
+constexpr uid_t kOtherUid = 65534;
+// Watchdogs for a loaded 2-core host under TCG; they bound a hang, they measure nothing.
+constexpr auto kVmDeadline = std::chrono::seconds(600);
+// The source's container: file A, then a counter, one line per tick, until /stop appears.
+constexpr char kCounter[] =
+    "echo A > /A; i=0; while [ ! -e /stop ]; do i=$((i+1)); echo $i; sleep 0.1; done; exit 7";
+
+std::filesystem::path sharedStorage() {
+  const char* dir = std::getenv("FCVM_TEST_DATA_DIR");
+  if (dir == nullptr) throw std::runtime_error("FCVM_TEST_DATA_DIR is not set");
+  return std::filesystem::path(dir) / "storage";
+}
+
+int64_t hostSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The numbers a counter container printed, in order.
+std::vector<long> counts(const std::string& output) {
+  std::vector<long> out;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.find_first_not_of("0123456789") == std::string::npos) {
+      out.push_back(std::stol(line));
+    }
+  }
+  return out;
+}
+
+// Blocks until `pid` has exited (its pidfd), bounded by the watchdog.
+void waitForDeath(pid_t pid) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return;  // already gone
+  pollfd pfd{pidfd.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 60000), 1) << "pid " << pid << " did not die";
+}
+
+class SnapshotTest : public ::testing::Test {
+ protected:
+  SnapshotTest() : fcvm_(sharedStorage()) {}
+
+  CommandResult fcvm(const std::vector<std::string>& args,
+                     std::optional<uid_t> uid = std::nullopt) {
+    return fcvm_.fcvm(args, uid, kVmDeadline);
+  }
+  // Runs `fcvm ARGS`, expecting success; returns its output.
+  std::string ok(const std::vector<std::string>& args) {
+    auto r = fcvm(args);
+    std::string line = "fcvm";
+    for (const auto& a : args) line += " " + a;
+    EXPECT_EQ(r.exitCode, 0) << line << "\n" << r.output << "\n" << supervisorLogTail();
+    return r.output;
+  }
+  std::string supervisorLogTail() {
+    std::ifstream in(fcvm_.log());
+    std::string log((std::istreambuf_iterator<char>(in)), {});
+    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
+  }
+  // Starts the counter container as `name` and waits until it has printed `until`.
+  void startCounter(const std::string& name, long until) {
+    ok({"podman", "run", "-d", "--name", name, kImage, "sh", "-c", kCounter});
+    ok({"wait", "--name", name, "--condition", "healthy"});
+    followUntil(name, until);
+  }
+  // Follows `name`'s output until the counter has printed `number`.
+  void followUntil(const std::string& name, long number) {
+    RunningCommand follow({FcvmInstance::binary(), "logs", "-f", "--name", name}, fcvm_.env());
+    ASSERT_TRUE(follow.readUntil("\n" + std::to_string(number) + "\n")) << follow.output();
+  }
+  json snapshotLs(std::optional<uid_t> uid = std::nullopt) {
+    auto r = fcvm({"snapshot", "ls", "--json"}, uid);
+    EXPECT_EQ(r.exitCode, 0) << r.output;
+    return json::parse(r.output);
+  }
+  json inspect(const std::string& name) { return json::parse(ok({"inspect", "--name", name})); }
+
+  FcvmInstance fcvm_;
+};
+
+// The feature fcvm exists for: a running container snapshotted, three clones going on from the
+// snapshot point, each with its own disk, name and clock, while the source goes on too; the
+// snapshot kept from other users; kills of a clone's worker and of the serve process.
+TEST_F(SnapshotTest, ClonesGoOnFromTheSnapshotWithTheirOwnIdentityAndFiles) {
+  startCounter("src", 5);
+  auto created =
+      json::parse(ok({"snapshot", "create", "--name", "src", "--tag", "snap", "--json"}));
+  EXPECT_EQ(created.at("state"), "ready");
+  EXPECT_EQ(created.at("source_vm"), "src");
+  EXPECT_GT(created.at("pause_ms").get<double>(), 0);
+  EXPECT_GT(created.at("memory_bytes").get<uint64_t>(), 0u);
+  // The source goes on: it counts past what it had printed when the snapshot was done.
+  auto printed = counts(ok({"logs", "--name", "src"}));
+  ASSERT_FALSE(printed.empty());
+  long atCreate = printed.back();
+  followUntil("src", atCreate + 3);
+  ok({"exec", "-c", "--name", "src", "--", "touch", "/B"});
+
+  for (const char* name : {"c1", "c2", "c3"}) {
+    EXPECT_EQ(ok({"snapshot", "run", "--from", "snap", "--name", name, "-d"}),
+              std::string(name) + "\n");
+  }
+  for (const char* name : {"c1", "c2", "c3"}) {
+    ok({"wait", "--name", name, "--condition", "healthy"});
+    EXPECT_EQ(inspect(name).at("snapshot"), "snap");
+    // It goes on from the snapshot point: past 5 (printed before the snapshot), not from 1, and
+    // no later than the source was when the snapshot was done.
+    RunningCommand follow({FcvmInstance::binary(), "logs", "-f", "--name", name}, fcvm_.env());
+    ASSERT_TRUE(follow.readUntil("\n")) << name;
+    auto first = counts(follow.output());
+    ASSERT_FALSE(first.empty()) << name << ": " << follow.output();
+    EXPECT_GT(first.front(), 5) << name;
+    EXPECT_LE(first.front(), atCreate + 1) << name;
+    // Its own files: A from before the snapshot, not B, which the source wrote after it.
+    EXPECT_EQ(ok({"exec", "-c", "--name", name, "--", "sh", "-c",
+                  "test -e /A && echo A; test -e /B && echo B; true"}),
+              "A\n")
+        << name;
+    // Its own name, in the guest and in the container, and a clock set right after the restore.
+    EXPECT_EQ(ok({"exec", "--name", name, "--", "hostname"}), std::string(name) + "\n");
+    EXPECT_EQ(ok({"exec", "-c", "--name", name, "--", "hostname"}), std::string(name) + "\n");
+    auto before = hostSeconds();
+    auto guest = std::stol(ok({"exec", "--name", name, "--", "date", "+%s"}));
+    auto after = hostSeconds();
+    EXPECT_GE(guest, before - 1) << name;
+    EXPECT_LE(guest, after + 1) << name;
+  }
+  // A file written in one clone is in no other VM.
+  ok({"exec", "-c", "--name", "c1", "--", "touch", "/C"});
+  for (const char* name : {"c2", "src"}) {
+    EXPECT_EQ(fcvm({"exec", "-c", "--name", name, "--", "test", "-e", "/C"}).exitCode, 1) << name;
+  }
+  // Machine ids differ: each clone has its own.
+  EXPECT_NE(ok({"exec", "--name", "c1", "--", "cat", "/etc/machine-id"}),
+            ok({"exec", "--name", "c2", "--", "cat", "/etc/machine-id"}));
+
+  // In the foreground, as with podman run: the output from the clone point on, the container's
+  // exit code, and a lifetime bound to the command.
+  {
+    RunningCommand fg(
+        {FcvmInstance::binary(), "snapshot", "run", "--from", "snap", "--name", "fg", "--rm"},
+        fcvm_.env());
+    ASSERT_TRUE(fg.readUntil("\n")) << fg.output();
+    EXPECT_GT(counts(fg.output()).front(), 5);
+    ok({"exec", "-c", "--name", "fg", "--", "touch", "/stop"});
+    int status = fg.finish();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << status << fg.output();
+    EXPECT_EQ(fcvm({"inspect", "--name", "fg"}).exitCode, 1);  // --rm: gone
+    RunningCommand bound(
+        {FcvmInstance::binary(), "snapshot", "run", "--from", "snap", "--name", "bound"},
+        fcvm_.env());
+    ASSERT_TRUE(bound.readUntil("\n")) << bound.output();
+    bound.kill(SIGKILL);
+    EXPECT_EQ(ok({"wait", "--name", "bound", "--condition", "ended"}), "stopped 137\n");
+    ok({"rm", "--name", "bound"});
+  }
+
+  // Another user neither sees, nor runs, nor removes root's snapshot.
+  EXPECT_EQ(snapshotLs(kOtherUid), json::array());
+  auto run = fcvm({"snapshot", "run", "--from", "snap", "-d"}, kOtherUid);
+  EXPECT_EQ(run.exitCode, 1);
+  EXPECT_EQ(run.output, "fcvm: error: no snapshot tagged 'snap'\n");
+  EXPECT_EQ(fcvm({"snapshot", "rm", "snap"}, kOtherUid).output,
+            "fcvm: error: no snapshot tagged 'snap'\n");
+  EXPECT_EQ(fcvm({"snapshot", "stop", "snap"}, kOtherUid).exitCode, 1);
+
+  // In use: rm refuses while clones run.
+  auto busy = fcvm({"snapshot", "rm", "snap"});
+  EXPECT_EQ(busy.exitCode, 1);
+  EXPECT_NE(busy.output.find("is used by 3 clones"), std::string::npos) << busy.output;
+
+  // kill -9 of a clone's worker: the same cleanup as any VM.
+  auto c3 = inspect("c3");
+  std::string c3id = c3.at("id");
+  ::kill(c3.at("worker_pid").get<pid_t>(), SIGKILL);
+  auto ended = ok({"wait", "--name", "c3", "--condition", "ended"});
+  EXPECT_EQ(ended, "failed\n");
+  EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / c3id));
+  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / c3id));
+
+  // kill -9 of the serve process: the clones run on (their QEMU maps the image); the serve shows
+  // failed with the reason and leaves nothing behind; the next clone starts a new one.
+  auto snapshot = snapshotLs().at(0);
+  ASSERT_TRUE(snapshot.at("serve").is_object());
+  pid_t servePid = snapshot.at("serve").at("pid");
+  std::string serveId = snapshot.at("serve").at("id");
+  ::kill(servePid, SIGKILL);
+  waitForDeath(servePid);
+  auto failedServe = snapshotLs().at(0).at("serve");
+  EXPECT_EQ(failedServe.at("state"), "failed");
+  EXPECT_NE(failedServe.at("reason").get<std::string>().find("signal 9"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "serves" / serveId));
+  EXPECT_EQ(ok({"exec", "--name", "c1", "--", "echo", "alive"}), "alive\n");
+  ok({"snapshot", "run", "--from", "snap", "--name", "c4", "-d"});
+  ok({"wait", "--name", "c4", "--condition", "healthy"});
+  EXPECT_EQ(snapshotLs().at(0).at("serve").at("state"), "serving");
+  EXPECT_EQ(snapshotLs().at(0).at("clones"), 3);
+
+  // Stopping the serving stops the clones, then the serve process; the source goes on.
+  ok({"snapshot", "stop", "snap"});
+  for (const char* name : {"c1", "c2", "c4"}) {
+    EXPECT_EQ(inspect(name).at("state"), "stopped") << name;
+  }
+  EXPECT_TRUE(snapshotLs().at(0).at("serve").is_null());
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-uffd-server").empty());
+  EXPECT_EQ(ok({"exec", "--name", "src", "--", "echo", "alive"}), "alive\n");
+
+  auto id = snapshotLs().at(0).at("id").get<std::string>();
+  EXPECT_EQ(ok({"snapshot", "rm", "snap"}), "snap\n");
+  EXPECT_EQ(snapshotLs(), json::array());
+  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "snapshots" / id));
+  EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "snapshots" / id));
+}
+
+// Blocks until an entry whose name starts with `prefix` is created in `dir`.
+void waitForEntry(const std::filesystem::path& dir, const std::string& prefix, int inotify) {
+  char buf[4096] __attribute__((aligned(8)));
+  for (;;) {
+    pollfd pfd{inotify, POLLIN, 0};
+    ASSERT_EQ(::poll(&pfd, 1, 600000), 1) << "nothing appeared in " << dir;
+    ssize_t n = ::read(inotify, buf, sizeof buf);
+    ASSERT_GT(n, 0);
+    for (char* p = buf; p < buf + n;) {
+      auto* event = reinterpret_cast<inotify_event*>(p);
+      if (event->len > 0 && std::string(event->name).starts_with(prefix)) return;
+      p += sizeof(inotify_event) + event->len;
+    }
+  }
+}
+
+// The supervisor dies while a snapshot is being made: the snapshot is whole or absent, and the
+// source runs on, thawed. A restarted supervisor re-adopts serve processes and clones.
+TEST_F(SnapshotTest, ASupervisorKilledMidSnapshotLeavesItWholeOrAbsentAndIsReadopted) {
+  startCounter("src", 3);
+  auto records = fcvm_.dataDir() / "snapshots";
+  std::filesystem::create_directories(records);
+  UniqueFd inotify(::inotify_init1(IN_CLOEXEC));
+  ASSERT_GE(::inotify_add_watch(inotify.get(), records.c_str(), IN_CREATE), 0);
+  pid_t supervisor = fcvm_.processesOf("fcvm-supervisor").at(0);
+  RunningCommand create(
+      {FcvmInstance::binary(), "snapshot", "create", "--name", "src", "--tag", "half"},
+      fcvm_.env());
+  waitForEntry(records, ".staging-", inotify.get());
+  ::kill(supervisor, SIGKILL);
+  waitForDeath(supervisor);
+  create.finish();
+
+  auto after = snapshotLs();  // starts a new supervisor
+  ASSERT_LE(after.size(), 1u);
+  if (!after.empty()) {
+    EXPECT_EQ(after.at(0).at("state"), "ready");
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(records)) {
+    EXPECT_FALSE(entry.path().filename().string().starts_with(".staging-")) << entry.path();
+  }
+  // The source runs on, and its file system is not left frozen: it can write.
+  EXPECT_EQ(ok({"exec", "--name", "src", "--", "sh", "-c", "touch /written && echo ok"}), "ok\n");
+  auto printed = counts(ok({"logs", "--name", "src"}));
+  ASSERT_FALSE(printed.empty());
+  followUntil("src", printed.back() + 2);
+
+  // A serve process and a clone outlive a supervisor killed again, and are re-adopted.
+  if (after.empty()) ok({"snapshot", "create", "--name", "src", "--tag", "half"});
+  auto serve = json::parse(ok({"snapshot", "serve", "half", "-d", "--json"}));
+  pid_t servePid = serve.at("pid");
+  ok({"snapshot", "run", "--pid", std::to_string(servePid), "--name", "clone", "-d"});
+  ok({"wait", "--name", "clone", "--condition", "healthy"});
+  supervisor = fcvm_.processesOf("fcvm-supervisor").at(0);
+  ::kill(supervisor, SIGKILL);
+  waitForDeath(supervisor);
+  auto status = json::parse(ok({"supervisor", "start", "--json"}));  // a new one
+  EXPECT_EQ(status.at("adopted_vms"), 2);
+  auto snapshot = snapshotLs().at(0);
+  EXPECT_EQ(snapshot.at("serve").at("pid"), servePid);
+  EXPECT_EQ(snapshot.at("serve").at("state"), "serving");
+  EXPECT_EQ(snapshot.at("clones"), 1);
+  EXPECT_EQ(ok({"exec", "--name", "clone", "--", "hostname"}), "clone\n");
+  // The serve process still hands out the image: another clone starts from it.
+  ok({"snapshot", "run", "--from", "half", "--name", "clone2", "-d"});
+  ok({"wait", "--name", "clone2", "--condition", "healthy"});
+  ok({"snapshot", "rm", "-f", "half"});
+  EXPECT_EQ(inspect("clone").at("state"), "stopped");
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-uffd-server").empty());
+}
+
+}  // namespace
+}  // namespace fcvm
