@@ -27,12 +27,22 @@ FirecrackerPeers::~FirecrackerPeers() {
     spdlog::error("could not tell the uffd peers to stop: {}", errnoText(errno));
   }
   std::lock_guard lock(mutex_);
-  for (auto& t : threads_) t.join();
+  for (auto& peer : peers_) peer.thread.join();
 }
 
 void FirecrackerPeers::serve(UniqueFd connection) {
   std::lock_guard lock(mutex_);
-  threads_.emplace_back([this, c = std::move(connection)]() mutable { run(std::move(c)); });
+  std::erase_if(peers_, [](Peer& peer) {
+    if (!peer.done->load()) return false;
+    peer.thread.join();
+    return true;
+  });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread([this, done, c = std::move(connection)]() mutable {
+    run(std::move(c));
+    done->store(true);
+  });
+  peers_.push_back({std::move(thread), std::move(done)});
 }
 
 void FirecrackerPeers::run(UniqueFd connection) {

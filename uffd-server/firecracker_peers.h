@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -41,8 +42,12 @@ class FirecrackerPeers {
   UniqueFd stop_;  // an eventfd: readable once every peer must stop
   std::atomic<uint32_t> active_{0};
   std::atomic<uint64_t> pagesServed_{0};
-  std::mutex mutex_;  // guards threads_
-  std::vector<std::thread> threads_;
+  struct Peer {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::mutex mutex_;         // guards peers_
+  std::vector<Peer> peers_;  // finished ones are joined when the next one comes
 };
 
 }  // namespace fcvm::uffd

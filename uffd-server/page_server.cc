@@ -108,16 +108,29 @@ kj::Own<kj::ConnectionReceiver> wrap(kj::AsyncIoContext& io, ipc::ListeningSocke
                                                      kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
 }
 
-// Accepts Firecracker peers; each connection goes to a thread of its own.
+// Accepts Firecracker peers; each connection goes to a thread of its own. `spare` is an fd kept
+// for running out of them: a connection that cannot be accepted (EMFILE) is accepted into it and
+// closed, rather than left pending with the socket readable forever.
 kj::Promise<void> acceptPeers(kj::UnixEventPort::FdObserver& observer, int listenFd,
-                              FirecrackerPeers& peers) {
-  return observer.whenBecomesReadable().then([&observer, listenFd, &peers] {
+                              FirecrackerPeers& peers, UniqueFd& spare) {
+  return observer.whenBecomesReadable().then([&observer, listenFd, &peers, &spare] {
     for (;;) {
       UniqueFd connection(::accept4(listenFd, nullptr, nullptr, SOCK_CLOEXEC));
-      if (!connection) break;  // EAGAIN: all taken
-      peers.serve(std::move(connection));
+      if (connection) {
+        peers.serve(std::move(connection));
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        spdlog::warn("uffd socket: out of file descriptors; a peer is turned away");
+        spare.reset();
+        UniqueFd(::accept4(listenFd, nullptr, nullptr, SOCK_CLOEXEC));
+        spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        continue;
+      }
+      break;  // EAGAIN: all taken
     }
-    return acceptPeers(observer, listenFd, peers);
+    return acceptPeers(observer, listenFd, peers, spare);
   });
 }
 
@@ -167,7 +180,8 @@ int runPageServer(const ServerOptions& options) {
   UniqueFd uffdListenOwner(uffdListen);
   kj::UnixEventPort::FdObserver observer(io.unixEventPort, uffdListen,
                                          kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  auto accepting = acceptPeers(observer, uffdListen, peers);
+  UniqueFd spare(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  auto accepting = acceptPeers(observer, uffdListen, peers, spare);
 
   if (options.readyFd) {
     writeLine(*options.readyFd, "ready");

@@ -119,13 +119,14 @@ class ServerProcessTest : public ::testing::Test {
     if (HasFailure()) std::cerr << "fcvm-uffd-server's log:\n" << fileText(serverLogPath_);
   }
 
-  // Starts the server as the supervisor does and waits for its "ready".
+  // Starts the server as the supervisor does and waits for its "ready"; throws (ending the test)
+  // when it does not get ready.
   void startServer(uid_t owner = 0) {
     int ready[2];
     checkSys(::pipe2(ready, O_CLOEXEC), "pipe2");
     UniqueFd readyRead(ready[0]), readyWrite(ready[1]);
     UniqueFd log(::open(serverLogPath_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-    ASSERT_TRUE(log) << errnoText(errno);
+    if (!log) throw SysError(errno, "create " + serverLogPath_);
     SpawnSpec spec;
     spec.argv = {FCVM_UFFD_SERVER_BINARY,
                  "--snapshot-id",
@@ -145,7 +146,8 @@ class ServerProcessTest : public ::testing::Test {
     spec.dieWithParent = true;
     server_ = spawn(spec);
     readyWrite.reset();  // so that its death shows as end of file
-    ASSERT_EQ(readToEnd(readyRead.get(), kDeadline), "ready\n");
+    const std::string said = readToEnd(readyRead.get(), kDeadline);
+    if (said != "ready\n") throw Error("the server did not get ready: '" + said + "'");
   }
 
   // Runs firecracker_peer against the uffd socket until it exits.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/guest/bench_vms.h"
 #include "tests/guest/guest_vm.h"
 #include "tests/support/fcvm_instance.h"
 #include "worker/accelerator.h"
@@ -27,132 +28,14 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kRuns = 3;
 constexpr int kVms = 3;
-constexpr const char* kImage = "localhost/fcvm-test-busybox:latest";
-// A watchdog for one command on a loaded 2-core host under TCG; it bounds a hang, nothing more.
-constexpr auto kCommandDeadline = std::chrono::seconds(600);
 
 const std::vector<std::string> kRunTrue = {"podman", "run", "--rm", kImage, "true"};
-
-std::string commandLine(const std::vector<std::string>& args) {
-  std::string line = "fcvm";
-  for (const auto& a : args) line += " " + a;
-  return line;
-}
-
-std::string logTail(const FcvmInstance& fcvm) {
-  std::ifstream in(fcvm.log());
-  std::string log((std::istreambuf_iterator<char>(in)), {});
-  return log.size() > 3000 ? log.substr(log.size() - 3000) : log;
-}
-
-// Runs `fcvm ARGS` in `fcvm`; returns its output, or throws unless it succeeded.
-std::string ok(const FcvmInstance& fcvm, const std::vector<std::string>& args) {
-  auto r = fcvm.fcvm(args, std::nullopt, kCommandDeadline);
-  if (r.exitCode != 0) {
-    throw Error(fmt::format("`{}` {}:\n{}\nsupervisor log ends:\n{}", commandLine(args),
-                            r.timedOut ? "timed out" : fmt::format("exited {}", r.exitCode),
-                            r.output, logTail(fcvm)));
-  }
-  return r.output;
-}
-
-double secondsOf(const std::function<void()>& work) {
-  auto start = Clock::now();
-  work();
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Starts the instance's supervisor and runs the image once: an image's first run prepares its
 // image disk, which the timed runs then find ready.
 void warmUp(const FcvmInstance& fcvm) {
   ok(fcvm, {"supervisor", "start"});
   ok(fcvm, kRunTrue);
-}
-
-std::string loadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return fmt::format("{} {} {}", one, five, fifteen);
-}
-
-// VMs started with `podman run -d`, removed (`rm -f`) when this goes, also when the bench fails.
-class DetachedVms {
- public:
-  explicit DetachedVms(const FcvmInstance& fcvm) : fcvm_(fcvm) {}
-  ~DetachedVms() {
-    for (const auto& name : names_) {
-      try {
-        fcvm_.fcvm({"rm", "-f", "--name", name}, {}, kCommandDeadline);
-      } catch (const std::exception&) {
-        // Already failing; the instance's destructor kills what is left.
-      }
-    }
-  }
-  DetachedVms(const DetachedVms&) = delete;
-  DetachedVms& operator=(const DetachedVms&) = delete;
-
-  void start(const std::string& name, const std::vector<std::string>& command) {
-    names_.push_back(name);  // first: a half-started VM is removed too
-    std::vector<std::string> args = {"podman", "run", "-d", "--name", name, kImage};
-    args.insert(args.end(), command.begin(), command.end());
-    ok(fcvm_, args);
-  }
-  // Removes them now, so that a failure to remove is reported.
-  void removeAll() {
-    while (!names_.empty()) {
-      ok(fcvm_, {"rm", "-f", "--name", names_.back()});
-      names_.pop_back();
-    }
-  }
-  const std::vector<std::string>& names() const { return names_; }
-
- private:
-  const FcvmInstance& fcvm_;
-  std::vector<std::string> names_;
-};
-
-struct Memory {
-  double rssMib = 0;  // VmRSS
-  double pssMib = 0;  // Pss: shared pages divided among their users
-
-  Memory operator+(const Memory& o) const { return {rssMib + o.rssMib, pssMib + o.pssMib}; }
-  Memory operator/(double d) const { return {rssMib / d, pssMib / d}; }
-};
-
-// The kB field `key` of /proc/PID/FILE (status, smaps_rollup), in MiB.
-double procFieldMib(pid_t pid, const char* file, const std::string& key) {
-  auto path = fmt::format("/proc/{}/{}", pid, file);
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) / 1024;
-  }
-  throw Error(fmt::format("no {} in {} (has the process gone?)", key, path));
-}
-
-Memory memoryOf(pid_t pid) {
-  return {procFieldMib(pid, "status", "VmRSS"), procFieldMib(pid, "smaps_rollup", "Pss")};
-}
-
-std::string commName(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/comm", pid));
-  std::string name;
-  std::getline(in, name);
-  return name;
-}
-
-// The QEMU that `worker` runs: its child named qemu-system-*.
-pid_t qemuOf(pid_t worker) {
-  for (const auto& task :
-       std::filesystem::directory_iterator(fmt::format("/proc/{}/task", worker))) {
-    std::ifstream in(task.path() / "children");
-    pid_t child = 0;
-    while (in >> child) {
-      if (commName(child).rfind("qemu-system", 0) == 0) return child;
-    }
-  }
-  throw Error(fmt::format("worker {} has no qemu-system child", worker));
 }
 
 struct VmMemory {
@@ -172,7 +55,7 @@ struct MemoryFigures {
 // Starts kVms detached VMs, waits until each is healthy, reads the memory of their workers, their
 // QEMUs and the supervisor, and removes them.
 MemoryFigures measureMemory(const FcvmInstance& fcvm) {
-  DetachedVms vms(fcvm);
+  DetachedVms vms(fcvm, kImage);
   for (int i = 1; i <= kVms; ++i) vms.start(fmt::format("b{}", i), {"sleep", "600"});
   for (const auto& name : vms.names()) ok(fcvm, {"wait", "--name", name, "--condition", "healthy"});
 
@@ -182,9 +65,7 @@ MemoryFigures measureMemory(const FcvmInstance& fcvm) {
   for (const auto& name : vms.names()) {
     VmMemory vm;
     vm.name = name;
-    vm.worker =
-        nlohmann::json::parse(ok(fcvm, {"inspect", "--name", name})).at("worker_pid").get<pid_t>();
-    if (vm.worker <= 0) throw Error(fmt::format("VM {} has no worker pid", name));
+    vm.worker = workerOf(fcvm, name);
     vm.qemu = qemuOf(vm.worker);
     vm.workerMemory = memoryOf(vm.worker);
     vm.qemuMemory = memoryOf(vm.qemu);
