@@ -30,9 +30,9 @@ constexpr const char* kAllowed[] = {
     "getpeername",
     // its own files: the final state (write, rename) and cleanup of its runtime dir
     "openat", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir", "getdents64",
-    // snapshots: guest memory copied sparsely (sendfile across file systems), the disk reflinked
-    // (ioctl FICLONE, above) or copied
-    "sendfile", "copy_file_range", "ftruncate",
+    // snapshots: guest memory copied sparsely (lseek SEEK_DATA/SEEK_HOLE, pread/pwrite above),
+    // the disk reflinked (ioctl FICLONE, above) or copied
+    "copy_file_range", "ftruncate",
     // QEMU: signal, watch and reap it
     "kill", "tgkill", "pidfd_send_signal", "wait4", "waitid",
     // identity, exit

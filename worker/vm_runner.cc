@@ -642,7 +642,7 @@ namespace {
 // One snapshot's files and timings, alive until it has ended.
 struct SnapshotJob {
   UniqueFd state, memory, disk;
-  std::chrono::steady_clock::time_point pausedAt, resumedAt;
+  std::chrono::steady_clock::time_point pausedAt, savedAt, copiedAt, resumedAt;
   bool paused = false;
   bool resumed = false;
   uint64_t memoryBytes = 0;
@@ -688,8 +688,10 @@ kj::Promise<SnapshotTaken> VmRunner::snapshot(UniqueFd state, UniqueFd memory, U
       })
       .then([this, &j](nlohmann::json) { return saveDeviceState(*qmp_, j.state.get()); })
       .then([this, &j] {
+        j.savedAt = std::chrono::steady_clock::now();
         auto memory = openForReading(parts_.memoryFile);
         j.memoryBytes = copySparse(memory.get(), j.memory.get(), "guest memory");
+        j.copiedAt = std::chrono::steady_clock::now();
         auto disk = openForReading(parts_.rootDisk);
         cloneOrCopy(disk.get(), j.disk.get(), "the VM's disk");
         return qmp_->execute("cont");
@@ -699,8 +701,12 @@ kj::Promise<SnapshotTaken> VmRunner::snapshot(UniqueFd state, UniqueFd memory, U
         j.resumed = true;
         snapshotting_ = false;
         auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(j.resumedAt - j.pausedAt);
-        spdlog::info("snapshot taken: paused {:.1f} ms, {} MiB of guest memory",
-                     pause.count() / 1e6, j.memoryBytes >> 20);
+        auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+        spdlog::info(
+            "snapshot taken: paused {:.1f} ms (device state {:.1f}, {} MiB of guest memory {:.1f}, "
+            "disk and resume {:.1f})",
+            ms(pause), ms(j.savedAt - j.pausedAt), j.memoryBytes >> 20, ms(j.copiedAt - j.savedAt),
+            ms(j.resumedAt - j.copiedAt));
         return channel_->thaw(realtimeNs()).then([pause, &j] {
           return SnapshotTaken{static_cast<uint64_t>(pause.count()), j.memoryBytes};
         });
