@@ -1,14 +1,20 @@
 #include "agent/guest_system.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <kj/io.h>
 #include <linux/fs.h>
 #include <linux/random.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 namespace fcvm::agent {
@@ -61,6 +67,69 @@ void LinuxGuestSystem::addEntropy(const std::string& bytes) {
   KJ_SYSCALL(fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC), "/dev/urandom");
   kj::AutoCloseFd urandom(fd);
   KJ_SYSCALL(ioctl(fd, RNDADDENTROPY, info), "RNDADDENTROPY");
+}
+
+namespace {
+
+sockaddr ipv4(const std::string& text) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  KJ_REQUIRE(inet_pton(AF_INET, text.c_str(), &in.sin_addr) == 1, "not an IPv4 address", text);
+  sockaddr out{};
+  memcpy(&out, &in, sizeof in);
+  return out;
+}
+
+// The VM's one network interface: the first that is not loopback (virtio-net's eth0).
+std::string networkInterface() {
+  std::ifstream in("/proc/net/dev");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto name = line.substr(0, colon);
+    name.erase(0, name.find_first_not_of(' '));
+    if (name != "lo") return name;
+  }
+  KJ_FAIL_REQUIRE("the VM has no network interface");
+}
+
+}  // namespace
+
+void LinuxGuestSystem::configureNetwork(const GuestNetwork& network) {
+  int sock;
+  KJ_SYSCALL(sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
+  kj::AutoCloseFd owned(sock);
+  auto name = networkInterface();
+  ifreq ifr{};
+  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_addr = ipv4(network.address);
+  KJ_SYSCALL(ioctl(sock, SIOCSIFADDR, &ifr), "set the address", name);
+  uint32_t mask =
+      network.prefixLength == 0 ? 0 : htonl(~uint32_t{0} << (32 - network.prefixLength));
+  sockaddr_in netmask{};
+  netmask.sin_family = AF_INET;
+  netmask.sin_addr.s_addr = mask;
+  memcpy(&ifr.ifr_netmask, &netmask, sizeof netmask);
+  KJ_SYSCALL(ioctl(sock, SIOCSIFNETMASK, &ifr), "set the netmask", name);
+  KJ_SYSCALL(ioctl(sock, SIOCGIFFLAGS, &ifr), "get flags", name);
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  KJ_SYSCALL(ioctl(sock, SIOCSIFFLAGS, &ifr), "bring it up", name);
+  rtentry route{};
+  route.rt_dst = ipv4("0.0.0.0");
+  route.rt_genmask = ipv4("0.0.0.0");
+  route.rt_gateway = ipv4(network.gateway);
+  route.rt_flags = RTF_UP | RTF_GATEWAY;
+  if (ioctl(sock, SIOCADDRT, &route) != 0 && errno != EEXIST) {
+    KJ_FAIL_SYSCALL("add the default route", errno, network.gateway);
+  }
+  std::string resolv;
+  for (const auto& ns : network.nameservers) resolv += "nameserver " + ns + "\n";
+  int fd;
+  KJ_SYSCALL(fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+             "/etc/resolv.conf");
+  kj::AutoCloseFd file(fd);
+  kj::FdOutputStream(fd).write(resolv.data(), resolv.size());
 }
 
 }  // namespace fcvm::agent

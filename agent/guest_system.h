@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "agent/messages.h"
+
 namespace fcvm::agent {
 
 class GuestSystem {
@@ -16,10 +18,13 @@ class GuestSystem {
   virtual void setHostname(const std::string& hostname) = 0;
   virtual void setMachineId(const std::string& machineId) = 0;  // 32 hex digits
   virtual void addEntropy(const std::string& bytes) = 0;        // credited to the kernel's RNG
+  // Brings up the VM's network interface with a static address, a default route through the
+  // gateway, and the nameservers in /etc/resolv.conf.
+  virtual void configureNetwork(const GuestNetwork& network) = 0;
 };
 
 // The guest's PID 1: FIFREEZE/FITHAW on the root file system, sethostname(2), /etc/machine-id,
-// RNDADDENTROPY on /dev/urandom.
+// RNDADDENTROPY on /dev/urandom, eth0 through the classic interface and route ioctls.
 class LinuxGuestSystem : public GuestSystem {
  public:
   void freezeFilesystems() override;
@@ -27,6 +32,7 @@ class LinuxGuestSystem : public GuestSystem {
   void setHostname(const std::string& hostname) override;
   void setMachineId(const std::string& machineId) override;
   void addEntropy(const std::string& bytes) override;
+  void configureNetwork(const GuestNetwork& network) override;
 };
 
 }  // namespace fcvm::agent

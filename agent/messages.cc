@@ -1,5 +1,6 @@
 #include "agent/messages.h"
 
+#include <arpa/inet.h>
 #include <kj/debug.h>
 
 #include <algorithm>
@@ -61,6 +62,23 @@ RunPlan decodeRunPlan(wire::RunPlan::Reader r) {
   }
   plan.clockRealtimeNs = r.getClockRealtimeNs();
   plan.hostname = text(r.getHostname(), "runPlan.hostname");
+  if (r.getHasGuestNetwork()) {
+    auto n = r.getGuestNetwork();
+    GuestNetwork network;
+    network.address = text(n.getAddress(), "guestNetwork.address");
+    network.prefixLength = n.getPrefixLength();
+    network.gateway = text(n.getGateway(), "guestNetwork.gateway");
+    KJ_REQUIRE(isIpv4(network.address) && isIpv4(network.gateway),
+               "agent frame: guest network addresses are not IPv4");
+    KJ_REQUIRE(network.prefixLength >= 1 && network.prefixLength <= 30,
+               "agent frame: guest network prefix out of range", network.prefixLength);
+    KJ_REQUIRE(n.getNameservers().size() <= 3, "agent frame: more than 3 nameservers");
+    for (auto ns : n.getNameservers()) {
+      network.nameservers.push_back(text(ns, "guestNetwork.nameservers"));
+      KJ_REQUIRE(isIpv4(network.nameservers.back()), "agent frame: nameserver is not IPv4");
+    }
+    plan.guestNetwork = std::move(network);
+  }
   KJ_REQUIRE(plan.hostname.empty() || isValidHostname(plan.hostname),
              "agent frame: invalid hostname", plan.hostname);
   return plan;
@@ -167,6 +185,21 @@ struct Encoder {
     b.setClockRealtimeNs(p.clockRealtimeNs);
     KJ_REQUIRE(p.hostname.empty() || isValidHostname(p.hostname), "invalid hostname to send");
     b.setHostname(asText(p.hostname, "runPlan.hostname"));
+    if (p.guestNetwork) {
+      const auto& g = *p.guestNetwork;
+      KJ_REQUIRE(isIpv4(g.address) && isIpv4(g.gateway) && g.nameservers.size() <= 3,
+                 "invalid guest network to send");
+      b.setHasGuestNetwork(true);
+      auto n = b.initGuestNetwork();
+      n.setAddress(asText(g.address, "guestNetwork.address"));
+      n.setPrefixLength(g.prefixLength);
+      n.setGateway(asText(g.gateway, "guestNetwork.gateway"));
+      auto list = n.initNameservers(static_cast<unsigned>(g.nameservers.size()));
+      for (unsigned i = 0; i < list.size(); ++i) {
+        KJ_REQUIRE(isIpv4(g.nameservers[i]), "invalid nameserver to send");
+        list.set(i, asText(g.nameservers[i], "guestNetwork.nameservers"));
+      }
+    }
   }
   void operator()(const ContainerStarted&) { m.setContainerStarted(); }
   void operator()(const Output& o) {
@@ -295,6 +328,12 @@ Message decode(capnp::MessageReader& frame) {
       return decodeResume(m.getResume());
   }
   KJ_FAIL_REQUIRE("agent frame: unknown message type", static_cast<int>(m.which()));
+}
+
+bool isIpv4(std::string_view text) {
+  std::string copy(text);
+  in_addr addr{};
+  return text.size() <= 15 && ::inet_pton(AF_INET, copy.c_str(), &addr) == 1;
 }
 
 bool isValidHostname(std::string_view name) {

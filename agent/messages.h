@@ -8,6 +8,7 @@
 #include <kj/memory.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -34,6 +35,15 @@ struct VolumeSpec {
   bool operator==(const VolumeSpec&) const = default;
 };
 
+struct GuestNetwork {
+  std::string address;  // IPv4 dotted quad
+  uint8_t prefixLength = 24;
+  std::string gateway;
+  std::vector<std::string> nameservers;
+
+  bool operator==(const GuestNetwork&) const = default;
+};
+
 struct RunPlan {
   std::string image;
   std::vector<std::string> command;
@@ -44,7 +54,8 @@ struct RunPlan {
   std::vector<VolumeSpec> volumes;
   NetworkMode network = NetworkMode::kNone;
   int64_t clockRealtimeNs = 0;
-  std::string hostname;  // a valid hostname, or empty
+  std::string hostname;                      // a valid hostname, or empty
+  std::optional<GuestNetwork> guestNetwork;  // with NetworkMode::kHost: eth0's configuration
 
   bool operator==(const RunPlan&) const = default;
 };
@@ -166,6 +177,9 @@ Message decode(capnp::MessageReader& frame);
 
 // True if `bytes` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool isValidUtf8(std::string_view bytes);
+
+// True for an IPv4 address in dotted-quad form.
+bool isIpv4(std::string_view text);
 
 // True for a usable hostname: 1..63 characters of [a-zA-Z0-9_.-], starting with a letter or digit.
 bool isValidHostname(std::string_view name);

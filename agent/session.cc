@@ -220,6 +220,12 @@ void AgentSession::startContainer(const RunPlan& plan) {
       log(std::string("hostname: ") + e->getDescription().cStr());
     }
   }
+  if (plan.guestNetwork) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions(
+                        [&]() { deps_.system.configureNetwork(*plan.guestNetwork); })) {
+      log(std::string("network: ") + e->getDescription().cStr());
+    }
+  }
   SpawnedProcess process;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions(
                       [&]() { process = deps_.launcher.startContainer(plan); })) {

@@ -59,6 +59,10 @@ class RecordingSystem : public GuestSystem {
   void addEntropy(const std::string& bytes) override {
     calls.push_back("entropy " + std::to_string(bytes.size()));
   }
+  void configureNetwork(const GuestNetwork& n) override {
+    calls.push_back("network " + n.address + "/" + std::to_string(n.prefixLength) + " via " +
+                    n.gateway);
+  }
   std::vector<std::string> calls;
   std::string freezeError;
 };

@@ -5,6 +5,7 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -29,6 +30,7 @@ enum class Step : int {
   kFds,
   kCwd,
   kNoNewPrivs,
+  kNetns,
   kGroups,
   kGid,
   kUid,
@@ -47,6 +49,8 @@ const char* stepName(Step step) {
       return "chdir";
     case Step::kNoNewPrivs:
       return "no_new_privs";
+    case Step::kNetns:
+      return "setns";
     case Step::kGroups:
       return "setgroups";
     case Step::kGid:
@@ -245,6 +249,7 @@ ChildProcess spawn(const SpawnSpec& spec) {
     if (spec.noNewPrivs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
       childFail(err, Step::kNoNewPrivs);
     }
+    if (spec.netns >= 0 && ::setns(spec.netns, CLONE_NEWNET) == -1) childFail(err, Step::kNetns);
     if (spec.credentials) {
       // Raw system calls: they change this (the only) thread's credentials, without glibc's
       // all-threads broadcast.

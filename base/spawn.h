@@ -41,6 +41,7 @@ struct SpawnSpec {
   bool dieWithParent = false;
   bool noNewPrivs = false;
   std::optional<Credentials> credentials;  // switch to these before exec; else ours
+  int netns = -1;  // an fd of a network namespace to enter (setns) before exec; -1: ours
 };
 
 // A started child. Destroying it kills (SIGKILL) and reaps the child unless it has been reaped

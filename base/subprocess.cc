@@ -31,6 +31,7 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
   spec.env = options.environment ? *options.environment : environmentWith(options.extraEnv);
   spec.cwd = options.cwd;
   spec.credentials = options.credentials;
+  spec.netns = options.netns;
   if (options.outputFile.empty()) {
     spec.fds[1] = spec.fds[2] = writeEnd.get();
   } else {

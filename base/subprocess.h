@@ -31,6 +31,7 @@ struct CommandOptions {
   std::string outputFile;                  // append output here instead of collecting it
   std::string errorFile;                   // stderr here (truncated), apart from stdout
   std::optional<Credentials> credentials;  // run as this user instead of ours
+  int netns = -1;                          // run in this network namespace (an fd) instead of ours
 
   static CommandOptions withTimeout(std::chrono::milliseconds t) {
     CommandOptions o;

@@ -32,8 +32,8 @@ constexpr std::chrono::milliseconds kSupervisorReadyTimeout{30000};
 constexpr int kSupervisorStopTimeoutMs = 15000;
 
 struct RunArgs {
-  std::string image, workdir, user, accel = "auto", healthCmd;
-  std::vector<std::string> command, env, ports, maps;
+  std::string image, workdir, user, accel = "auto", healthCmd, network = "auto";
+  std::vector<std::string> command, env, ports, maps, dns;
   bool detach = false, privileged = false, rm = false, verbose = false;
   unsigned cpus = 1, memMib = 256, rootfsMib = 0;
 };
@@ -111,9 +111,7 @@ class Commands {
 
   int podmanRun() {
     const RunArgs& run = opt_.run;
-    if (!run.ports.empty() || !run.maps.empty()) {
-      return notImplemented(!run.ports.empty() ? "-p (port mappings)" : "--map (volumes)");
-    }
+    if (!run.maps.empty()) return notImplemented("--map (volumes)");
     // Ctrl-C and SIGTERM must reach the event loop, which exists only after the session does.
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
@@ -238,6 +236,8 @@ class Commands {
     request.setName(opt_.name);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
+    auto ports = parsedPorts();
+    ipc::encodePorts(ports, request.initPorts(static_cast<unsigned>(ports.size())));
     if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
     auto reply = request.send().wait(session.waitScope());
     std::string name = reply.getVm().getName().cStr();
@@ -466,7 +466,16 @@ class Commands {
     spec.rootfsSizeMib = run.rootfsMib;
     spec.accel = run.accel;
     spec.healthCmd = run.healthCmd;
+    spec.network = run.network;
+    spec.ports = parsedPorts();
+    spec.dns = run.dns;
     ipc::encodeVmSpec(spec, out);
+  }
+
+  std::vector<ipc::PortMapping> parsedPorts() const {
+    std::vector<ipc::PortMapping> ports;
+    for (const auto& p : opt_.run.ports) ports.push_back(ipc::parsePortMapping(p));
+    return ports;
   }
 
   // The image is read with this user's rights: an archive is opened here and passed as an fd; an
@@ -578,12 +587,27 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   podmanRun->add_flag("--rm", run.rm, "Remove the VM's disk and records when it exits");
   podmanRun->add_option("--cpu", run.cpus, "vCPUs")->capture_default_str();
   podmanRun->add_option("--mem", run.memMib, "Guest memory in MiB")->capture_default_str();
-  podmanRun->add_option("-e,--env", run.env, "K=V environment for the container");
+  // Repeatable options take one value each time, so what follows is the image and its command.
+  podmanRun->add_option("-e,--env", run.env, "K=V environment for the container")
+      ->allow_extra_args(false);
   podmanRun->add_option("-w,--workdir", run.workdir, "Working directory in the container");
   podmanRun->add_option("-u,--user", run.user, "User in the container");
   podmanRun->add_flag("--privileged", run.privileged, "Run the container privileged");
-  podmanRun->add_option("-p,--publish", run.ports, "HOSTPORT:GUESTPORT[/tcp|udp]");
-  podmanRun->add_option("--map", run.maps, "HOST:GUEST[:ro] directory shared into the VM");
+  podmanRun
+      ->add_option("-p,--publish", run.ports,
+                   "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]: a port of the container on the "
+                   "host (repeatable)")
+      ->allow_extra_args(false);
+  podmanRun
+      ->add_option("--network", run.network,
+                   "bridged (root's default: its own namespace, NAT), rootless (others' "
+                   "default: a user-mode stack, no privilege) or none (loopback only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "bridged", "rootless", "none"}));
+  podmanRun->add_option("--dns", run.dns, "A resolver for the guest instead of the host's")
+      ->allow_extra_args(false);
+  podmanRun->add_option("--map", run.maps, "HOST:GUEST[:ro] directory shared into the VM")
+      ->allow_extra_args(false);
   podmanRun->add_option("--rootfs-size", run.rootfsMib, "Grow the VM's disk to this many MiB");
   podmanRun->add_option("--accel", run.accel, "auto|kvm|tcg")
       ->capture_default_str()
@@ -686,6 +710,10 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   snapRun->add_option("--name", opt.name, "The clone's name and hostname (default: generated)");
   snapRun->add_flag("-d,--detach", run.detach, "Print the name and return at once");
   snapRun->add_flag("--rm", run.rm, "Remove the clone's disk and records when it exits");
+  snapRun
+      ->add_option("-p,--publish", run.ports,
+                   "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]: the clone's own published port")
+      ->allow_extra_args(false);
   snapRun->footer(
       "The clone goes on from the snapshot with its own name, disk, clock and identity; its "
       "memory is the snapshot's, shared with every other clone until written. In the foreground "

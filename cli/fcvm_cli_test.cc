@@ -59,10 +59,13 @@ TEST(FcvmCliTest, EveryCommandAnswersHelp) {
 
 TEST(FcvmCliTest, UnimplementedCommandsSaySoInOneLine) {
   // Refused before any VM is created.
-  auto ports = run({"podman", "run", "-p", "8080:80", "localhost/busybox", "true"});
-  EXPECT_EQ(ports.code, kExitNotImplemented);
-  EXPECT_EQ(ports.err, "fcvm: -p (port mappings) is not implemented yet\n");
   EXPECT_EQ(run({"podman", "run", "--map", "/a:/b", "img"}).code, kExitNotImplemented);
+  auto badPort = run({"podman", "run", "-p", "80", "img"});
+  EXPECT_EQ(badPort.code, kExitError);
+  EXPECT_EQ(
+      badPort.err,
+      "fcvm: error: -p 80: not HOSTPORT:GUESTPORT (use [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp])\n");
+  EXPECT_EQ(run({"podman", "run", "--network", "wifi", "img"}).code, kExitUsage);
 }
 
 TEST(FcvmCliTest, UsageErrorsAreClear) {

@@ -55,6 +55,15 @@ struct Volume {
   readOnly @2 :Bool;
 }
 
+# The guest's network interface (the VM's virtio-net device, eth0): a static address, a default
+# route and the resolvers; the container shares it (podman --network host).
+struct GuestNetwork {
+  address @0 :Text;                 # IPv4, e.g. 172.30.0.2
+  prefixLength @1 :UInt8;           # 1..30
+  gateway @2 :Text;                 # IPv4
+  nameservers @3 :List(Text);       # IPv4, at most 3 (resolv.conf)
+}
+
 struct RunPlan {
   image @0 :Text;                   # image reference podman in the guest can resolve
   command @1 :List(Text);           # empty: the image's default command
@@ -66,6 +75,8 @@ struct RunPlan {
   network @7 :NetworkMode;
   clockRealtimeNs @8 :Int64;        # 0: leave the guest clock alone
   hostname @9 :Text;                # the guest's (and the container's) hostname; empty: leave it
+  hasGuestNetwork @10 :Bool;        # network == host: eth0 is configured from guestNetwork
+  guestNetwork @11 :GuestNetwork;
 }
 
 enum OutputKind {

@@ -41,6 +41,14 @@ struct PortMapping {
   hostPort @0 :UInt16;
   guestPort @1 :UInt16;
   protocol @2 :Text;  # "tcp" or "udp"
+  hostIp @3 :Text;    # the host address it is published on; empty: every address of the host
+}
+
+enum NetworkMode {
+  auto @0;      # bridged for root, rootless for anyone else
+  bridged @1;   # its own network namespace with a TAP, a veth to the host and NAT (fcvm-netd)
+  rootless @2;  # a user-mode stack in the VMM: no privilege at all
+  none @3;      # loopback only
 }
 
 # Desired configuration of one VM and its container, as the user asked for it.
@@ -59,6 +67,8 @@ struct VmSpec {
   volumes @11 :List(Volume);
   ports @12 :List(PortMapping);
   healthCmd @13 :Text;
+  network @14 :NetworkMode;
+  dns @15 :List(Text);      # resolvers for the guest instead of the host's (IPv4)
 }
 
 # A file the client opened with its own rights, passed as an fd (SCM_RIGHTS) along with this

@@ -33,12 +33,14 @@ UniqueFd openRegularFile(const std::filesystem::path& path) {
   return fd;
 }
 
-kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what) {
+namespace {
+
+kj::Promise<UniqueFd> receive(rpc::FileHandle::Client handle, std::string what, bool regularOnly) {
   auto fd = handle.getFd();
   // The received fd lives as long as the capability: the continuation holds it until the copy
   // (an attachment would be dropped before the continuation runs).
-  return fd.then([handle = kj::mv(handle),
-                  what = std::move(what)](kj::Maybe<int> received) mutable -> UniqueFd {
+  return fd.then([handle = kj::mv(handle), what = std::move(what),
+                  regularOnly](kj::Maybe<int> received) mutable -> UniqueFd {
     int fd = -1;
     KJ_IF_MAYBE (f, received) {
       fd = *f;
@@ -49,11 +51,21 @@ kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string wh
     UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!copy) throwRpcError(kj::str(what.c_str(), ": ", errnoText(errno).c_str()));
     struct stat st {};
-    if (::fstat(copy.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (regularOnly && (::fstat(copy.get(), &st) != 0 || !S_ISREG(st.st_mode))) {
       throwRpcError(kj::str(what.c_str(), ": not a regular file"));
     }
     return copy;
   });
+}
+
+}  // namespace
+
+kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what) {
+  return receive(kj::mv(handle), std::move(what), true);
+}
+
+kj::Promise<UniqueFd> receiveFd(rpc::FileHandle::Client handle, std::string what) {
+  return receive(kj::mv(handle), std::move(what), false);
 }
 
 }  // namespace fcvm::ipc

@@ -23,5 +23,7 @@ UniqueFd openRegularFile(const std::filesystem::path& path);
 // The receiving side: a copy of the fd that came with `handle` (which must be a regular file).
 // Rejects with a one-line reason naming `what` if no fd came with it or it is something else.
 kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what);
+// The same for an fd of any kind (a TAP device, a socket).
+kj::Promise<UniqueFd> receiveFd(rpc::FileHandle::Client handle, std::string what);
 
 }  // namespace fcvm::ipc

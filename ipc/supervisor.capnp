@@ -135,7 +135,8 @@ interface Supervisor {
   stopServe @14 (tag :Text) -> ();
   # Starts a clone of the snapshot `tag`, or of the one the serve process `servePid` serves; the
   # rest as runVm. A serve process is started if none runs.
+  # `ports`: the clone's own published ports (the source's stay the source's).
   runClone @15 (tag :Text, servePid :Int32, name :Text, output :Common.OutputSink, detach :Bool,
-                autoRemove :Bool) -> (vm :VmInfo, lease :VmLease);
+                autoRemove :Bool, ports :List(Common.PortMapping)) -> (vm :VmInfo, lease :VmLease);
   listServes @16 () -> (serves :List(ServeInfo));
 }

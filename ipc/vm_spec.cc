@@ -1,5 +1,6 @@
 #include "ipc/vm_spec.h"
 
+#include <arpa/inet.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <fcntl.h>
@@ -31,6 +32,23 @@ std::vector<std::string> texts(capnp::List<capnp::Text>::Reader list, const char
   std::vector<std::string> out;
   for (auto t : list) out.push_back(text(t, field));
   return out;
+}
+
+constexpr size_t kMaxPorts = 64;
+
+bool isIpv4(const std::string& text) {
+  in_addr addr{};
+  return text.size() <= 15 && ::inet_pton(AF_INET, text.c_str(), &addr) == 1;
+}
+
+void checkPort(const PortMapping& p) {
+  if (p.hostPort == 0 || p.guestPort == 0) throw Error("port 0 cannot be published");
+  if (p.protocol != "tcp" && p.protocol != "udp") {
+    throw Error(fmt::format("protocol '{}' is not tcp or udp", p.protocol));
+  }
+  if (!p.hostIp.empty() && !isIpv4(p.hostIp)) {
+    throw Error(fmt::format("'{}' is not an IPv4 address", p.hostIp));
+  }
 }
 
 }  // namespace
@@ -145,8 +163,107 @@ VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   }
   s.healthCmd = text(in.getHealthCmd(), "the health command");
   if (in.getVolumes().size() != 0) throw Error("--map volumes are not supported yet");
-  if (in.getPorts().size() != 0) throw Error("-p port mappings are not supported yet");
+  switch (in.getNetwork()) {
+    case rpc::NetworkMode::AUTO:
+      s.network = "auto";
+      break;
+    case rpc::NetworkMode::BRIDGED:
+      s.network = "bridged";
+      break;
+    case rpc::NetworkMode::ROOTLESS:
+      s.network = "rootless";
+      break;
+    case rpc::NetworkMode::NONE:
+      s.network = "none";
+      break;
+    default:
+      throw Error("unknown network mode");
+  }
+  s.ports = decodePorts(in.getPorts());
+  if (!s.ports.empty() && s.network == "none") {
+    throw Error("-p needs a network: --network none has none");
+  }
+  if (in.getDns().size() > 3) throw Error("at most 3 --dns resolvers");
+  for (auto d : in.getDns()) {
+    s.dns.push_back(text(d, "a resolver", 15));
+    if (!isIpv4(s.dns.back()))
+      throw Error(fmt::format("--dns {} is not an IPv4 address", s.dns.back()));
+  }
   return s;
+}
+
+std::vector<PortMapping> decodePorts(capnp::List<rpc::PortMapping>::Reader in) {
+  if (in.size() > kMaxPorts) throw Error(fmt::format("more than {} ports", kMaxPorts));
+  std::vector<PortMapping> ports;
+  for (auto p : in) {
+    PortMapping port{p.getHostPort(), p.getGuestPort(), text(p.getProtocol(), "a port's protocol"),
+                     text(p.getHostIp(), "a port's host address", 15)};
+    checkPort(port);
+    for (const auto& other : ports) {
+      if (other.hostPort == port.hostPort && other.protocol == port.protocol) {
+        throw Error(
+            fmt::format("host port {}/{} is published twice", port.hostPort, port.protocol));
+      }
+    }
+    ports.push_back(std::move(port));
+  }
+  return ports;
+}
+
+void encodePorts(const std::vector<PortMapping>& ports,
+                 capnp::List<rpc::PortMapping>::Builder out) {
+  for (unsigned i = 0; i < out.size(); ++i) {
+    out[i].setHostPort(ports[i].hostPort);
+    out[i].setGuestPort(ports[i].guestPort);
+    out[i].setProtocol(ports[i].protocol);
+    out[i].setHostIp(ports[i].hostIp);
+  }
+}
+
+PortMapping parsePortMapping(const std::string& textForm) {
+  auto fail = [&](const std::string& why) -> PortMapping {
+    throw Error(
+        fmt::format("-p {}: {} (use [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp])", textForm, why));
+  };
+  PortMapping port;
+  std::string rest = textForm;
+  auto slash = rest.find('/');
+  if (slash != std::string::npos) {
+    port.protocol = rest.substr(slash + 1);
+    rest.resize(slash);
+  }
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    auto colon = rest.find(':', start);
+    parts.push_back(rest.substr(start, colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (parts.size() == 3) {
+    port.hostIp = parts[0];
+    parts.erase(parts.begin());
+  }
+  if (parts.size() != 2) return fail("not HOSTPORT:GUESTPORT");
+  auto number = [&](const std::string& s, const char* what) -> uint16_t {
+    if (s.empty() || s.size() > 5 || s.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(s) == 0 || std::stoul(s) > 65535) {
+      fail(fmt::format("{} '{}' is not a port number", what, s));
+    }
+    return static_cast<uint16_t>(std::stoul(s));
+  };
+  port.hostPort = number(parts[0], "host port");
+  port.guestPort = number(parts[1], "guest port");
+  try {
+    checkPort(port);
+  } catch (const Error& e) {
+    fail(e.what());
+  }
+  return port;
+}
+
+std::string toString(const PortMapping& p) {
+  return fmt::format("{}{}:{}/{}", p.hostIp.empty() ? "" : p.hostIp + ":", p.hostPort, p.guestPort,
+                     p.protocol);
 }
 
 void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
@@ -170,6 +287,13 @@ void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
                : s.accel == "tcg" ? rpc::Accel::TCG
                                   : rpc::Accel::AUTO);
   out.setHealthCmd(s.healthCmd);
+  out.setNetwork(s.network == "bridged"    ? rpc::NetworkMode::BRIDGED
+                 : s.network == "rootless" ? rpc::NetworkMode::ROOTLESS
+                 : s.network == "none"     ? rpc::NetworkMode::NONE
+                                           : rpc::NetworkMode::AUTO);
+  encodePorts(s.ports, out.initPorts(static_cast<unsigned>(s.ports.size())));
+  auto dns = out.initDns(static_cast<unsigned>(s.dns.size()));
+  for (unsigned i = 0; i < dns.size(); ++i) dns.set(i, s.dns[i]);
 }
 
 void writeVmSpecFile(const VmSpec& spec, const std::string& path) {

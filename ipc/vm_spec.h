@@ -10,6 +10,15 @@
 
 namespace fcvm::ipc {
 
+struct PortMapping {
+  uint16_t hostPort = 0;
+  uint16_t guestPort = 0;
+  std::string protocol = "tcp";  // tcp or udp
+  std::string hostIp;            // empty: every address of the host
+
+  bool operator==(const PortMapping&) const = default;
+};
+
 struct VmSpec {
   std::string name;
   std::string image;
@@ -20,10 +29,21 @@ struct VmSpec {
   bool privileged = false;
   uint32_t cpus = 1;
   uint32_t memoryMib = 256;
-  uint32_t rootfsSizeMib = 0;  // 0: the base rootfs's size
-  std::string accel = "auto";  // auto|kvm|tcg
-  std::string healthCmd;       // run with `sh -c` in the container; empty: none
+  uint32_t rootfsSizeMib = 0;    // 0: the base rootfs's size
+  std::string accel = "auto";    // auto|kvm|tcg
+  std::string healthCmd;         // run with `sh -c` in the container; empty: none
+  std::string network = "auto";  // auto|bridged|rootless|none; the supervisor resolves auto
+  std::vector<PortMapping> ports;
+  std::vector<std::string> dns;  // IPv4 resolvers instead of the host's
 };
+
+// `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]`, as -p takes it. Throws fcvm::Error naming the problem.
+PortMapping parsePortMapping(const std::string& text);
+// A list of port mappings from the wire, checked (at most 64, each valid, none published twice);
+// and to it, into a list already sized.
+std::vector<PortMapping> decodePorts(capnp::List<rpc::PortMapping>::Reader ports);
+void encodePorts(const std::vector<PortMapping>& ports, capnp::List<rpc::PortMapping>::Builder out);
+std::string toString(const PortMapping& port);
 
 // Limits a spec must keep (the guest agent refuses larger fields, the state table longer names).
 inline constexpr uint32_t kMaxCpus = 16;
@@ -31,8 +51,8 @@ inline constexpr uint32_t kMinMemoryMib = 128;
 inline constexpr uint32_t kMaxMemoryMib = 65536;
 inline constexpr uint32_t kMaxRootfsMib = 1u << 20;  // 1 TiB
 
-// Decodes and checks `spec`; throws fcvm::Error naming the first bad field. Volumes and port
-// mappings are refused until networking and fuse-pipe volumes are wired to VMs.
+// Decodes and checks `spec`; throws fcvm::Error naming the first bad field. Volumes are refused
+// until fuse-pipe volumes are wired to VMs.
 VmSpec decodeVmSpec(rpc::VmSpec::Reader spec);
 void encodeVmSpec(const VmSpec& spec, rpc::VmSpec::Builder out);
 

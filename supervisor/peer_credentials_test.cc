@@ -116,7 +116,8 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
       socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   auto shutdown = kj::newPromiseAndFulfiller<void>();
   Paths paths{dir.path(), dir.path(), dir.path()};
-  VmController vms(io, registry, paths);
+  NetdClient netd(io, paths);
+  VmController vms(io, registry, paths, netd);
   SnapshotController snapshots(io, paths, registry, vms);
   SupervisorContext context{registry,   vms,           snapshots, table, dir.path(),
                             dir.path(), socket.path(), 0,         {},    shutdown.fulfiller};

@@ -262,6 +262,7 @@ kj::Promise<void> SnapshotController::whenServeGone(const std::string& snapshotI
 
 kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const std::string& tag,
                                                     int32_t servePid, const std::string& name,
+                                                    std::vector<ipc::PortMapping> ports,
                                                     kj::Maybe<rpc::OutputSink::Client> output,
                                                     bool detach, bool autoRemove) {
   const SnapshotMeta* meta = nullptr;
@@ -284,6 +285,10 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
   auto dir = store_.bulkOf(meta->id);
   auto spec = ipc::readVmSpecFile(store_.specOf(meta->id).string());
   spec.name = name;
+  if (!ports.empty() && spec.network == "none") {
+    throw Error(fmt::format("snapshot '{}' has no network: -p needs one", meta->tag));
+  }
+  spec.ports = std::move(ports);
   auto record = vms_.create(caller, spec, autoRemove, meta->id);
   auto vmId = record.id.str();
   spdlog::info("uid {} runs clone {} ({}) of snapshot '{}'{}", caller.uid, spec.name, vmId,
@@ -291,9 +296,11 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
   auto snapshot = served(*meta);
   return serves_.attachClone(snapshot, vmId)
       .then(
-          [this, caller, vmId, dir, output = kj::mv(output), detach](UniqueFd memory) mutable {
-            WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get()};
-            return vms_.launch(vmId, inputs, kj::mv(output), detach).attach(std::move(memory));
+          [this, caller, vmId, dir, spec, output = kj::mv(output),
+           detach](UniqueFd memory) mutable {
+            WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1};
+            return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
+                .attach(std::move(memory));
           },
           [this, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
             vms_.discard(vmId);

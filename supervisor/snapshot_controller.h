@@ -45,7 +45,7 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   kj::Promise<ServeView> serve(const Caller& caller, const std::string& tag);
   kj::Promise<void> stopServe(const Caller& caller, const std::string& tag);
   kj::Promise<RunResult> runClone(const Caller& caller, const std::string& tag, int32_t servePid,
-                                  const std::string& name,
+                                  const std::string& name, std::vector<ipc::PortMapping> ports,
                                   kj::Maybe<rpc::OutputSink::Client> output, bool detach,
                                   bool autoRemove);
   std::vector<ServeView> serves(const Caller& caller);

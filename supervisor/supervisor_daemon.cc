@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "ipc/listening_socket.h"
+#include "supervisor/netd_client.h"
 #include "supervisor/snapshot_controller.h"
 #include "supervisor/supervisor_server.h"
 #include "supervisor/vm_controller.h"
@@ -75,7 +76,8 @@ int runSupervisor(const DaemonOptions& options) {
   kj::UnixEventPort::captureSignal(SIGINT);
   ::signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
-  VmController vms(io, registry, paths);
+  NetdClient netd(io, paths);
+  VmController vms(io, registry, paths, netd);
   AdoptionSummary adoption =
       registry.adopt([&vms](ipc::VmRecord& record) { return vms.settleOrphan(record); });
   spdlog::info("state table {} (epoch {}, {}); {} VM records: {} live re-adopted, {} orphaned",
@@ -84,6 +86,7 @@ int runSupervisor(const DaemonOptions& options) {
                adoption.orphaned);
 
   vms.adoptLive();
+  netd.adopt(vms.bridgedVms());
   SnapshotController snapshots(io, paths, registry, vms);
   snapshots.adopt();
 

@@ -275,9 +275,10 @@ kj::Promise<void> SupervisorService::runClone(RunCloneContext call) {
     kj::Maybe<rpc::OutputSink::Client> output;
     if (params.hasOutput()) output = params.getOutput();
     if (!params.getDetach() && output == nullptr) throw Error("a foreground run needs an output");
+    auto ports = ipc::decodePorts(params.getPorts());
     return context_.snapshots
         .runClone(caller_, textParam(params.getTag()), params.getServePid(),
-                  textParam(params.getName()), kj::mv(output), params.getDetach(),
+                  textParam(params.getName()), std::move(ports), kj::mv(output), params.getDetach(),
                   params.getAutoRemove())
         .then([this, call](RunResult result) mutable {
           auto results = call.getResults();

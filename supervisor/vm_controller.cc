@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "ipc/container_log.h"
 #include "ipc/rpc_error.h"
+#include "supervisor/netd_client.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -117,8 +118,9 @@ struct VmController::LiveVm {
   std::vector<Waiter> waiters;
 };
 
-VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths)
-    : io_(io), registry_(registry), paths_(std::move(paths)) {}
+VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths,
+                           NetdClient& netd)
+    : io_(io), registry_(registry), paths_(std::move(paths)), netd_(netd) {}
 
 VmController::~VmController() = default;
 
@@ -160,7 +162,7 @@ void VmController::adoptLive() {
   for (const auto& record : registry_.visibleTo(Caller{})) {
     std::string id = record.id.str();
     if (ended(record.state)) {
-      cleanUp(record);
+      tasks_.add(cleanUp(record));
       continue;
     }
     LaunchedWorker worker{record.worker, openPidfd(record.worker)};
@@ -171,7 +173,7 @@ void VmController::adoptLive() {
         failed.reason.assignTruncated("worker exited while the supervisor was starting");
       }
       registry_.update(failed);
-      cleanUp(failed);
+      tasks_.add(cleanUp(failed));
       continue;
     }
     track(id, kj::mv(worker));
@@ -287,6 +289,7 @@ void VmController::finishEnded(const std::string& id) {
   }
   auto record = registry_.byId(id);
   std::optional<ipc::VmRecord> final;
+  kj::Promise<void> teardown = kj::READY_NOW;
   if (record) {
     final = *record;
     if (!ended(final->state)) {
@@ -299,30 +302,48 @@ void VmController::finishEnded(const std::string& id) {
     registry_.update(*final);
     spdlog::info("VM {} ({}) ended: {}{}", final->name.view(), id, ipc::toString(final->state),
                  final->reason.view().empty() ? "" : fmt::format(" ({})", final->reason.view()));
-    cleanUp(*final);
+    teardown = cleanUp(*final);
     if (onEnded_) onEnded_(*final);
   }
-  // Waiters learn the end only now that nothing of the VM is left but its records.
-  for (auto& waiter : vm->waiters) {
-    if (!final) {
-      waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
-    } else if (waiter.condition == rpc::WaitCondition::ENDED) {
-      waiter.fulfiller->fulfill(ipc::VmRecord(*final));
-    } else {
-      waiter.fulfiller->reject(ipc::rpcError(kj::str(
-          "VM '", final->name.str().c_str(), "' ended (", ipc::toString(final->state).data(),
-          final->reason.view().empty() ? "" : ": ", final->reason.str().c_str(), ") before it was ",
-          conditionName(waiter.condition))));
+  // Waiters learn the end only once nothing of the VM is left but its records (its network is
+  // taken down by netd, asynchronously).
+  auto waiters = kj::mv(vm->waiters);
+  tasks_.add(teardown.then([this, final, waiters = kj::mv(waiters)]() mutable {
+    for (auto& waiter : waiters) {
+      if (!final) {
+        waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
+      } else if (waiter.condition == rpc::WaitCondition::ENDED) {
+        waiter.fulfiller->fulfill(ipc::VmRecord(*final));
+      } else {
+        waiter.fulfiller->reject(ipc::rpcError(kj::str(
+            "VM '", final->name.str().c_str(), "' ended (", ipc::toString(final->state).data(),
+            final->reason.view().empty() ? "" : ": ", final->reason.str().c_str(),
+            ") before it was ", conditionName(waiter.condition))));
+      }
     }
-  }
+  }));
   // This runs inside the VM's own exit observer: free it once that callback has returned.
   auto owned = kj::mv(live_[id]);
   live_.erase(id);
   tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
 }
 
-void VmController::cleanUp(const ipc::VmRecord& record) {
+bool VmController::isBridged(const ipc::VmRecord& record) {
+  return record.network.view().starts_with("bridged");
+}
+
+std::vector<std::string> VmController::bridgedVms() const {
+  std::vector<std::string> ids;
+  for (const auto& r : registry_.visibleTo(Caller{})) {
+    if (isBridged(r) && !ended(r.state)) ids.push_back(r.id.str());
+  }
+  return ids;
+}
+
+kj::Promise<void> VmController::cleanUp(const ipc::VmRecord& record) {
   auto id = record.id.str();
+  kj::Promise<void> network = kj::READY_NOW;
+  if (isBridged(record)) network = netd_.destroyNetwork(id);
   removeTree(paths_.vmRunDir(id));
   removeTree(paths_.vmMemoryFile(id));
   if (record.state == ipc::VmState::kFailed || record.autoRemove) {
@@ -334,6 +355,7 @@ void VmController::cleanUp(const ipc::VmRecord& record) {
     if (ended_.size() > kMaxRememberedEnds) ended_.erase(ended_.begin());
     registry_.erase(id);
   }
+  return network;
 }
 
 ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
@@ -343,9 +365,12 @@ ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool
     checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
     spec.name = fmt::format("vm-{:08x}", bits);
   }
+  // The network: a root caller's VMs are bridged, anyone else's rootless (no privilege at all).
+  if (spec.network == "auto") spec.network = caller.isRoot() ? "bridged" : "rootless";
   ipc::VmRecord record = registry_.create(caller.uid, spec.name, spec.image);
   record.autoRemove = autoRemove ? 1 : 0;
   record.snapshotId.assignTruncated(snapshotId);
+  record.network.assignTruncated(spec.network);
   registry_.update(record);
   std::string id = record.id.str();
   try {
@@ -360,6 +385,9 @@ ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool
 
 void VmController::discard(const std::string& id) {
   // Nothing of a VM that never started stays behind.
+  if (auto record = registry_.byId(id); record && isBridged(*record)) {
+    tasks_.add(netd_.destroyNetwork(id));
+  }
   removeTree(paths_.vmRunDir(id));
   removeTree(paths_.vmMemoryFile(id));
   removeTree(paths_.vmDiskDir(id));
@@ -367,10 +395,26 @@ void VmController::discard(const std::string& id) {
   registry_.erase(id);
 }
 
-kj::Promise<RunResult> VmController::launch(const std::string& id, WorkerInputs inputs,
+kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::VmSpec& spec,
+                                            WorkerInputs inputs,
                                             kj::Maybe<rpc::OutputSink::Client> output,
                                             bool detach) {
-  return launchWorker(io_, paths_, id, inputs)
+  kj::Promise<UniqueFd> network = UniqueFd();
+  if (spec.network == "bridged") {
+    network = netd_.createNetwork(id, spec.ports, spec.dns).then([this, id](VmNetwork network) {
+      if (auto record = registry_.byId(id)) {
+        record->network.assignTruncated(
+            fmt::format("bridged {} via {}", network.guestIp, network.nsIp));
+        registry_.update(*record);
+      }
+      return std::move(network.tap);
+    });
+  }
+  return network
+      .then([this, id, inputs](UniqueFd tap) mutable {
+        inputs.tap = tap.get();
+        return launchWorker(io_, paths_, id, inputs).attach(std::move(tap));
+      })
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);
@@ -406,8 +450,8 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   }
   spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
                detach ? ", detached" : "");
-  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1};
-  return launch(id, inputs, kj::mv(output), detach).attach(std::move(image.archive));
+  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1};
+  return launch(id, spec, inputs, kj::mv(output), detach).attach(std::move(image.archive));
 }
 
 std::vector<ipc::VmRecord> VmController::clonesOf(const std::string& snapshotId) const {

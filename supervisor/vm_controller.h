@@ -21,6 +21,7 @@
 #include "ipc/vm_spec.h"
 #include "ipc/worker.capnp.h"
 #include "supervisor/caller.h"
+#include "supervisor/netd_client.h"
 #include "supervisor/vm_registry.h"
 #include "supervisor/worker_launcher.h"
 
@@ -39,7 +40,7 @@ struct RunResult {
 
 class VmController : private kj::TaskSet::ErrorHandler {
  public:
-  VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths);
+  VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths, NetdClient& netd);
   ~VmController();
 
   // How a VM whose worker died while no supervisor ran has ended, from its final state file.
@@ -55,10 +56,12 @@ class VmController : private kj::TaskSet::ErrorHandler {
   // created but not launched is discarded.
   ipc::VmRecord create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
                        const std::string& snapshotId);
-  kj::Promise<RunResult> launch(const std::string& id, WorkerInputs inputs,
+  kj::Promise<RunResult> launch(const std::string& id, const ipc::VmSpec& spec, WorkerInputs inputs,
                                 kj::Maybe<rpc::OutputSink::Client> output, bool detach);
   void discard(const std::string& id);
 
+  // The live VMs with a bridged network (netd keeps theirs, removes any other).
+  std::vector<std::string> bridgedVms() const;
   // The live clones of a snapshot.
   std::vector<ipc::VmRecord> clonesOf(const std::string& snapshotId) const;
   // Stops a VM by id (no caller check: the supervisor's own decision); resolves once it ended.
@@ -94,13 +97,15 @@ class VmController : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> stopLive(LiveVm& vm, uint32_t timeoutMs);
   void workerExited(const std::string& id);
   void finishEnded(const std::string& id);
-  void cleanUp(const ipc::VmRecord& record);
+  kj::Promise<void> cleanUp(const ipc::VmRecord& record);  // resolves once its network is gone
+  static bool isBridged(const ipc::VmRecord& record);
   void notify(LiveVm& vm);
   void taskFailed(kj::Exception&& e) override;
 
   kj::AsyncIoContext& io_;
   VmRegistry& registry_;
   const Paths paths_;
+  NetdClient& netd_;
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
   std::function<void(const ipc::VmRecord&)> onEnded_;

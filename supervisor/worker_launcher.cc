@@ -17,6 +17,7 @@ namespace {
 constexpr int kReadyFd = 3;
 constexpr int kImageArchiveFd = 4;
 constexpr int kMemoryFd = 5;
+constexpr int kTapFd = 6;
 constexpr size_t kMaxReadyBytes = 4096;
 
 std::string firstLine(std::string text) {
@@ -97,6 +98,10 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
     spec.fds[kMemoryFd] = inputs.memory;
     spec.argv.insert(spec.argv.end(), {"--restore-dir", inputs.restoreDir.string(), "--memory-fd",
                                        std::to_string(kMemoryFd)});
+  }
+  if (inputs.tap >= 0) {
+    spec.fds[kTapFd] = inputs.tap;
+    spec.argv.insert(spec.argv.end(), {"--tap-fd", std::to_string(kTapFd)});
   }
   return launchDaemon(io, std::move(spec), (paths.vmDir(id) / "worker.log").string(),
                       "fcvm-worker");

@@ -36,6 +36,7 @@ struct WorkerInputs {
   // A clone: its snapshot's directory and memory image (from the snapshot's serve process).
   std::filesystem::path restoreDir;
   int memory = -1;
+  int tap = -1;  // a bridged VM's TAP, from netd
 };
 
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it

@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   int memoryFd = -1;
   app.add_option("--restore-dir", restoreDir, "Start a clone of the snapshot in this directory");
   app.add_option("--memory-fd", memoryFd, "The snapshot's memory image, for a clone");
+  int tapFd = -1;
+  app.add_option("--tap-fd", tapFd, "The VM's TAP (bridged network), from fcvm-netd");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
     options.imageFd = imageFd;
     options.restoreDir = restoreDir;
     options.memoryFd = memoryFd;
+    options.tapFd = tapFd;
     return fcvm::worker::runWorker(options);
   } catch (const fcvm::Error& e) {
     spdlog::error("{}", e.what());

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/spawn.h"
+#include "ipc/guest_network.h"
 
 namespace fcvm::worker {
 
@@ -81,6 +82,24 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                   {"-chardev", fmt::format("socket,id=ch{},path={}", i, c.socket.string()),
                    "-device", fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
     }
+  }
+  const auto& net = config.network;
+  if (net.mode == "bridged" || net.mode == "rootless") {
+    std::string backend;
+    if (net.mode == "bridged") {
+      backend = fmt::format("tap,id=net0,fd={}", net.tapFd);
+    } else {
+      // The same guest addressing as bridged; the stack's own resolver at kRootlessDns.
+      backend = fmt::format("user,id=net0,net={},host={},dns={}", ipc::kGuestSubnet,
+                            ipc::kGatewayAddress, ipc::kRootlessDns);
+      for (const auto& f : net.forwards) {
+        backend +=
+            fmt::format(",hostfwd={}:{}:{}-{}:{}", f.protocol, f.hostIp.empty() ? "" : f.hostIp,
+                        f.hostPort, ipc::kGuestAddress, f.guestPort);
+      }
+    }
+    argv.insert(argv.end(), {"-netdev", backend, "-device",
+                             fmt::format("virtio-net-device,netdev=net0,mac={}", net.mac)});
   }
   if (!config.qmpSocket.empty()) {
     argv.insert(argv.end(),

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/spawn.h"
+#include "ipc/vm_spec.h"
 #include "worker/vmm.h"
 
 namespace fcvm::worker {
@@ -27,6 +28,14 @@ struct SerialChannel {
 struct ExtraDisk {
   std::filesystem::path path;
   bool readOnly = true;
+};
+
+// The VM's network card (virtio-net) and what is behind it.
+struct NetworkDevice {
+  std::string mode = "none";  // bridged: a TAP from netd; rootless: QEMU's user-mode stack
+  int tapFd = -1;             // bridged: QEMU's fd number of the TAP (see inheritedFds)
+  std::vector<ipc::PortMapping> forwards;  // rootless: host ports forwarded to the guest
+  std::string mac;                         // the card's address; a clone keeps its snapshot's
 };
 
 struct QemuConfig {
@@ -53,6 +62,7 @@ struct QemuConfig {
   std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)
   std::string extraKernelArgs;
   std::map<int, int> inheritedFds;  // QEMU's fd number -> ours, for fds named on its command line
+  NetworkDevice network;
 };
 
 // The kernel command line for a guest under `accel` (TCG needs the host's TSC rate spelled out).

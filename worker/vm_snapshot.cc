@@ -74,7 +74,8 @@ nlohmann::json describeMachine(const QemuConfig& config) {
           {"initramfs", config.initramfs.string()},
           {"kernel_command_line", kernelCommandLine(config)},
           {"extra_disks", disks},
-          {"channels", channels}};
+          {"channels", channels},
+          {"network", {{"mode", config.network.mode}, {"mac", config.network.mac}}}};
 }
 
 QemuConfig machineFromDescription(const nlohmann::json& machine) {
@@ -95,6 +96,13 @@ QemuConfig machineFromDescription(const nlohmann::json& machine) {
   config.kernelCommandLine = field<std::string>(machine, "kernel_command_line");
   for (const auto& d : field<nlohmann::json>(machine, "extra_disks")) {
     config.extraDisks.push_back({field<std::string>(d, "path"), field<bool>(d, "read_only")});
+  }
+  auto network = field<nlohmann::json>(machine, "network");
+  config.network.mode = field<std::string>(network, "mode");
+  config.network.mac = field<std::string>(network, "mac");
+  if (config.network.mode != "bridged" && config.network.mode != "rootless" &&
+      config.network.mode != "none") {
+    throw Error("snapshot machine: unknown network mode " + config.network.mode);
   }
   for (const auto& c : field<nlohmann::json>(machine, "channels")) {
     if (!c.is_string()) throw Error("snapshot machine: a channel name is not a string");

@@ -12,8 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/host_port.h"
 #include "base/process_identity.h"
 #include "ipc/agent.capnp.h"
+#include "ipc/guest_network.h"
 #include "ipc/listening_socket.h"
 #include "ipc/rpc_server.h"
 #include "ipc/vm_spec.h"
@@ -32,8 +34,9 @@ namespace {
 
 // The supervisor passes a snapshot's three files in one call.
 constexpr unsigned kSupervisorFds = 3;
-// The descriptor number a clone's QEMU finds the snapshot's memory image at.
+// The descriptor numbers QEMU finds the snapshot's memory image (a clone) and its TAP (bridged) at.
 constexpr int kCloneMemoryFd = 3;
+constexpr int kQemuTapFd = 4;
 
 // What a worker prepares before its event loop exists.
 struct PreparedVm {
@@ -99,6 +102,48 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
       nlohmann::json{{"machine", describeMachine(config)}, {"health_check", vm.healthCheck}}.dump();
 }
 
+std::string randomBytes(size_t n);
+
+// The VM's network card and what is behind it: the TAP netd made (bridged), or QEMU's user-mode
+// stack with the published ports (rootless, checked free first: QEMU would only fail to start).
+// A clone keeps its snapshot's MAC (`mac`); a new VM gets a random locally administered one.
+void setUpNetwork(QemuConfig& config, const ipc::VmSpec& spec, const WorkerOptions& options,
+                  const std::string& mac) {
+  config.network.mode = spec.network;
+  if (spec.network == "bridged") {
+    if (options.tapFd < 0) throw Error("a bridged VM needs its TAP (--tap-fd)");
+    config.network.tapFd = kQemuTapFd;
+    config.inheritedFds[kQemuTapFd] = options.tapFd;
+  } else if (spec.network == "rootless") {
+    for (const auto& port : spec.ports) {
+      checkHostPortFree(port.hostIp, port.hostPort, port.protocol);
+    }
+    config.network.forwards = spec.ports;
+  }
+  if (!mac.empty()) {
+    config.network.mac = mac;
+  } else {
+    auto bytes = randomBytes(4);
+    config.network.mac =
+        fmt::format("02:fc:{:02x}:{:02x}:{:02x}:{:02x}", static_cast<uint8_t>(bytes[0]),
+                    static_cast<uint8_t>(bytes[1]), static_cast<uint8_t>(bytes[2]),
+                    static_cast<uint8_t>(bytes[3]));
+  }
+}
+
+// What the guest agent configures eth0 with; nullopt without a network.
+std::optional<agent::GuestNetwork> guestNetworkOf(const ipc::VmSpec& spec) {
+  if (spec.network != "bridged" && spec.network != "rootless") return std::nullopt;
+  agent::GuestNetwork network{ipc::kGuestAddress, ipc::kGuestPrefix, ipc::kGatewayAddress, {}};
+  if (spec.network == "bridged") {
+    // The namespace answers DNS at the gateway, forwarding to --dns or the host's resolver.
+    network.nameservers = {ipc::kGatewayAddress};
+  } else {
+    network.nameservers = spec.dns.empty() ? std::vector<std::string>{ipc::kRootlessDns} : spec.dns;
+  }
+  return network;
+}
+
 std::vector<std::string> healthCheckOf(const ipc::VmSpec& spec,
                                        const std::vector<std::string>& imageHealthCheck) {
   // --health-cmd wins over the image's HEALTHCHECK, as with podman.
@@ -146,7 +191,9 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   config.memoryFile = paths.vmMemoryFile(options.id);
   config.extraDisks.push_back({image.disk, true});
   config.extraKernelArgs = "fcvm.images=/dev/vdb";
+  setUpNetwork(config, spec, options, "");
   startQemu(vm, config, run, vmDir);
+  if (options.tapFd >= 0) ::close(options.tapFd);  // QEMU holds the TAP now
   vm.memoryFile = config.memoryFile;
   vm.rootDisk = config.rootDisk;
 
@@ -156,7 +203,8 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   vm.plan.user = spec.user;
   vm.plan.workdir = spec.workdir;
   vm.plan.privileged = spec.privileged;
-  vm.plan.network = agent::NetworkMode::kNone;
+  vm.plan.guestNetwork = guestNetworkOf(spec);
+  vm.plan.network = vm.plan.guestNetwork ? agent::NetworkMode::kHost : agent::NetworkMode::kNone;
   vm.plan.hostname = spec.name;
   return vm;
 }
@@ -213,8 +261,14 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   config.memoryShared = false;  // copy-on-write: the image is every clone's, never written
   config.inheritedFds[kCloneMemoryFd] = options.memoryFd;
   config.incoming = true;
+  if (config.network.mode != spec.network) {
+    throw Error(fmt::format("the snapshot's network is {}, the clone's {}", config.network.mode,
+                            spec.network));
+  }
+  setUpNetwork(config, spec, options, config.network.mac);
   startQemu(vm, config, run, paths.vmDir(options.id));
   ::close(options.memoryFd);
+  if (options.tapFd >= 0) ::close(options.tapFd);
   vm.rootDisk = config.rootDisk;
 
   RestoreFrom restore;

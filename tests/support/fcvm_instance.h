@@ -50,6 +50,12 @@ class FcvmInstance {
     for (pid_t pid : processesOf("fcvm-uffd-server")) ::kill(pid, SIGKILL);
     fcvm({"supervisor", "stop"});
     for (pid_t pid : processesOf("fcvm-supervisor")) ::kill(pid, SIGKILL);
+    // The networks of VMs a failed test left: netd's records say what they are.
+    for (pid_t pid : processesOf("fcvm-netd")) ::kill(pid, SIGKILL);
+    if (std::filesystem::exists(dataDir() / "netd")) {
+      runCommand({std::string(FCVM_BIN_DIR) + "/fcvm-netd", "--data-dir", dataDir().string(),
+                  "--runtime-dir", runtimeDir().string(), "--remove-all"});
+    }
     // Disks of VMs a failed test left behind live in the shared storage, not in our dirs.
     std::error_code ec;
     auto disks = dataDir() / "storage" / "vms";
@@ -115,7 +121,8 @@ class FcvmInstance {
       std::ifstream in(entry.path() / "cmdline");
       std::string cmdline((std::istreambuf_iterator<char>(in)), {});
       // Workers name the runtime dir as an argument; QEMU and serve processes sockets in it.
-      bool byArgument = program == "fcvm-worker" || program == "fcvm-supervisor";
+      bool byArgument =
+          program == "fcvm-worker" || program == "fcvm-supervisor" || program == "fcvm-netd";
       if (cmdline.find(program) != std::string::npos &&
           cmdline.find(runtime + (byArgument ? std::string(1, '\0') : "/")) != std::string::npos) {
         pids.push_back(std::stoi(name));

@@ -1,0 +1,88 @@
+#include "netd/iptables.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "base/error.h"
+#include "base/subprocess.h"
+
+namespace fcvm::netd {
+namespace {
+
+constexpr auto kTimeout = std::chrono::seconds(60);
+
+void restore(const std::string& rules, int netnsFd) {
+  char path[] = "/tmp/fcvm-netd-rules-XXXXXX";
+  int fd = ::mkstemp(path);
+  if (fd < 0) throw SysError(errno, "create a rules file");
+  ::close(fd);
+  struct Remove {
+    const char* path;
+    ~Remove() { ::unlink(path); }
+  } remove{path};
+  {
+    std::ofstream out(path);
+    out << rules;
+    if (!out) throw Error(std::string("write ") + path);
+  }
+  auto options = CommandOptions::withTimeout(kTimeout);
+  options.netns = netnsFd;
+  // --wait: for the xtables lock rather than fail when another tool holds it (a separate "-w"
+  // would take the file's name for its optional number of seconds).
+  auto r = runCommand({"iptables-restore", "--noflush", "--wait=60", path}, options);
+  if (r.exitCode != 0) {
+    throw Error(
+        fmt::format("iptables-restore failed (exit {}): {}", r.exitCode, r.output.substr(0, 400)));
+  }
+}
+
+std::string save(const char* table) {
+  auto r = runCommand({"iptables-save", "-t", table}, CommandOptions::withTimeout(kTimeout));
+  if (r.exitCode != 0) throw Error(fmt::format("iptables-save -t {} failed: {}", table, r.output));
+  return r.output;
+}
+
+}  // namespace
+
+void applyRules(const std::string& rules, int netnsFd) { restore(rules, netnsFd); }
+
+void removeChains(const std::vector<std::string>& chains) {
+  for (const char* table : {"nat", "filter"}) {
+    std::string dump = save(table);
+    std::string batch = fmt::format("*{}\n", table);
+    std::vector<std::string> present;
+    std::istringstream lines(dump);
+    for (std::string line; std::getline(lines, line);) {
+      for (const auto& chain : chains) {
+        if (line.starts_with(":" + chain + " ")) present.push_back(chain);
+        // A rule of a built-in chain that jumps to ours: deleted by its exact specification.
+        if (line.starts_with("-A ") && line.ends_with(" -j " + chain) &&
+            !line.starts_with("-A " + chain + " ")) {
+          batch += "-D" + line.substr(2) + "\n";
+        }
+      }
+    }
+    for (const auto& chain : present) batch += fmt::format("-F {}\n", chain);
+    for (const auto& chain : present) batch += fmt::format("-X {}\n", chain);
+    batch += "COMMIT\n";
+    if (!present.empty() || batch.find("-D ") != std::string::npos) restore(batch, -1);
+  }
+}
+
+std::vector<std::string> hostChainsStartingWith(const std::string& prefix) {
+  std::vector<std::string> chains;
+  for (const char* table : {"nat", "filter"}) {
+    std::istringstream lines(save(table));
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with(":" + prefix)) {
+        auto name = line.substr(1, line.find(' ') - 1);
+        if (std::find(chains.begin(), chains.end(), name) == chains.end()) chains.push_back(name);
+      }
+    }
+  }
+  return chains;
+}
+
+}  // namespace fcvm::netd
