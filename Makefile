@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan bench bench-guest bench-run bench-snapshot bench-fuse-pipe guest-setup lint format format-check demo clean
+.PHONY: all deps build test test-unit test-asan bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
 
 all: build
 
@@ -32,7 +32,7 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS)
 
-bench: build bench-guest bench-run bench-snapshot
+bench: build bench-guest bench-run bench-snapshot bench-net
 	$(BUILD)/bin/fcvm_state_table_bench
 
 # fuse-pipe against the host directory and libfuse's passthrough_ll (needs root and /dev/fuse).
@@ -57,6 +57,10 @@ bench-run: guest-setup
 # cold VMs, many clones at once.
 bench-snapshot: guest-setup
 	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_snapshot_bench
+
+# Networks: host <-> guest throughput and connection rate per mode, vs the host's loopback.
+bench-net: guest-setup
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_network_bench
 
 lint: $(BUILD)/build.ninja
 	scripts/lint $(BUILD)

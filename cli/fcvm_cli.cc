@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,8 @@
 
 #include "base/error.h"
 #include "base/install_layout.h"
+#include "base/spawn.h"
+#include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "cli/container_io.h"
 #include "cli/doctor.h"
@@ -32,7 +35,9 @@ constexpr std::chrono::milliseconds kSupervisorReadyTimeout{30000};
 constexpr int kSupervisorStopTimeoutMs = 15000;
 
 struct RunArgs {
-  std::string image, workdir, user, accel = "auto", healthCmd, network = "auto";
+  std::string image, workdir, user, accel = "auto", healthCmd, healthCheck, network = "auto",
+                                    pull = "missing";
+  bool tlsVerify = true;
   std::vector<std::string> command, env, ports, maps, dns;
   bool detach = false, privileged = false, rm = false, verbose = false;
   unsigned cpus = 1, memMib = 256, rootfsMib = 0;
@@ -117,7 +122,8 @@ class Commands {
     kj::UnixEventPort::captureSignal(SIGTERM);
     SupervisorSession session(connect(true));
     auto request = session.api().runVmRequest();
-    fillSpec(request.initSpec());
+    fillSpec(request.initSpec());  // checks the options first
+    pullImage();
     fillImageSource(request);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
@@ -466,6 +472,7 @@ class Commands {
     spec.rootfsSizeMib = run.rootfsMib;
     spec.accel = run.accel;
     spec.healthCmd = run.healthCmd;
+    spec.healthCheckUrl = run.healthCheck;
     spec.network = run.network;
     spec.ports = parsedPorts();
     spec.dns = run.dns;
@@ -476,6 +483,29 @@ class Commands {
     std::vector<ipc::PortMapping> ports;
     for (const auto& p : opt_.run.ports) ports.push_back(ipc::parsePortMapping(p));
     return ports;
+  }
+
+  // An image from a registry is pulled here, by podman running as this user into this user's
+  // storage (root's for root), with its progress on stderr; the VM then takes it from there.
+  void pullImage() {
+    const RunArgs& run = opt_.run;
+    if (ipc::isArchiveImage(run.image) || run.pull == "never") return;
+    // localhost/ names images made on this host (podman import, build): there is nothing to pull.
+    if (run.image.starts_with("localhost/")) return;
+    if (run.pull == "missing" && runCommand({"podman", "image", "exists", run.image},
+                                            CommandOptions::withTimeout(std::chrono::seconds(60)))
+                                         .exitCode == 0) {
+      return;
+    }
+    SpawnSpec spec;
+    spec.argv = {"podman", "pull", fmt::format("--tls-verify={}", run.tlsVerify), run.image};
+    spec.env = environmentWith({});
+    spec.fds = {{1, 2}, {2, 2}};  // progress to our stderr, never into the container's stdout
+    int status = spawn(spec).wait();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      throw Error(fmt::format("podman pull {} failed ({}); see the lines above", run.image,
+                              describeWaitStatus(status)));
+    }
   }
 
   // The image is read with this user's rights: an archive is opened here and passed as an fd; an
@@ -613,6 +643,20 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
   podmanRun->add_option("--health-cmd", run.healthCmd, "Command whose success means healthy");
+  podmanRun
+      ->add_option("--pull", run.pull,
+                   "missing (pull an image from its registry unless it is in your storage), "
+                   "always, or never")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"missing", "always", "never"}));
+  podmanRun
+      ->add_option("--tls-verify", run.tlsVerify,
+                   "Verify the registry's TLS certificate (--tls-verify=false for a local "
+                   "registry without one)")
+      ->capture_default_str();
+  podmanRun->add_option("--health-check", run.healthCheck,
+                        "http://[HOST]:PORT/PATH: a GET from the host (HOST: its loopback, where "
+                        "a published port answers); 2xx or 3xx means healthy");
   podmanRun->add_flag("--verbose", run.verbose, "Say how to read the VM's console and worker logs");
   podmanRun->add_option("image", run.image, "Image (localhost/..., oci-archive:PATH, ...)")
       ->required();

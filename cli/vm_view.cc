@@ -15,6 +15,13 @@ std::string enumName(Enum value) {
   return enumerants[index].getProto().getName().cStr();
 }
 
+// "127.0.0.1:8080->80/tcp", as podman shows a published port.
+std::string portText(rpc::PortMapping::Reader p) {
+  return fmt::format("{}{}->{}/{}",
+                     p.getHostIp().size() > 0 ? std::string(p.getHostIp().cStr()) + ":" : "",
+                     p.getHostPort(), p.getGuestPort(), p.getProtocol().cStr());
+}
+
 }  // namespace
 
 std::string formatTimestamp(int64_t unixNs) {
@@ -42,6 +49,9 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
       {"updated_at", formatTimestamp(vm.getUpdatedAtNs())},
   };
   if (vm.getHasExitCode()) j["exit_code"] = vm.getExitCode();
+  nlohmann::json ports = nlohmann::json::array();
+  for (auto p : vm.getPorts()) ports.push_back(portText(p));
+  j["ports"] = ports;
   j["snapshot"] = vm.hasSnapshot() && vm.getSnapshot().size() > 0
                       ? nlohmann::json(vm.getSnapshot().cStr())
                       : nlohmann::json(nullptr);
@@ -102,13 +112,21 @@ std::string serveTable(capnp::List<rpc::ServeInfo>::Reader serves) {
 }
 
 std::string vmTable(capnp::List<rpc::VmInfo>::Reader vms) {
-  std::string out = fmt::format("{:<20} {:<16} {:<9} {:<9} {:>4}  {:<30} {}\n", "NAME", "ID",
-                                "STATE", "HEALTH", "EXIT", "IMAGE", "CREATED");
+  std::string out =
+      fmt::format("{:<20} {:<16} {:<9} {:<9} {:>4}  {:<30} {:<20} {:<20} {}\n", "NAME", "ID",
+                  "STATE", "HEALTH", "EXIT", "IMAGE", "CREATED", "NETWORK", "PORTS");
   for (auto vm : vms) {
     std::string exit = vm.getHasExitCode() ? std::to_string(vm.getExitCode()) : "-";
-    out += fmt::format("{:<20} {:<16} {:<9} {:<9} {:>4}  {:<30} {}\n", vm.getName().cStr(),
-                       vm.getId().cStr(), enumName(vm.getState()), enumName(vm.getHealth()), exit,
-                       vm.getImage().cStr(), formatTimestamp(vm.getCreatedAtNs()));
+    // "bridged 172.30.0.2 via 10.213.0.2" is shown without the namespace's side.
+    std::string network = vm.getNetwork().cStr();
+    network = network.substr(0, network.find(" via "));
+    std::string ports;
+    for (auto p : vm.getPorts()) ports += (ports.empty() ? "" : ",") + portText(p);
+    out += fmt::format("{:<20} {:<16} {:<9} {:<9} {:>4}  {:<30} {:<20} {:<20} {}\n",
+                       vm.getName().cStr(), vm.getId().cStr(), enumName(vm.getState()),
+                       enumName(vm.getHealth()), exit, vm.getImage().cStr(),
+                       formatTimestamp(vm.getCreatedAtNs()), network.empty() ? "-" : network,
+                       ports.empty() ? "-" : ports);
   }
   return out;
 }

@@ -69,6 +69,7 @@ struct VmSpec {
   healthCmd @13 :Text;
   network @14 :NetworkMode;
   dns @15 :List(Text);      # resolvers for the guest instead of the host's (IPv4)
+  healthCheck @16 :Text;    # http://[HOST]:PORT/PATH, GET from the host; 2xx/3xx is healthy
 }
 
 # A file the client opened with its own rights, passed as an fd (SCM_RIGHTS) along with this

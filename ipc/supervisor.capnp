@@ -23,6 +23,7 @@ struct VmInfo {
   createdAtNs @11 :Int64;
   updatedAtNs @12 :Int64;
   snapshot @13 :Text;        # a clone: the tag of the snapshot it was started from
+  ports @14 :List(Common.PortMapping);  # published on the host
 }
 
 # A snapshot's serve process (fcvm-uffd-server).

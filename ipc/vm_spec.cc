@@ -183,6 +183,8 @@ VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   if (!s.ports.empty() && s.network == "none") {
     throw Error("-p needs a network: --network none has none");
   }
+  s.healthCheckUrl = text(in.getHealthCheck(), "the health check URL", 1024);
+  if (!s.healthCheckUrl.empty()) parseHttpCheck(s.healthCheckUrl);
   if (in.getDns().size() > 3) throw Error("at most 3 --dns resolvers");
   for (auto d : in.getDns()) {
     s.dns.push_back(text(d, "a resolver", 15));
@@ -261,6 +263,34 @@ PortMapping parsePortMapping(const std::string& textForm) {
   return port;
 }
 
+HttpCheck parseHttpCheck(const std::string& url) {
+  auto fail = [&](const std::string& why) -> HttpCheck {
+    throw Error(fmt::format("--health-check {}: {} (use http://[HOST]:PORT/PATH)", url, why));
+  };
+  constexpr std::string_view kScheme = "http://";
+  if (!url.starts_with(kScheme)) return fail("not an http:// URL");
+  std::string rest = url.substr(kScheme.size());
+  HttpCheck check;
+  auto slash = rest.find('/');
+  if (slash != std::string::npos) {
+    check.path = rest.substr(slash);
+    rest.resize(slash);
+  }
+  if (check.path.find_first_of(" \r\n") != std::string::npos) return fail("a space in the path");
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) return fail("no port");
+  if (colon > 0) check.host = rest.substr(0, colon);
+  if (!isIpv4(check.host)) return fail(fmt::format("'{}' is not an IPv4 address", check.host));
+  auto port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
+      std::stoul(port) > 65535) {
+    return fail(fmt::format("'{}' is not a port", port));
+  }
+  check.port = static_cast<uint16_t>(std::stoul(port));
+  return check;
+}
+
 std::string toString(const PortMapping& p) {
   return fmt::format("{}{}:{}/{}", p.hostIp.empty() ? "" : p.hostIp + ":", p.hostPort, p.guestPort,
                      p.protocol);
@@ -292,6 +322,7 @@ void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
                  : s.network == "none"     ? rpc::NetworkMode::NONE
                                            : rpc::NetworkMode::AUTO);
   encodePorts(s.ports, out.initPorts(static_cast<unsigned>(s.ports.size())));
+  out.setHealthCheck(s.healthCheckUrl);
   auto dns = out.initDns(static_cast<unsigned>(s.dns.size()));
   for (unsigned i = 0; i < dns.size(); ++i) dns.set(i, s.dns[i]);
 }

@@ -35,7 +35,18 @@ struct VmSpec {
   std::string network = "auto";  // auto|bridged|rootless|none; the supervisor resolves auto
   std::vector<PortMapping> ports;
   std::vector<std::string> dns;  // IPv4 resolvers instead of the host's
+  std::string healthCheckUrl;    // http://[HOST]:PORT/PATH; empty: none
 };
+
+// An HTTP health check's target. HOST defaults to the host's loopback, where a published port of
+// the VM answers (bridged or rootless alike).
+struct HttpCheck {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  std::string path = "/";
+};
+// Throws fcvm::Error naming what is wrong with `url`.
+HttpCheck parseHttpCheck(const std::string& url);
 
 // `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]`, as -p takes it. Throws fcvm::Error naming the problem.
 PortMapping parsePortMapping(const std::string& text);

@@ -89,9 +89,11 @@ void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
   out.setUpdatedAtNs(r.updatedAtNs);
 }
 
-void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, const SnapshotController& snapshots) {
+void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, SupervisorContext& context) {
   fill(out, r);
-  if (!r.snapshotId.view().empty()) out.setSnapshot(snapshots.tagOf(r.snapshotId.str()));
+  if (!r.snapshotId.view().empty()) out.setSnapshot(context.snapshots.tagOf(r.snapshotId.str()));
+  auto ports = context.vms.portsOf(r.id.str());
+  ipc::encodePorts(ports, out.initPorts(static_cast<unsigned>(ports.size())));
 }
 
 std::string textParam(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
@@ -120,7 +122,7 @@ kj::Promise<void> SupervisorService::listVms(ListVmsContext call) {
   auto records = context_.registry.visibleTo(caller_);
   auto list = call.getResults().initVms(static_cast<unsigned>(records.size()));
   for (size_t i = 0; i < records.size(); ++i) {
-    fill(list[static_cast<unsigned>(i)], records[i], context_.snapshots);
+    fill(list[static_cast<unsigned>(i)], records[i], context_);
   }
   return kj::READY_NOW;
 }
@@ -130,7 +132,7 @@ kj::Promise<void> SupervisorService::getVm(GetVmContext call) {
     auto name = textParam(call.getParams().getName());
     auto record = context_.registry.find(caller_, name);
     if (!record) throw Error(fmt::format("no VM named '{}'", name));
-    fill(call.getResults().initVm(), *record, context_.snapshots);
+    fill(call.getResults().initVm(), *record, context_);
   });
 }
 
@@ -282,7 +284,7 @@ kj::Promise<void> SupervisorService::runClone(RunCloneContext call) {
                   params.getAutoRemove())
         .then([this, call](RunResult result) mutable {
           auto results = call.getResults();
-          fill(results.initVm(), result.record, context_.snapshots);
+          fill(results.initVm(), result.record, context_);
           KJ_IF_MAYBE (lease, result.lease) {
             results.setLease(kj::mv(*lease));
           }

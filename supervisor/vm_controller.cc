@@ -328,6 +328,19 @@ void VmController::finishEnded(const std::string& id) {
   tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
 }
 
+std::vector<ipc::PortMapping> VmController::portsOf(const std::string& id) {
+  auto it = ports_.find(id);
+  if (it != ports_.end()) return it->second;
+  std::vector<ipc::PortMapping> ports;
+  try {
+    ports = ipc::readVmSpecFile((paths_.vmDir(id) / "spec.bin").string()).ports;
+  } catch (const Error&) {
+    return {};  // removed, or never written
+  }
+  ports_[id] = ports;
+  return ports;
+}
+
 bool VmController::isBridged(const ipc::VmRecord& record) {
   return record.network.view().starts_with("bridged");
 }
@@ -373,6 +386,7 @@ ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool
   record.network.assignTruncated(spec.network);
   registry_.update(record);
   std::string id = record.id.str();
+  ports_[id] = spec.ports;
   try {
     ensureOwnedDirectory(paths_.vmDir(id), 0700);
     ipc::writeVmSpecFile(spec, (paths_.vmDir(id) / "spec.bin").string());

@@ -60,6 +60,8 @@ class VmController : private kj::TaskSet::ErrorHandler {
                                 kj::Maybe<rpc::OutputSink::Client> output, bool detach);
   void discard(const std::string& id);
 
+  // The ports a VM publishes (from its spec; none if it cannot be read).
+  std::vector<ipc::PortMapping> portsOf(const std::string& id);
   // The live VMs with a bridged network (netd keeps theirs, removes any other).
   std::vector<std::string> bridgedVms() const;
   // The live clones of a snapshot.
@@ -109,6 +111,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
   std::function<void(const ipc::VmRecord&)> onEnded_;
+  std::map<std::string, std::vector<ipc::PortMapping>> ports_;  // by VM id, read once
   kj::TaskSet tasks_{*this};
 };
 

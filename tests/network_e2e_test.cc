@@ -18,6 +18,7 @@
 #include "base/spawn.h"
 #include "base/subprocess.h"
 #include "tests/support/fcvm_instance.h"
+#include "tests/support/running_command.h"
 
 namespace fcvm {
 namespace {
@@ -188,14 +189,16 @@ TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
   TestNetwork outside;
   uint16_t webPort = freePort();
   ok({"podman", "run", "-d", "--name", "web", "-p", fmt::format("127.0.0.1:{}:8080", webPort),
-      "--dns", outside.ip(), "--health-cmd", kServing, kImage, "sh", "-c", kWebServer});
+      "--dns", outside.ip(), "--health-check", fmt::format("http://127.0.0.1:{}/", webPort), kImage,
+      "sh", "-c", kWebServer});
   ok({"podman", "run", "-d", "--name", "other", kImage, "sleep", "3600"});
   for (const char* name : {"web", "other"}) {
     ok({"wait", "--name", name, "--condition", "healthy"});
     remember(name);
     EXPECT_TRUE(inspect(name).at("network").get<std::string>().starts_with("bridged 172.30.0.2"));
   }
-  // The container's port is the VM's, published on the host (healthy: it serves).
+  // The container's port is the VM's, published on the host (healthy: the host's GET of it got
+  // a 200).
   EXPECT_EQ(httpGet(webPort), "hello from web\n");
   // Out through NAT, and names from the resolver given with --dns.
   EXPECT_EQ(ok({"exec", "-c", "--name", "web", "--", "wget", "-q", "-O", "-",
@@ -297,6 +300,52 @@ TEST_F(NetworkTest, RootlessAndNoneNeedNoNetd) {
   EXPECT_EQ(st.st_uid, 0u);
   EXPECT_EQ(st.st_mode & 0077, 0u);
   ok({"rm", "-f", "--name", "mine"});
+}
+
+// Images from a registry: one the test runs on loopback (Debian's docker-registry), never a public
+// one. The first run pulls (progress on stderr), the second finds the image in storage, --pull
+// always pulls again; podman does the pulling as the user who runs the VM.
+TEST_F(NetworkTest, ImagesComeFromARegistryOnLoopback) {
+  uint16_t port = freePort();
+  auto config = fcvm_.dir() / "registry.yml";
+  std::ofstream(config) << fmt::format(
+      "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n"
+      "http:\n  addr: 127.0.0.1:{}\n",
+      (fcvm_.dir() / "registry").string(), port);
+  testing::RunningCommand registry(
+      {"/bin/sh", "-c", "exec docker-registry serve \"$0\" 2>&1", config.string()}, {});
+  ASSERT_TRUE(registry.readUntil("listening on")) << registry.output();
+  auto image = fmt::format("127.0.0.1:{}/fcvm/busybox:1", port);
+  struct RemoveImage {  // the pulled image leaves the host's storage with the test
+    std::string image;
+    ~RemoveImage() { runCommand({"podman", "rmi", "-f", image}); }
+  } removeImage{image};
+  auto pushed = runCommand({"podman", "push", "--tls-verify=false", kImage, image},
+                           CommandOptions::withTimeout(std::chrono::minutes(2)));
+  ASSERT_EQ(pushed.exitCode, 0) << pushed.output;
+
+  auto run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"podman", "run", "--rm", "--tls-verify=false"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {image, "echo", "from the registry"});
+    auto err = fcvm_.dir() / "stderr";
+    auto r = fcvm_.fcvm(args, std::nullopt, kVmDeadline, err.string());
+    std::ifstream in(err);
+    std::string stderrText((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(r.exitCode, 0) << stderrText << logTail();
+    EXPECT_EQ(r.output, "from the registry\n");
+    return stderrText;
+  };
+  EXPECT_NE(run({}).find("Writing manifest"), std::string::npos) << "the first run pulls";
+  EXPECT_EQ(run({}).find("Copying"), std::string::npos) << "the second run does not";
+  EXPECT_NE(run({"--pull", "always"}).find("Writing manifest"), std::string::npos);
+  // A pull that fails is one clear error, and no VM is left.
+  auto missing = fcvm({"podman", "run", "--rm", "--tls-verify=false",
+                       fmt::format("127.0.0.1:{}/fcvm/none:1", port), "true"});
+  EXPECT_EQ(missing.exitCode, 1);
+  EXPECT_NE(missing.output.find("fcvm: error: podman pull 127.0.0.1:"), std::string::npos)
+      << missing.output;
+  EXPECT_EQ(fcvm({"ls", "--json"}).output, "[]\n");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <seccomp.h>
+#include <sys/socket.h>
 
 #include <memory>
 
@@ -33,6 +34,9 @@ constexpr const char* kAllowed[] = {
     // snapshots: guest memory copied sparsely (lseek SEEK_DATA/SEEK_HOLE, pread/pwrite above),
     // the disk reflinked (ioctl FICLONE, above) or copied
     "copy_file_range", "ftruncate",
+    // the HTTP health check: a TCP connection to a published port (socket() is limited to
+    // AF_INET streams below)
+    "connect",
     // QEMU: signal, watch and reap it
     "kill", "tgkill", "pidfd_send_signal", "wait4", "waitid",
     // identity, exit
@@ -52,6 +56,15 @@ void confineWorker() {
     if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
     int rc = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, nr, 0);
     if (rc < 0) throw SysError(-rc, fmt::format("seccomp: allow {}", name));
+  }
+  // socket(AF_INET, SOCK_STREAM[|flags], 0) only: nothing else can be opened afresh.
+  for (scmp_datum_t type :
+       {scmp_datum_t{SOCK_STREAM}, scmp_datum_t{SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC},
+        scmp_datum_t{SOCK_STREAM | SOCK_CLOEXEC}, scmp_datum_t{SOCK_STREAM | SOCK_NONBLOCK}}) {
+    int rc =
+        seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(socket), 2,
+                         SCMP_A0(SCMP_CMP_EQ, scmp_datum_t{AF_INET}), SCMP_A1(SCMP_CMP_EQ, type));
+    if (rc < 0) throw SysError(-rc, "seccomp: allow socket");
   }
   int rc = seccomp_load(filter.get());
   if (rc < 0) throw SysError(-rc, "seccomp: load the worker's filter");

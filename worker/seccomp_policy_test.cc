@@ -1,6 +1,7 @@
 #include "worker/seccomp_policy.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -37,13 +38,27 @@ TEST(SeccompPolicyTest, RefusesExecutingPrograms) {
             0);
 }
 
+// Only TCP over IPv4 (the HTTP health check's connection) may be opened: no datagrams, no raw or
+// packet sockets, no netlink, no IPv6.
 TEST(SeccompPolicyTest, RefusesNetworkSocketsMountsAndForks) {
   EXPECT_EQ(inConfinedChild([] {
-              if (::socket(AF_INET, SOCK_STREAM, 0) != -1 || errno != EPERM) return 1;
+              if (::socket(AF_INET, SOCK_DGRAM, 0) != -1 || errno != EPERM) return 1;
+              if (::socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) != -1 || errno != EPERM) return 1;
+              if (::socket(AF_INET6, SOCK_STREAM, 0) != -1 || errno != EPERM) return 1;
+              if (::socket(AF_NETLINK, SOCK_RAW, 0) != -1 || errno != EPERM) return 1;
+              if (::socket(AF_UNIX, SOCK_STREAM, 0) != -1 || errno != EPERM) return 1;
               if (::mount("none", "/mnt", "tmpfs", 0, nullptr) != -1 || errno != EPERM) return 2;
               if (::fork() != -1 || errno != EPERM) return 3;
               if (::setuid(0) != -1 || errno != EPERM) return 4;
               return 0;
+            }),
+            0);
+}
+
+TEST(SeccompPolicyTest, AllowsTheHealthChecksTcpConnection) {
+  EXPECT_EQ(inConfinedChild([] {
+              int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+              return fd >= 0 ? 0 : 1;
             }),
             0);
 }

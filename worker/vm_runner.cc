@@ -12,6 +12,7 @@
 #include "base/file_copy.h"
 #include "ipc/agent.capnp.h"
 #include "ipc/rpc_error.h"
+#include "worker/http_probe.h"
 #include "worker/vm_snapshot.h"
 
 namespace fcvm::worker {
@@ -25,6 +26,8 @@ constexpr auto kPowerOffDeadline = 30 * kj::SECONDS;
 constexpr auto kHealthRetry = 1 * kj::SECONDS;
 constexpr auto kHealthInterval = 10 * kj::SECONDS;
 constexpr unsigned kHealthFailures = 3;
+// An HTTP health check's answer must come within this time.
+constexpr auto kHttpTimeout = 5 * kj::SECONDS;
 // A `logs -f` reader that falls this far behind is cut off rather than buffered without end.
 constexpr size_t kFollowerBacklogBytes = 16 << 20;
 // A guest that does not answer a freeze within this time fails the snapshot (and is thawed).
@@ -214,7 +217,7 @@ kj::Promise<void> VmRunner::runGuest() {
       .then([this] {
         agentReadyFulfiller_->fulfill();
         setState(rpc::VmState::RUNNING,
-                 parts_.healthCheck.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
+                 hasHealthCheck() ? rpc::Health::STARTING : rpc::Health::UNKNOWN);
         return pump();
       });
 }
@@ -242,7 +245,7 @@ kj::Promise<void> VmRunner::restoreGuest() {
   return withBootDeadline(kj::mv(restored)).then([this] {
     agentReadyFulfiller_->fulfill();
     setState(rpc::VmState::RUNNING,
-             parts_.healthCheck.empty() ? rpc::Health::UNKNOWN : rpc::Health::STARTING);
+             hasHealthCheck() ? rpc::Health::STARTING : rpc::Health::UNKNOWN);
     containerStarted();  // it has been running since before the snapshot
     return pump();
   });
@@ -357,42 +360,52 @@ void VmRunner::drain(Follower& f) {
 void VmRunner::containerStarted() {
   containerRunningSeen_ = true;
   if (containerRunningFulfiller_->isWaiting()) containerRunningFulfiller_->fulfill();
-  if (parts_.healthCheck.empty()) {
+  if (parts_.healthCheck.empty() && !parts_.httpCheck) {
     setState(rpc::VmState::HEALTHY, rpc::Health::HEALTHY);
   } else {
     tasks_.add(healthLoop(0));
   }
 }
 
+kj::Promise<bool> VmRunner::probeHealth() {
+  // The command in the container, and the HTTP GET from the host: healthy when each given passes.
+  kj::Promise<bool> command = true;
+  if (!parts_.healthCheck.empty()) {
+    ipc::ExecSpec check;
+    check.inContainer = true;
+    check.command = parts_.healthCheck;
+    command = startExec(check, nullptr).then([this](uint32_t id) {
+      return waitExec(id).then([this, id](ExitStatus status) {
+        releaseExec(id);
+        return status.code == 0;
+      });
+    });
+  }
+  return command.then([this](bool passed) -> kj::Promise<bool> {
+    if (!passed || !parts_.httpCheck) return passed;
+    return httpProbe(io_, *parts_.httpCheck, kHttpTimeout);
+  });
+}
+
 kj::Promise<void> VmRunner::healthLoop(unsigned failures) {
   if (ended_ || containerExit_) return kj::READY_NOW;
-  ipc::ExecSpec check;
-  check.inContainer = true;
-  check.command = parts_.healthCheck;
-  return startExec(check, nullptr)
-      .then([this](uint32_t id) {
-        return waitExec(id).then([this, id](ExitStatus status) {
-          releaseExec(id);
-          return status;
-        });
-      })
-      .then(
-          [this, failures](ExitStatus status) {
-            unsigned next = status.code == 0 ? 0 : failures + 1;
-            if (status.code == 0 && state_.health != rpc::Health::HEALTHY) {
-              setState(rpc::VmState::HEALTHY, rpc::Health::HEALTHY);
-            } else if (next >= kHealthFailures && state_.health == rpc::Health::HEALTHY) {
-              spdlog::warn("health command failed {} times in a row", next);
-              setState(rpc::VmState::RUNNING, rpc::Health::UNHEALTHY);
-            }
-            auto delay = state_.health == rpc::Health::HEALTHY ? kHealthInterval : kHealthRetry;
-            return io_.provider->getTimer().afterDelay(delay).then(
-                [this, next] { return healthLoop(next); });
-          },
-          [this](kj::Exception&& e) {
-            // The VM ending ends the checks; nothing else stops them.
-            if (!ended_) spdlog::info("health check stopped: {}", e.getDescription().cStr());
-          });
+  return probeHealth().then(
+      [this, failures](bool passed) {
+        unsigned next = passed ? 0 : failures + 1;
+        if (passed && state_.health != rpc::Health::HEALTHY) {
+          setState(rpc::VmState::HEALTHY, rpc::Health::HEALTHY);
+        } else if (next >= kHealthFailures && state_.health == rpc::Health::HEALTHY) {
+          spdlog::warn("health check failed {} times in a row", next);
+          setState(rpc::VmState::RUNNING, rpc::Health::UNHEALTHY);
+        }
+        auto delay = state_.health == rpc::Health::HEALTHY ? kHealthInterval : kHealthRetry;
+        return io_.provider->getTimer().afterDelay(delay).then(
+            [this, next] { return healthLoop(next); });
+      },
+      [this](kj::Exception&& e) {
+        // The VM ending ends the checks; nothing else stops them.
+        if (!ended_) spdlog::info("health check stopped: {}", e.getDescription().cStr());
+      });
 }
 
 kj::Promise<void> VmRunner::watchVmm() {

@@ -56,7 +56,8 @@ struct RunnerParts {
   std::unique_ptr<VmmProcess> vmm;
   kj::Own<kj::ConnectionReceiver> control;  // the VMM connects the guest's fcvm.control port here
   agent::RunPlan plan;
-  std::vector<std::string> healthCheck;  // run in the container; empty: healthy once started
+  std::vector<std::string> healthCheck;     // run in the container; empty: healthy once started
+  std::optional<ipc::HttpCheck> httpCheck;  // a GET from the host; with healthCheck, both count
   std::filesystem::path containerLog;
   std::filesystem::path finalStateFile;
   std::chrono::seconds bootDeadline{300};
@@ -110,6 +111,8 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> containerOutput(agent::OutputKind kind, std::string data);
   void containerStarted();
   kj::Promise<void> healthLoop(unsigned failures);
+  kj::Promise<bool> probeHealth();
+  bool hasHealthCheck() const { return !parts_.healthCheck.empty() || parts_.httpCheck; }
   kj::Promise<void> watchVmm();
   void vmEnded(int vmmStatus);
   void fail(const std::string& reason);  // records why, then kills QEMU; vmEnded() follows

@@ -45,6 +45,7 @@ struct PreparedVm {
   std::unique_ptr<QemuProcess> qemu;
   agent::RunPlan plan;
   std::vector<std::string> healthCheck;
+  std::optional<ipc::HttpCheck> httpCheck;
   std::filesystem::path memoryFile;
   std::filesystem::path rootDisk;
   std::string restoreInfo;  // what its clones need (JSON): the machine, the health check
@@ -324,6 +325,7 @@ int runWorker(const WorkerOptions& options) {
   parts.control = wrapListener(io, *vm.control);
   parts.plan = vm.plan;
   parts.healthCheck = vm.healthCheck;
+  if (!spec.healthCheckUrl.empty()) parts.httpCheck = ipc::parseHttpCheck(spec.healthCheckUrl);
   parts.containerLog = vmDir / "container.log";
   parts.finalStateFile = vmDir / "final-state.json";
   parts.qmp = wrapListener(io, *vm.qmp);
