@@ -13,6 +13,7 @@
 #include "ipc/file_handle.h"
 #include "ipc/listening_socket.h"
 #include "ipc/netd.capnp.h"
+#include "ipc/ready_pipe.h"
 #include "ipc/rpc_error.h"
 #include "ipc/rpc_server.h"
 #include "ipc/vm_spec.h"
@@ -87,13 +88,6 @@ class NetdService final : public rpc::Netd::Server {
   Networks& networks_;
 };
 
-void writeLine(int fd, const std::string& line) {
-  std::string text = line + "\n";
-  if (retryEintr([&] { return ::write(fd, text.data(), text.size()); }) == -1) {
-    spdlog::warn("could not write to the ready fd: {}", errnoText(errno));
-  }
-}
-
 }  // namespace
 
 int removeAllNetworks(const NetdOptions& options) {
@@ -113,7 +107,7 @@ int runNetd(const NetdOptions& options) {
     socket = std::make_unique<ipc::ListeningSocket>(options.paths.runtimeDir / "netd.sock", 0600);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    if (options.readyFd) writeLine(*options.readyFd, std::string("error: ") + e.what());
+    ipc::reportFailure(options.readyFd, e.what());
     return 1;
   }
   kj::UnixEventPort::captureSignal(SIGTERM);
@@ -139,10 +133,7 @@ int runNetd(const NetdOptions& options) {
   auto serving = server.listen(*listener);
   spdlog::info("fcvm-netd serving on {} ({} networks on record)",
                (options.paths.runtimeDir / "netd.sock").string(), networks->list().size());
-  if (options.readyFd) {
-    writeLine(*options.readyFd, "ready");
-    ::close(*options.readyFd);
-  }
+  ipc::reportReady(options.readyFd);
   io.unixEventPort.onSignal(SIGTERM)
       .then([](siginfo_t) { spdlog::info("SIGTERM: stopping"); })
       .exclusiveJoin(kj::mv(serving))

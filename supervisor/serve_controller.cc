@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/ids.h"
 #include "base/install_layout.h"
 #include "base/spawn.h"
 #include "ipc/file_handle.h"
@@ -23,18 +24,6 @@ namespace {
 
 // The server passes one fd (a clone's memory image) per answer.
 constexpr unsigned kServerFds = 1;
-
-int64_t nowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string newId() {
-  uint64_t bits = 0;
-  checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
-  return fmt::format("{:016x}", bits);
-}
 
 void removeTree(const std::filesystem::path& path) {
   std::error_code ec;
@@ -168,11 +157,11 @@ void ServeController::connect(Serve& serve) {
 kj::Promise<ServeView> ServeController::start(const ServedSnapshot& snapshot) {
   auto serve = kj::heap<Serve>();
   auto& s = *serve;
-  s.view.id = newId();
+  s.view.id = randomHexId();
   s.view.snapshotId = snapshot.id;
   s.view.ownerUid = snapshot.ownerUid;
   s.view.state = "starting";
-  s.view.startedAtNs = nowNs();
+  s.view.startedAtNs = realtimeNs();
   s.child = true;
   auto runDir = paths_.runtimeDir / "serves" / s.view.id;
   ensureOwnedDirectory(runDir.parent_path(), 0755);

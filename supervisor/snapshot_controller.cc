@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "base/error.h"
+#include "base/ids.h"
 #include "base/subprocess.h"
 #include "ipc/file_handle.h"
 #include "ipc/rpc_error.h"
@@ -15,18 +16,6 @@ namespace {
 
 // Clones stopped because their snapshot's serving ends get this long to power off.
 constexpr uint32_t kCloneStopGraceMs = 2000;
-
-int64_t nowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string newId() {
-  uint64_t bits = 0;
-  checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
-  return fmt::format("{:016x}", bits);
-}
 
 rpc::FileHandle::Client handleOf(const UniqueFd& fd) {
   UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
@@ -144,7 +133,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
     }
   }
   SnapshotMeta meta;
-  meta.id = newId();
+  meta.id = randomHexId();
   meta.tag = tag;
   meta.ownerUid = record->ownerUid;
   meta.sourceVmId = record->id.str();
@@ -162,7 +151,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   auto specFile = paths_.vmDir(meta.sourceVmId) / "spec.bin";
   return request.send().then(
       [this, meta, specFile, staging = kj::mv(staging)](auto reply) mutable {
-        meta.createdAtNs = nowNs();
+        meta.createdAtNs = realtimeNs();
         meta.pauseNs = reply.getPauseNs();
         meta.memoryBytes = reply.getMemoryBytes();
         std::string restore(reply.getRestore().cStr(), reply.getRestore().size());

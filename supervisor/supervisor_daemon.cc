@@ -11,6 +11,7 @@
 #include <chrono>
 
 #include "base/error.h"
+#include "base/ids.h"
 #include "base/unique_fd.h"
 #include "ipc/listening_socket.h"
 #include "supervisor/netd_client.h"
@@ -35,12 +36,6 @@ UniqueFd takeInstanceLock(const std::filesystem::path& path) {
     throw SysError(errno, "lock " + path.string());
   }
   return fd;
-}
-
-int64_t nowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 void signalReady(int fd) {
@@ -98,8 +93,8 @@ int runSupervisor(const DaemonOptions& options) {
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
   SupervisorContext context{
-      registry,         vms,           snapshots, table,    paths.dataDir,
-      paths.runtimeDir, socket.path(), nowNs(),   adoption, shutdown.fulfiller};
+      registry,         vms,           snapshots,    table,    paths.dataDir,
+      paths.runtimeDir, socket.path(), realtimeNs(), adoption, shutdown.fulfiller};
   SupervisorServer server(context);
   auto serving = server.listen(*listener);
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/ids.h"
 #include "ipc/container_log.h"
 #include "ipc/rpc_error.h"
 #include "supervisor/netd_client.h"
@@ -373,11 +374,7 @@ kj::Promise<void> VmController::cleanUp(const ipc::VmRecord& record) {
 
 ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
                                    const std::string& snapshotId) {
-  if (spec.name.empty()) {
-    uint32_t bits = 0;
-    checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
-    spec.name = fmt::format("vm-{:08x}", bits);
-  }
+  if (spec.name.empty()) spec.name = "vm-" + randomHexId().substr(0, 8);
   // The network: a root caller's VMs are bridged, anyone else's rootless (no privilege at all).
   if (spec.network == "auto") spec.network = caller.isRoot() ? "bridged" : "rootless";
   ipc::VmRecord record = registry_.create(caller.uid, spec.name, spec.image);

@@ -7,24 +7,11 @@
 
 #include "agent/messages.h"
 #include "base/error.h"
+#include "base/ids.h"
 #include "base/process_identity.h"
 
 namespace fcvm::supervisor {
-namespace {
-
-int64_t nowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string newVmId() {
-  uint64_t bits = 0;
-  checkSys(::getrandom(&bits, sizeof bits, 0), "getrandom");
-  return fmt::format("{:016x}", bits);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 bool isActive(ipc::VmState state) {
   return state != ipc::VmState::kFree && state != ipc::VmState::kStopped &&
@@ -58,7 +45,7 @@ AdoptionSummary VmRegistry::adopt(const std::function<bool(ipc::VmRecord&)>& set
           record.state = ipc::VmState::kFailed;
           record.reason.assignTruncated("worker exited while the supervisor was down");
         }
-        record.updatedAtNs = nowNs();
+        record.updatedAtNs = realtimeNs();
         store_.save(record);
       }
     }
@@ -110,14 +97,14 @@ ipc::VmRecord VmRegistry::create(uint32_t owner, std::string_view name, std::str
   if (!freeSlot) throw Error(fmt::format("no room for another VM ({} slots)", slots_.size()));
 
   ipc::VmRecord record;
-  record.id.assign(newVmId());
+  record.id.assign(randomHexId());
   record.name.assign(name);
   if (!record.image.assign(image)) {
     throw Error(fmt::format("image reference longer than {} bytes", record.image.capacity()));
   }
   record.ownerUid = owner;
   record.state = ipc::VmState::kCreating;
-  record.createdAtNs = record.updatedAtNs = nowNs();
+  record.createdAtNs = record.updatedAtNs = realtimeNs();
   store_.save(record);
   put(*freeSlot, record);
   return record;
@@ -127,7 +114,7 @@ void VmRegistry::update(const ipc::VmRecord& record) {
   auto slot = slotOf(record.id.view());
   if (!slot) throw Error(fmt::format("no VM with id {}", record.id.view()));
   ipc::VmRecord updated = record;
-  updated.updatedAtNs = nowNs();
+  updated.updatedAtNs = realtimeNs();
   store_.save(updated);
   put(*slot, updated);
 }

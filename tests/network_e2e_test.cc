@@ -19,6 +19,7 @@
 #include "base/subprocess.h"
 #include "tests/support/fcvm_instance.h"
 #include "tests/support/running_command.h"
+#include "tests/support/vm_fixture.h"
 
 namespace fcvm {
 namespace {
@@ -26,31 +27,11 @@ namespace {
 using nlohmann::json;
 using testing::FcvmInstance;
 
-constexpr char kImage[] = "localhost/fcvm-test-busybox:latest";
-constexpr uid_t kOtherUid = 65534;
-constexpr auto kVmDeadline = std::chrono::seconds(600);
 // The guest serves this page on port 8080 with busybox httpd.
 constexpr char kWebServer[] =
     "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 8080 -h "
     "/www";
 constexpr char kServing[] = "wget -q -O /dev/null http://127.0.0.1:8080/";
-
-std::filesystem::path sharedStorage() {
-  const char* dir = std::getenv("FCVM_TEST_DATA_DIR");
-  if (dir == nullptr) throw std::runtime_error("FCVM_TEST_DATA_DIR is not set");
-  return std::filesystem::path(dir) / "storage";
-}
-
-uint16_t freePort() {
-  UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t length = sizeof addr;
-  ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &length);
-  return ntohs(addr.sin_port);
-}
 
 // An HTTP/1.0 GET of / from the host's loopback: the body, or why it failed. The receive timeout
 // bounds a hang; it measures nothing.
@@ -129,26 +110,8 @@ class TestNetwork {
   ChildProcess web_, dns_;
 };
 
-class NetworkTest : public ::testing::Test {
+class NetworkTest : public testing::VmFixture {
  protected:
-  NetworkTest() : fcvm_(sharedStorage()) {}
-  CommandResult fcvm(const std::vector<std::string>& args, std::optional<uid_t> uid = std::nullopt,
-                     const std::vector<std::string>& env = {}) {
-    return fcvm_.fcvm(args, uid, kVmDeadline, "", env);
-  }
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = fcvm(args);
-    std::string line = "fcvm";
-    for (const auto& a : args) line += " " + a;
-    EXPECT_EQ(r.exitCode, 0) << line << "\n" << r.output << "\n" << logTail();
-    return r.output;
-  }
-  std::string logTail() {
-    std::ifstream in(fcvm_.log());
-    std::string log((std::istreambuf_iterator<char>(in)), {});
-    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
-  }
-  json inspect(const std::string& name) { return json::parse(ok({"inspect", "--name", name})); }
   // The namespace side of a bridged VM's veth, from `inspect`: "bridged 172.30.0.2 via X".
   std::string nsIpOf(const std::string& name) {
     std::string network = inspect(name).at("network");
@@ -177,7 +140,6 @@ class NetworkTest : public ::testing::Test {
   }
   void remember(const std::string& name) { vmIds_.push_back(inspect(name).at("id")); }
 
-  FcvmInstance fcvm_;
   std::vector<std::string> vmIds_;
 };
 
@@ -187,11 +149,11 @@ class NetworkTest : public ::testing::Test {
 // worker and removal leave nothing behind.
 TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
   TestNetwork outside;
-  uint16_t webPort = freePort();
+  uint16_t webPort = testing::freeLoopbackPort();
   ok({"podman", "run", "-d", "--name", "web", "-p", fmt::format("127.0.0.1:{}:8080", webPort),
-      "--dns", outside.ip(), "--health-check", fmt::format("http://127.0.0.1:{}/", webPort), kImage,
-      "sh", "-c", kWebServer});
-  ok({"podman", "run", "-d", "--name", "other", kImage, "sleep", "3600"});
+      "--dns", outside.ip(), "--health-check", fmt::format("http://127.0.0.1:{}/", webPort),
+      testing::kTestImage, "sh", "-c", kWebServer});
+  ok({"podman", "run", "-d", "--name", "other", testing::kTestImage, "sleep", "3600"});
   for (const char* name : {"web", "other"}) {
     ok({"wait", "--name", name, "--condition", "healthy"});
     remember(name);
@@ -226,7 +188,7 @@ TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
 
   // Clones keep the guest's address, each in its own namespace, each with its own port.
   ok({"snapshot", "create", "--name", "web", "--tag", "web-snap"});
-  uint16_t port1 = freePort(), port2 = freePort();
+  uint16_t port1 = testing::freeLoopbackPort(), port2 = testing::freeLoopbackPort();
   ok({"snapshot", "run", "--from", "web-snap", "--name", "web1", "-d", "-p",
       fmt::format("127.0.0.1:{}:8080", port1)});
   ok({"snapshot", "run", "--from", "web-snap", "--name", "web2", "-d", "-p",
@@ -245,7 +207,7 @@ TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
   ASSERT_EQ(netd.size(), 1u);
   ::kill(netd[0], SIGKILL);
   EXPECT_EQ(httpGet(port1), "hello from web\n");
-  ok({"podman", "run", "--rm", "--name", "after", kImage, "true"});
+  ok({"podman", "run", "--rm", "--name", "after", testing::kTestImage, "true"});
   // A killed worker: its network goes with the rest of the VM.
   auto otherId = inspect("other").at("id").get<std::string>();
   ::kill(inspect("other").at("worker_pid").get<pid_t>(), SIGKILL);
@@ -255,7 +217,7 @@ TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
   ok({"snapshot", "rm", "-f", "web-snap"});
   for (const char* name : {"web", "web1", "web2", "other"}) ok({"rm", "-f", "--name", name});
   // netd removes asynchronously to the answer: ask it once more through a VM's start and end.
-  ok({"podman", "run", "--rm", "--network", "none", kImage, "true"});
+  ok({"podman", "run", "--rm", "--network", "none", testing::kTestImage, "true"});
   EXPECT_EQ(leftovers(), "");
 }
 
@@ -265,36 +227,38 @@ TEST_F(NetworkTest, RootlessAndNoneNeedNoNetd) {
   ok({"supervisor", "start"});
   auto home = fcvm_.dir() / "home";
   std::filesystem::create_directories(home);
-  ASSERT_EQ(::chown(home.c_str(), kOtherUid, kOtherUid), 0);
+  ASSERT_EQ(::chown(home.c_str(), testing::kOtherUid, testing::kOtherUid), 0);
   auto archive = fcvm_.dir() / "image.tar";
-  auto saved =
-      runCommand({"podman", "save", "--format", "oci-archive", "-o", archive.string(), kImage},
-                 CommandOptions::withTimeout(std::chrono::minutes(2)));
+  auto saved = runCommand(
+      {"podman", "save", "--format", "oci-archive", "-o", archive.string(), testing::kTestImage},
+      CommandOptions::withTimeout(std::chrono::minutes(2)));
   ASSERT_EQ(saved.exitCode, 0) << saved.output;
-  ASSERT_EQ(::chown(archive.c_str(), kOtherUid, kOtherUid), 0);
-  uint16_t port = freePort();
+  ASSERT_EQ(::chown(archive.c_str(), testing::kOtherUid, testing::kOtherUid), 0);
+  uint16_t port = testing::freeLoopbackPort();
   auto run =
       fcvm({"podman", "run", "-d", "--name", "mine", "-p", fmt::format("127.0.0.1:{}:8080", port),
             "--health-cmd", kServing, "oci-archive:" + archive.string(), "sh", "-c", kWebServer},
-           kOtherUid, {"HOME=" + home.string()});
-  ASSERT_EQ(run.exitCode, 0) << run.output << logTail();
-  ASSERT_EQ(fcvm({"wait", "--name", "mine", "--condition", "healthy"}, kOtherUid).exitCode, 0);
-  auto info = json::parse(fcvm({"inspect", "--name", "mine"}, kOtherUid).output);
+           testing::kOtherUid, {"HOME=" + home.string()});
+  ASSERT_EQ(run.exitCode, 0) << run.output << supervisorLogTail();
+  ASSERT_EQ(fcvm({"wait", "--name", "mine", "--condition", "healthy"}, testing::kOtherUid).exitCode,
+            0);
+  auto info = json::parse(fcvm({"inspect", "--name", "mine"}, testing::kOtherUid).output);
   EXPECT_EQ(info.at("network"), "rootless");
   EXPECT_EQ(httpGet(port), "hello from mine\n");
   EXPECT_TRUE(fcvm_.processesOf("fcvm-netd").empty()) << "rootless needs no netd";
   // A port in use is a clear error before anything starts.
   auto clash = fcvm({"podman", "run", "--rm", "-p", fmt::format("127.0.0.1:{}:80", port),
-                     "--network", "rootless", kImage, "true"});
+                     "--network", "rootless", testing::kTestImage, "true"});
   EXPECT_EQ(clash.exitCode, 1);
   EXPECT_NE(clash.output.find(fmt::format("port 127.0.0.1:{}/tcp is already in use", port)),
             std::string::npos)
       << clash.output;
   // None: loopback only.
-  EXPECT_EQ(ok({"podman", "run", "--rm", "--network", "none", kImage, "ls", "/sys/class/net"}),
+  EXPECT_EQ(ok({"podman", "run", "--rm", "--network", "none", testing::kTestImage, "ls",
+                "/sys/class/net"}),
             "lo\n");
   // netd's socket, once it exists, is root's alone: connecting needs write permission on it.
-  ok({"podman", "run", "--rm", "--name", "bridged", kImage, "true"});
+  ok({"podman", "run", "--rm", "--name", "bridged", testing::kTestImage, "true"});
   struct stat st {};
   ASSERT_EQ(::stat((fcvm_.runtimeDir() / "netd.sock").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 0u);
@@ -306,7 +270,7 @@ TEST_F(NetworkTest, RootlessAndNoneNeedNoNetd) {
 // one. The first run pulls (progress on stderr), the second finds the image in storage, --pull
 // always pulls again; podman does the pulling as the user who runs the VM.
 TEST_F(NetworkTest, ImagesComeFromARegistryOnLoopback) {
-  uint16_t port = freePort();
+  uint16_t port = testing::freeLoopbackPort();
   auto config = fcvm_.dir() / "registry.yml";
   std::ofstream(config) << fmt::format(
       "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n"
@@ -320,7 +284,7 @@ TEST_F(NetworkTest, ImagesComeFromARegistryOnLoopback) {
     std::string image;
     ~RemoveImage() { runCommand({"podman", "rmi", "-f", image}); }
   } removeImage{image};
-  auto pushed = runCommand({"podman", "push", "--tls-verify=false", kImage, image},
+  auto pushed = runCommand({"podman", "push", "--tls-verify=false", testing::kTestImage, image},
                            CommandOptions::withTimeout(std::chrono::minutes(2)));
   ASSERT_EQ(pushed.exitCode, 0) << pushed.output;
 
@@ -329,10 +293,10 @@ TEST_F(NetworkTest, ImagesComeFromARegistryOnLoopback) {
     args.insert(args.end(), extra.begin(), extra.end());
     args.insert(args.end(), {image, "echo", "from the registry"});
     auto err = fcvm_.dir() / "stderr";
-    auto r = fcvm_.fcvm(args, std::nullopt, kVmDeadline, err.string());
+    auto r = fcvm_.fcvm(args, std::nullopt, testing::kVmDeadline, err.string());
     std::ifstream in(err);
     std::string stderrText((std::istreambuf_iterator<char>(in)), {});
-    EXPECT_EQ(r.exitCode, 0) << stderrText << logTail();
+    EXPECT_EQ(r.exitCode, 0) << stderrText << supervisorLogTail();
     EXPECT_EQ(r.output, "from the registry\n");
     return stderrText;
   };

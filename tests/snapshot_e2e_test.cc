@@ -16,6 +16,7 @@
 #include "base/unique_fd.h"
 #include "tests/support/fcvm_instance.h"
 #include "tests/support/running_command.h"
+#include "tests/support/vm_fixture.h"
 
 namespace fcvm {
 namespace {
@@ -24,19 +25,9 @@ using nlohmann::json;
 using testing::FcvmInstance;
 using testing::RunningCommand;
 
-constexpr char kImage[] = "localhost/fcvm-test-busybox:latest";
-constexpr uid_t kOtherUid = 65534;
-// Watchdogs for a loaded 2-core host under TCG; they bound a hang, they measure nothing.
-constexpr auto kVmDeadline = std::chrono::seconds(600);
 // The source's container: file A, then a counter, one line per tick, until /stop appears.
 constexpr char kCounter[] =
     "echo A > /A; i=0; while [ ! -e /stop ]; do i=$((i+1)); echo $i; sleep 0.1; done; exit 7";
-
-std::filesystem::path sharedStorage() {
-  const char* dir = std::getenv("FCVM_TEST_DATA_DIR");
-  if (dir == nullptr) throw std::runtime_error("FCVM_TEST_DATA_DIR is not set");
-  return std::filesystem::path(dir) / "storage";
-}
 
 int64_t hostSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -64,30 +55,11 @@ void waitForDeath(pid_t pid) {
   ASSERT_EQ(::poll(&pfd, 1, 60000), 1) << "pid " << pid << " did not die";
 }
 
-class SnapshotTest : public ::testing::Test {
+class SnapshotTest : public testing::VmFixture {
  protected:
-  SnapshotTest() : fcvm_(sharedStorage()) {}
-
-  CommandResult fcvm(const std::vector<std::string>& args,
-                     std::optional<uid_t> uid = std::nullopt) {
-    return fcvm_.fcvm(args, uid, kVmDeadline);
-  }
-  // Runs `fcvm ARGS`, expecting success; returns its output.
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = fcvm(args);
-    std::string line = "fcvm";
-    for (const auto& a : args) line += " " + a;
-    EXPECT_EQ(r.exitCode, 0) << line << "\n" << r.output << "\n" << supervisorLogTail();
-    return r.output;
-  }
-  std::string supervisorLogTail() {
-    std::ifstream in(fcvm_.log());
-    std::string log((std::istreambuf_iterator<char>(in)), {});
-    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
-  }
   // Starts the counter container as `name` and waits until it has printed `until`.
   void startCounter(const std::string& name, long until) {
-    ok({"podman", "run", "-d", "--name", name, kImage, "sh", "-c", kCounter});
+    ok({"podman", "run", "-d", "--name", name, testing::kTestImage, "sh", "-c", kCounter});
     ok({"wait", "--name", name, "--condition", "healthy"});
     followUntil(name, until);
   }
@@ -101,9 +73,6 @@ class SnapshotTest : public ::testing::Test {
     EXPECT_EQ(r.exitCode, 0) << r.output;
     return json::parse(r.output);
   }
-  json inspect(const std::string& name) { return json::parse(ok({"inspect", "--name", name})); }
-
-  FcvmInstance fcvm_;
 };
 
 // The feature fcvm exists for: a running container snapshotted, three clones going on from the
@@ -184,13 +153,13 @@ TEST_F(SnapshotTest, ClonesGoOnFromTheSnapshotWithTheirOwnIdentityAndFiles) {
   }
 
   // Another user neither sees, nor runs, nor removes root's snapshot.
-  EXPECT_EQ(snapshotLs(kOtherUid), json::array());
-  auto run = fcvm({"snapshot", "run", "--from", "snap", "-d"}, kOtherUid);
+  EXPECT_EQ(snapshotLs(testing::kOtherUid), json::array());
+  auto run = fcvm({"snapshot", "run", "--from", "snap", "-d"}, testing::kOtherUid);
   EXPECT_EQ(run.exitCode, 1);
   EXPECT_EQ(run.output, "fcvm: error: no snapshot tagged 'snap'\n");
-  EXPECT_EQ(fcvm({"snapshot", "rm", "snap"}, kOtherUid).output,
+  EXPECT_EQ(fcvm({"snapshot", "rm", "snap"}, testing::kOtherUid).output,
             "fcvm: error: no snapshot tagged 'snap'\n");
-  EXPECT_EQ(fcvm({"snapshot", "stop", "snap"}, kOtherUid).exitCode, 1);
+  EXPECT_EQ(fcvm({"snapshot", "stop", "snap"}, testing::kOtherUid).exitCode, 1);
 
   // In use: rm refuses while clones run.
   auto busy = fcvm({"snapshot", "rm", "snap"});
@@ -204,7 +173,7 @@ TEST_F(SnapshotTest, ClonesGoOnFromTheSnapshotWithTheirOwnIdentityAndFiles) {
   auto ended = ok({"wait", "--name", "c3", "--condition", "ended"});
   EXPECT_EQ(ended, "failed\n");
   EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / c3id));
-  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / c3id));
+  EXPECT_FALSE(std::filesystem::exists(testing::guestStorage() / "vms" / c3id));
 
   // kill -9 of the serve process: the clones run on (their QEMU maps the image); the serve shows
   // failed with the reason and leaves nothing behind; the next clone starts a new one.
@@ -236,7 +205,7 @@ TEST_F(SnapshotTest, ClonesGoOnFromTheSnapshotWithTheirOwnIdentityAndFiles) {
   auto id = snapshotLs().at(0).at("id").get<std::string>();
   EXPECT_EQ(ok({"snapshot", "rm", "snap"}), "snap\n");
   EXPECT_EQ(snapshotLs(), json::array());
-  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "snapshots" / id));
+  EXPECT_FALSE(std::filesystem::exists(testing::guestStorage() / "snapshots" / id));
   EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "snapshots" / id));
 }
 

@@ -18,6 +18,7 @@
 
 #include "tests/support/fcvm_instance.h"
 #include "tests/support/running_command.h"
+#include "tests/support/vm_fixture.h"
 
 namespace fcvm {
 namespace {
@@ -26,41 +27,15 @@ using nlohmann::json;
 using testing::FcvmInstance;
 using testing::RunningCommand;
 
-constexpr char kImage[] = "localhost/fcvm-test-busybox:latest";
-constexpr uid_t kOtherUid = 65534;
-// Watchdogs for a loaded 2-core host under TCG; they bound a hang, they measure nothing.
-constexpr auto kVmDeadline = std::chrono::seconds(600);
-
-std::filesystem::path sharedStorage() {
-  const char* dir = std::getenv("FCVM_TEST_DATA_DIR");
-  if (dir == nullptr) throw std::runtime_error("FCVM_TEST_DATA_DIR is not set");
-  return std::filesystem::path(dir) / "storage";
-}
-
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
-class VmTest : public ::testing::Test {
+class VmTest : public testing::VmFixture {
  protected:
-  VmTest() : fcvm_(sharedStorage()) {}
-
-  CommandResult fcvm(const std::vector<std::string>& args,
-                     std::optional<uid_t> uid = std::nullopt) {
-    return fcvm_.fcvm(args, uid, kVmDeadline);
-  }
-  // Runs `fcvm ARGS`, expecting success; returns its output.
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = fcvm(args);
-    std::string line = "fcvm";
-    for (const auto& a : args) line += " " + a;
-    EXPECT_EQ(r.exitCode, 0) << line << "\n" << r.output << "\n" << supervisorLogTail();
-    return r.output;
-  }
-  json inspect(const std::string& name) { return json::parse(ok({"inspect", "--name", name})); }
   std::string runDetached(const std::string& name, const std::vector<std::string>& command) {
-    std::vector<std::string> args = {"podman", "run", "-d", "--name", name, kImage};
+    std::vector<std::string> args = {"podman", "run", "-d", "--name", name, testing::kTestImage};
     args.insert(args.end(), command.begin(), command.end());
     return ok(args);
   }
@@ -82,23 +57,17 @@ class VmTest : public ::testing::Test {
     EXPECT_TRUE(fcvm_.processesOf("qemu-system").empty());
     EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / id));
     EXPECT_FALSE(std::filesystem::exists(fcvm_.memoryDir() / (id + ".mem")));
-    EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / id));
+    EXPECT_FALSE(std::filesystem::exists(testing::guestStorage() / "vms" / id));
     EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / id));
     EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / (id + ".json")));
   }
-  std::string supervisorLogTail() {
-    auto log = readFile(fcvm_.log());
-    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
-  }
-
-  FcvmInstance fcvm_;
 };
 
 TEST_F(VmTest, ForegroundRunStreamsOutputExitsWithTheCodeAndLeavesNothing) {
   auto errFile = fcvm_.dir() / "stderr";
-  auto r = fcvm_.fcvm({"podman", "run", "--rm", "--name", "fg", kImage, "sh", "-c",
+  auto r = fcvm_.fcvm({"podman", "run", "--rm", "--name", "fg", testing::kTestImage, "sh", "-c",
                        "echo out; echo err >&2; exit 7"},
-                      std::nullopt, kVmDeadline, errFile.string());
+                      std::nullopt, testing::kVmDeadline, errFile.string());
   EXPECT_EQ(r.exitCode, 7) << r.output << readFile(errFile) << supervisorLogTail();
   EXPECT_EQ(r.output, "out\n");
   EXPECT_EQ(readFile(errFile), "err\n");
@@ -116,7 +85,7 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
 
   // stdin piped through, in the guest OS.
   CommandOptions pipeOptions;
-  pipeOptions.timeout = kVmDeadline;
+  pipeOptions.timeout = testing::kVmDeadline;
   pipeOptions.extraEnv = fcvm_.env();
   auto piped =
       runCommand({"sh", "-c", "echo hi | \"$0\" exec -i --name web -- cat", FcvmInstance::binary()},
@@ -152,7 +121,8 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   EXPECT_NE(workerLog.find("state healthy"), std::string::npos) << workerLog;
 
   std::string id = inspect("web").at("id");
-  EXPECT_TRUE(std::filesystem::exists(sharedStorage() / "vms" / id));  // the disk stays until rm
+  EXPECT_TRUE(
+      std::filesystem::exists(testing::guestStorage() / "vms" / id));  // the disk stays until rm
   EXPECT_EQ(ok({"rm", "--name", "web"}), "web\n");
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
   expectNothingLeftOf(id);
@@ -172,7 +142,7 @@ TEST_F(VmTest, TheImagesHealthcheckDecidesHealth) {
 TEST_F(VmTest, NamesAreUniqueAndRmRefusesARunningVmUnlessForced) {
   runDetached("busy", {"sleep", "600"});
   waitFor("busy", "running");
-  auto clash = fcvm({"podman", "run", "-d", "--name", "busy", kImage, "true"});
+  auto clash = fcvm({"podman", "run", "-d", "--name", "busy", testing::kTestImage, "true"});
   EXPECT_EQ(clash.exitCode, 1);
   EXPECT_NE(clash.output.find("a VM named 'busy' already exists"), std::string::npos)
       << clash.output;
@@ -187,8 +157,8 @@ TEST_F(VmTest, NamesAreUniqueAndRmRefusesARunningVmUnlessForced) {
 
 TEST_F(VmTest, KillingTheForegroundCliStopsTheVm) {
   auto env = fcvm_.env();
-  RunningCommand run({FcvmInstance::binary(), "podman", "run", "--rm", "--name", "bound", kImage,
-                      "sh", "-c", "echo up; sleep 600"},
+  RunningCommand run({FcvmInstance::binary(), "podman", "run", "--rm", "--name", "bound",
+                      testing::kTestImage, "sh", "-c", "echo up; sleep 600"},
                      env);
   ASSERT_TRUE(run.readUntil("up\n"));
   std::string id = idOf("bound");
@@ -220,7 +190,7 @@ TEST_F(VmTest, KilledWorkerMarksTheVmFailedAndCleansUp) {
       << ended.dump();
   EXPECT_TRUE(fcvm_.processesOf("qemu-system").empty());
   EXPECT_FALSE(std::filesystem::exists(fcvm_.runtimeDir() / "vms" / id));
-  EXPECT_FALSE(std::filesystem::exists(sharedStorage() / "vms" / id));
+  EXPECT_FALSE(std::filesystem::exists(testing::guestStorage() / "vms" / id));
   ok({"rm", "--name", "victim"});
   expectNothingLeftOf(id);
 }
@@ -257,16 +227,16 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   ok({"supervisor", "start"});       // root's, host-wide: the other user cannot start it
   auto home = fcvm_.dir() / "home";  // the other user's HOME: its rootless podman storage
   std::filesystem::create_directories(home);
-  ASSERT_EQ(::chown(home.c_str(), kOtherUid, kOtherUid), 0);
+  ASSERT_EQ(::chown(home.c_str(), testing::kOtherUid, testing::kOtherUid), 0);
   std::vector<std::string> userEnv = {"HOME=" + home.string()};
   auto asUser = [&](const std::vector<std::string>& args) {
-    return fcvm_.fcvm(args, kOtherUid, kVmDeadline, "", userEnv);
+    return fcvm_.fcvm(args, testing::kOtherUid, testing::kVmDeadline, "", userEnv);
   };
 
   auto rootOnly = fcvm_.dir() / "root-only.tar";
-  auto saved =
-      runCommand({"podman", "save", "--format", "oci-archive", "-o", rootOnly.string(), kImage},
-                 CommandOptions::withTimeout(std::chrono::minutes(2)));
+  auto saved = runCommand(
+      {"podman", "save", "--format", "oci-archive", "-o", rootOnly.string(), testing::kTestImage},
+      CommandOptions::withTimeout(std::chrono::minutes(2)));
   ASSERT_EQ(saved.exitCode, 0) << saved.output;
   ASSERT_EQ(::chmod(rootOnly.c_str(), 0600), 0);
   auto denied = asUser({"podman", "run", "--rm", "oci-archive:" + rootOnly.string(), "true"});
@@ -274,9 +244,9 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   EXPECT_EQ(denied.output,
             "fcvm: error: image archive: open " + rootOnly.string() + ": Permission denied\n");
 
-  auto notTheirs = asUser({"podman", "run", "--rm", kImage, "true"});
+  auto notTheirs = asUser({"podman", "run", "--rm", testing::kTestImage, "true"});
   EXPECT_EQ(notTheirs.exitCode, 1);
-  EXPECT_NE(notTheirs.output.find(std::string("fcvm: error: image '") + kImage +
+  EXPECT_NE(notTheirs.output.find(std::string("fcvm: error: image '") + testing::kTestImage +
                                   "' is not in the podman storage of uid 65534"),
             std::string::npos)
       << notTheirs.output;
@@ -285,13 +255,13 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   // by podman running as that user).
   auto own = fcvm_.dir() / "own.tar";
   std::filesystem::copy_file(rootOnly, own);
-  ASSERT_EQ(::chown(own.c_str(), kOtherUid, kOtherUid), 0);
+  ASSERT_EQ(::chown(own.c_str(), testing::kOtherUid, testing::kOtherUid), 0);
   auto tree = fcvm_.dir() / "tree";
   std::filesystem::create_directories(tree / "bin");
   std::filesystem::copy_file("/bin/busybox", tree / "bin" / "busybox");
   std::filesystem::create_symlink("busybox", tree / "bin" / "sh");
   CommandOptions podmanAsUser = CommandOptions::withTimeout(std::chrono::minutes(2));
-  podmanAsUser.credentials = Credentials{kOtherUid, kOtherUid, {}};
+  podmanAsUser.credentials = Credentials{testing::kOtherUid, testing::kOtherUid, {}};
   podmanAsUser.environment = {"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + home.string()};
   podmanAsUser.cwd = "/";
   auto imported = runCommand(
@@ -312,7 +282,8 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   EXPECT_EQ(asUser({"logs", "--name", "from-storage"}).output, "storage ok\n");
   // A rootless store holds whatever its owner put there, so its image cache entry is that user's.
   bool ownEntry = false;
-  for (const auto& entry : std::filesystem::directory_iterator(sharedStorage() / "images")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(testing::guestStorage() / "images")) {
     ownEntry |= entry.path().filename().string().starts_with("v4-u65534-");
   }
   EXPECT_TRUE(ownEntry);
@@ -328,7 +299,7 @@ TEST_F(VmTest, EightParallelVmsBecomeHealthyExitCleanlyAndStayPrivate) {
     for (int i = 0; i < kVms; ++i) {
       clis.emplace_back([&, i] {
         started[i] = fcvm({"podman", "run", "-d", "--name", names[i], "--health-cmd",
-                           "test -e /tmp/ready", kImage, "sh", "-c",
+                           "test -e /tmp/ready", testing::kTestImage, "sh", "-c",
                            "touch /tmp/ready; while [ ! -e /tmp/done ]; do sleep 0.5; done"});
       });
     }
@@ -349,13 +320,13 @@ TEST_F(VmTest, EightParallelVmsBecomeHealthyExitCleanlyAndStayPrivate) {
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}).size(), static_cast<size_t>(kVms));
 
   // Another user sees none of them and can touch none of them.
-  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}, kOtherUid), json::array());
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}, testing::kOtherUid), json::array());
   for (const auto& verb :
        std::vector<std::vector<std::string>>{{"exec", "--name", "p0", "--", "true"},
                                              {"stop", "--name", "p0"},
                                              {"logs", "--name", "p0"},
                                              {"rm", "-f", "--name", "p0"}}) {
-    auto r = fcvm(verb, kOtherUid);
+    auto r = fcvm(verb, testing::kOtherUid);
     EXPECT_EQ(r.exitCode, 1) << verb[0];
     EXPECT_NE(r.output.find("no VM named 'p0'"), std::string::npos) << r.output;
   }

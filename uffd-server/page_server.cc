@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "ipc/file_handle.h"
 #include "ipc/listening_socket.h"
+#include "ipc/ready_pipe.h"
 #include "ipc/rpc_error.h"
 #include "ipc/rpc_server.h"
 #include "ipc/uffd.capnp.h"
@@ -94,13 +95,6 @@ class PageServerService final : public rpc::PageServer::Server {
   ServerState& state_;
 };
 
-void writeLine(int fd, const std::string& line) {
-  std::string text = line + "\n";
-  if (retryEintr([&] { return ::write(fd, text.data(), text.size()); }) == -1) {
-    spdlog::warn("could not write to the ready fd: {}", errnoText(errno));
-  }
-}
-
 kj::Own<kj::ConnectionReceiver> wrap(kj::AsyncIoContext& io, ipc::ListeningSocket& socket) {
   return io.lowLevelProvider->wrapListenSocketFd(socket.releaseFd(),
                                                  kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
@@ -153,7 +147,7 @@ int runPageServer(const ServerOptions& options) {
              options.uffdSocket.string());
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    if (options.readyFd) writeLine(*options.readyFd, std::string("error: ") + e.what());
+    ipc::reportFailure(options.readyFd, e.what());
     return 1;
   }
   spdlog::info("snapshot {}: {} MiB resident of {} MiB", options.snapshotId,
@@ -183,10 +177,7 @@ int runPageServer(const ServerOptions& options) {
   UniqueFd spare(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   auto accepting = acceptPeers(observer, uffdListen, peers, spare);
 
-  if (options.readyFd) {
-    writeLine(*options.readyFd, "ready");
-    ::close(*options.readyFd);
-  }
+  ipc::reportReady(options.readyFd);
   auto terminated =
       io.unixEventPort.onSignal(SIGTERM).then([](siginfo_t) { spdlog::info("SIGTERM: stopping"); });
   // stop()'s answer is written a few continuations after `stop` is fulfilled; returning (and

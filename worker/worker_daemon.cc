@@ -17,6 +17,7 @@
 #include "ipc/agent.capnp.h"
 #include "ipc/guest_network.h"
 #include "ipc/listening_socket.h"
+#include "ipc/ready_pipe.h"
 #include "ipc/rpc_server.h"
 #include "ipc/vm_spec.h"
 #include "setup/artifact_store.h"
@@ -74,13 +75,6 @@ class RunDir {
   std::filesystem::path path_;
   std::filesystem::path memoryFile_;
 };
-
-void writeLine(int fd, const std::string& line) {
-  std::string text = line + "\n";
-  if (retryEintr([&] { return ::write(fd, text.data(), text.size()); }) == -1) {
-    spdlog::warn("could not write to the ready fd: {}", errnoText(errno));
-  }
-}
 
 // The sockets QEMU connects to (the host listens first), QEMU itself, and its pid on record: a
 // supervisor that outlives this worker makes sure QEMU is gone before it calls the VM ended (QEMU
@@ -310,7 +304,7 @@ int runWorker(const WorkerOptions& options) {
                                     : prepareClone(options, spec, *run);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    if (options.readyFd) writeLine(*options.readyFd, std::string("error: ") + e.what());
+    ipc::reportFailure(options.readyFd, e.what());
     return 1;
   }
 
@@ -344,10 +338,7 @@ int runWorker(const WorkerOptions& options) {
       capnp::ReaderOptions{}, kSupervisorFds);
   auto serving = server.listen(*listener);
 
-  if (options.readyFd) {
-    writeLine(*options.readyFd, "ready");
-    ::close(*options.readyFd);
-  }
+  ipc::reportReady(options.readyFd);
   try {
     confineWorker();
   } catch (const Error& e) {

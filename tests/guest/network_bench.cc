@@ -16,6 +16,7 @@
 #include "base/unique_fd.h"
 #include "tests/guest/bench_vms.h"
 #include "tests/guest/guest_vm.h"
+#include "tests/support/vm_fixture.h"
 
 namespace fcvm::testing {
 namespace {
@@ -26,17 +27,6 @@ constexpr size_t kBigBytes = 64 << 20;
 constexpr char kServer[] =
     "mkdir -p /www && head -c 67108864 /dev/zero > /www/big && echo x > /www/small && "
     "exec httpd -f -p 8080 -h /www";
-
-uint16_t freePort() {
-  UniqueFd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t length = sizeof addr;
-  ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &length);
-  return ntohs(addr.sin_port);
-}
 
 // GET `path` from 127.0.0.1:port; the bytes of the whole response.
 size_t fetch(uint16_t port, const std::string& path) {
@@ -88,15 +78,15 @@ int run() {
     for (size_t i = 0; i < kBigBytes >> 20; ++i) big << zeros;
     std::ofstream(www / "small") << "x\n";
   }
-  uint16_t hostPort = freePort();
+  uint16_t hostPort = freeLoopbackPort();
   SpawnSpec spec;
   spec.argv = {"busybox",          "httpd", "-f", "-p", fmt::format("127.0.0.1:{}", hostPort), "-h",
                www.path().string()};
   spec.env = environmentWith({});
   auto hostServer = spawn(spec);
   DetachedVms vms(fcvm, kImage);
-  std::vector<std::pair<std::string, uint16_t>> modes = {{"bridged", freePort()},
-                                                         {"rootless", freePort()}};
+  std::vector<std::pair<std::string, uint16_t>> modes = {{"bridged", freeLoopbackPort()},
+                                                         {"rootless", freeLoopbackPort()}};
   for (const auto& [mode, port] : modes) {
     vms.start(mode, {"sh", "-c", kServer},
               {"--network", mode, "-p", fmt::format("127.0.0.1:{}:8080", port), "--health-check",
