@@ -149,35 +149,32 @@ class AgentSessionTest : public ::testing::Test {
   // Reads events until the container has been reported started (output is kept in pending_).
   void awaitContainerStarted() {
     while (!sawContainerStarted_) {
-      auto event = nextEvent();
-      if (auto* o = std::get_if<Output>(&event)) {
-        (o->kind == OutputKind::kStdout ? pending_[o->streamId].out : pending_[o->streamId].err) +=
-            o->data;
-      } else if (std::holds_alternative<ContainerStarted>(event)) {
-        sawContainerStarted_ = true;
-      } else if (auto* log = std::get_if<Log>(&event)) {
-        logs_.push_back(log->line);
-      } else {
+      if (!absorb(nextEvent()))
         FAIL() << "unexpected event while waiting for the container to start";
-      }
     }
+  }
+
+  // Keeps output, container start and log events for later expectations; false for any other.
+  bool absorb(const worker::AgentEvent& event) {
+    if (auto* o = std::get_if<Output>(&event)) {
+      (o->kind == OutputKind::kStdout ? pending_[o->streamId].out : pending_[o->streamId].err) +=
+          o->data;
+    } else if (std::holds_alternative<ContainerStarted>(event)) {
+      sawContainerStarted_ = true;
+    } else if (auto* log = std::get_if<Log>(&event)) {
+      logs_.push_back(log->line);
+    } else {
+      return false;
+    }
+    return true;
   }
 
   // Reads events until stream `id` has printed exactly `text` on stdout (since the last call).
   void expectOutput(uint32_t id, const std::string& text) {
     std::string& out = pending_[id].out;
     while (out.size() < text.size()) {
-      auto event = nextEvent();
-      if (auto* o = std::get_if<Output>(&event)) {
-        (o->kind == OutputKind::kStdout ? pending_[o->streamId].out : pending_[o->streamId].err) +=
-            o->data;
-      } else if (std::holds_alternative<ContainerStarted>(event)) {
-        sawContainerStarted_ = true;
-      } else if (auto* log = std::get_if<Log>(&event)) {
-        logs_.push_back(log->line);
-      } else {
+      if (!absorb(nextEvent()))
         FAIL() << "unexpected event while waiting for output of stream " << id;
-      }
     }
     EXPECT_EQ(out, text);
     out.clear();
