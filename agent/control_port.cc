@@ -23,9 +23,20 @@ std::optional<std::string> findVirtioPort(const std::string& sysClassDir, const 
   return std::nullopt;
 }
 
+// Device discovery at boot has no event to wait on here (no udev): poll with a short period.
+constexpr auto kPollPeriod = std::chrono::milliseconds(10);
+
+std::string waitForVirtioPort(const std::string& name, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (auto found = findVirtioPort("/sys/class/virtio-ports", name)) return *found;
+    KJ_REQUIRE(std::chrono::steady_clock::now() < deadline, "no virtio-serial port with this name",
+               name);
+    std::this_thread::sleep_for(kPollPeriod);
+  }
+}
+
 kj::AutoCloseFd openControlPort(const std::string& name, std::chrono::milliseconds timeout) {
-  // Device discovery at boot has no event to wait on here (no udev): poll with a short period.
-  constexpr auto kPollPeriod = std::chrono::milliseconds(10);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   kj::AutoCloseFd fd;
   std::string path;

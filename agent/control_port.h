@@ -17,6 +17,10 @@ inline constexpr char kControlPortName[] = "fcvm.control";
 std::optional<std::string> findVirtioPort(const std::string& sysClassDir, const std::string& name,
                                           const std::string& devDir = "/dev");
 
+// Waits (up to `timeout`) for the port called `name` to appear; returns its /dev path. Throws
+// kj::Exception on timeout.
+std::string waitForVirtioPort(const std::string& name, std::chrono::milliseconds timeout);
+
 // Waits (up to `timeout`) for the port to appear and for the host side to be connected (a
 // virtio-serial port reports POLLHUP until then), and opens it read-write, close-on-exec.
 // Throws kj::Exception on timeout.

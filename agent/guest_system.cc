@@ -9,13 +9,22 @@
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <vector>
+
+#include "agent/control_port.h"
+#include "agent/podman_launcher.h"
+#include "agent/volume_client.h"
 
 namespace fcvm::agent {
 namespace {
@@ -130,6 +139,53 @@ void LinuxGuestSystem::configureNetwork(const GuestNetwork& network) {
              "/etc/resolv.conf");
   kj::AutoCloseFd file(fd);
   kj::FdOutputStream(fd).write(resolv.data(), resolv.size());
+}
+
+pid_t LinuxGuestSystem::mountVolume(const VolumeSpec& volume) {
+  constexpr auto kPortTimeout = std::chrono::seconds(10);
+  constexpr int kMountTimeoutMs = 30'000;
+  auto port = waitForVirtioPort("fcvm.volume." + volume.hostTag, kPortTimeout);
+  std::string mountpoint = std::string(kVolumeMountRoot) + "/" + volume.hostTag;
+  std::filesystem::create_directories(mountpoint);
+  int ready[2];
+  KJ_SYSCALL(pipe2(ready, O_CLOEXEC));
+  kj::AutoCloseFd readyRead(ready[0]), readyWrite(ready[1]);
+  std::vector<std::string> args = {"fc-agent",     kVolumeMountCommand, "--port",     port,
+                                   "--mountpoint", mountpoint,          "--ready-fd", "3"};
+  if (volume.readOnly) args.push_back("--read-only");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  KJ_SYSCALL(pid = fork());
+  if (pid == 0) {
+    // Its stdout and stderr stay the agent's (the console); nothing else is inherited.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    setsid();
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, 0);
+    if (dup2(readyWrite.get(), 3) < 0) _exit(127);
+    close_range(4, ~0U, 0);
+    // fc-agent itself: the initramfs it came from is gone, the running binary is not.
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  readyWrite = nullptr;
+  struct pollfd p = {readyRead.get(), POLLIN, 0};
+  int n;
+  do {
+    n = poll(&p, 1, kMountTimeoutMs);
+  } while (n < 0 && errno == EINTR);
+  char byte = 0;
+  if (n == 1 && read(readyRead.get(), &byte, 1) == 1 && byte == '1') return pid;
+  kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  KJ_FAIL_REQUIRE("the volume's fuse-pipe client did not mount it (see the console log)",
+                  volume.hostTag, volume.guestPath, n == 0 ? "timed out" : "exited");
 }
 
 }  // namespace fcvm::agent

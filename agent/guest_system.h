@@ -2,6 +2,8 @@
 // systems around the pause, and give a clone its own identity (hostname, machine id, RNG seed).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "agent/messages.h"
@@ -21,6 +23,10 @@ class GuestSystem {
   // Brings up the VM's network interface with a static address, a default route through the
   // gateway, and the nameservers in /etc/resolv.conf.
   virtual void configureNetwork(const GuestNetwork& network) = 0;
+  // Mounts the --map volume at kVolumeMountRoot/<tag> (agent/podman_launcher.h) with a fuse-pipe
+  // client process of its own on the volume's port; returns that process's pid (-1 if there is
+  // none to watch) once the mount exists. Throws kj::Exception naming the volume otherwise.
+  virtual pid_t mountVolume(const VolumeSpec& volume) = 0;
 };
 
 // The guest's PID 1: FIFREEZE/FITHAW on the root file system, sethostname(2), /etc/machine-id,
@@ -33,6 +39,7 @@ class LinuxGuestSystem : public GuestSystem {
   void setMachineId(const std::string& machineId) override;
   void addEntropy(const std::string& bytes) override;
   void configureNetwork(const GuestNetwork& network) override;
+  pid_t mountVolume(const VolumeSpec& volume) override;
 };
 
 }  // namespace fcvm::agent

@@ -25,6 +25,7 @@
 #include "agent/podman_launcher.h"
 #include "agent/realtime_clock.h"
 #include "agent/session.h"
+#include "agent/volume_client.h"
 
 namespace fcvm::agent {
 namespace {
@@ -105,6 +106,9 @@ int run(const std::string& portPath, bool pid1) {
 }  // namespace fcvm::agent
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == fcvm::agent::kVolumeMountCommand) {
+    return fcvm::agent::runVolumeClient(argc - 1, argv + 1);
+  }
   std::string portPath;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];

@@ -227,8 +227,15 @@ void AgentSession::startContainer(const RunPlan& plan) {
     }
   }
   SpawnedProcess process;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions(
-                      [&]() { process = deps_.launcher.startContainer(plan); })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 // The volumes first: the container binds their mount points.
+                 for (const auto& volume : plan.volumes) {
+                   pid_t client = deps_.system.mountVolume(volume);
+                   if (client > 0)
+                     volumeClients_.push_back(kj::heap<ChildProcess>(client, deps_.events));
+                 }
+                 process = deps_.launcher.startContainer(plan);
+               })) {
     log(std::string("cannot start the container: ") + e->getDescription().cStr());
     tasks_.add(writer_.send(Exit{kContainerStream, 127, 0}).then([this]() {
       finish(SessionEnd{SessionEnd::Reason::kContainerExited, ExitStatus{127, 0}});

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "agent/child_process.h"
 #include "agent/frame_io.h"
@@ -89,6 +90,8 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   bool containerRequested_ = false;
   bool frozen_ = false;          // file systems frozen, frames held
   bool awaitingResume_ = false;  // frozen, and a new host said hello: its resume comes next
+  // The --map volumes' fuse-pipe clients; destroyed (killed) after the container's streams.
+  std::vector<kj::Own<ChildProcess>> volumeClients_;
   std::map<uint32_t, kj::Own<ProcessStream>> streams_;
   // Exec streams of a restored clone's previous host: ended, no longer addressable by id.
   std::map<ProcessStream*, kj::Own<ProcessStream>> orphans_;

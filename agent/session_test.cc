@@ -63,7 +63,13 @@ class RecordingSystem : public GuestSystem {
     calls.push_back("network " + n.address + "/" + std::to_string(n.prefixLength) + " via " +
                     n.gateway);
   }
+  pid_t mountVolume(const VolumeSpec& v) override {
+    if (!volumeError.empty()) KJ_FAIL_REQUIRE(volumeError);
+    calls.push_back("volume " + v.hostTag + " " + v.guestPath + (v.readOnly ? " ro" : ""));
+    return -1;
+  }
   std::vector<std::string> calls;
+  std::string volumeError;
   std::string freezeError;
 };
 
@@ -349,6 +355,28 @@ TEST_F(AgentSessionTest, ContainerThatCannotStartEndsTheSession) {
       .wait(ws());
   auto r = collect(kContainerStream);
   EXPECT_EQ(r.exit.code, 127);
+  EXPECT_EQ(end_.addBranch().wait(ws()).reason, SessionEnd::Reason::kContainerExited);
+}
+
+TEST_F(AgentSessionTest, VolumesAreMountedBeforeTheContainerStarts) {
+  connectHost();
+  host_
+      ->runContainer(RunPlan{.image = "x",
+                             .command = {"true"},
+                             .volumes = {{"v0", "/data", true}, {"v1", "/rw", false}}})
+      .wait(ws());
+  EXPECT_EQ(collect(kContainerStream).exit.code, 0);
+  EXPECT_EQ(system_.calls, (std::vector<std::string>{"volume v0 /data ro", "volume v1 /rw"}));
+}
+
+TEST_F(AgentSessionTest, AVolumeThatCannotBeMountedEndsTheSessionWithTheReason) {
+  connectHost();
+  system_.volumeError = "no virtio-serial port with this name";
+  host_->runContainer(RunPlan{.image = "x", .command = {"true"}, .volumes = {{"v0", "/d", false}}})
+      .wait(ws());
+  EXPECT_EQ(collect(kContainerStream).exit.code, 127);
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_NE(logs_[0].find("no virtio-serial port"), std::string::npos) << logs_[0];
   EXPECT_EQ(end_.addBranch().wait(ws()).reason, SessionEnd::Reason::kContainerExited);
 }
 

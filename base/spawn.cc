@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
@@ -67,6 +68,16 @@ struct Failure {
   int step;
   int err;
 };
+
+// fork(), or clone3 into new namespaces. Without a stack clone3 returns twice as fork does; the
+// child runs only the async-signal-safe steps below, so skipping glibc's fork handlers is safe.
+pid_t forkInto(int namespaces) {
+  if (namespaces == 0) return ::fork();
+  clone_args args{};
+  args.flags = static_cast<uint64_t>(namespaces);
+  args.exit_signal = SIGCHLD;
+  return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+}
 
 [[noreturn]] void childFail(int errorPipe, Step step) {
   Failure f{static_cast<int>(step), errno};
@@ -218,7 +229,7 @@ ChildProcess spawn(const SpawnSpec& spec) {
   UniqueFd errorRead(errorFds[0]), errorWrite(errorFds[1]);
   pid_t parent = ::getpid();
 
-  pid_t pid = ::fork();
+  pid_t pid = forkInto(spec.newNamespaces);
   checkSys(pid, "fork for {}", spec.argv[0]);
   if (pid == 0) {
     // Move the error pipe and every source above all numbers in play first, so no dup2 below
@@ -233,7 +244,9 @@ ChildProcess spawn(const SpawnSpec& spec) {
     if (spec.newSession && ::setsid() == -1) childFail(err, Step::kSession);
     if (spec.dieWithParent) {
       if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);
-      if (::getppid() != parent) ::_exit(127);  // the owner is already gone
+      // The owner is already gone (in a new PID namespace the parent is outside it: 0).
+      pid_t ppid = ::getppid();
+      if (ppid != parent && !(ppid == 0 && (spec.newNamespaces & CLONE_NEWPID))) ::_exit(127);
     }
     for (auto& [child, source] : layout) {
       source = ::fcntl(source, F_DUPFD_CLOEXEC, base);

@@ -42,6 +42,9 @@ struct SpawnSpec {
   bool noNewPrivs = false;
   std::optional<Credentials> credentials;  // switch to these before exec; else ours
   int netns = -1;  // an fd of a network namespace to enter (setns) before exec; -1: ours
+  // CLONE_NEW* flags: the child starts in namespaces of its own (clone3; needs CAP_SYS_ADMIN).
+  // With CLONE_NEWPID it is PID 1 there, and killing it ends everything it started.
+  int newNamespaces = 0;
 };
 
 // A started child. Destroying it kills (SIGKILL) and reaps the child unless it has been reaped

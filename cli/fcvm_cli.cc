@@ -1,5 +1,6 @@
 #include "cli/fcvm_cli.h"
 
+#include <capnp/message.h>
 #include <kj/async-unix.h>
 #include <kj/exception.h>
 #include <poll.h>
@@ -116,13 +117,16 @@ class Commands {
 
   int podmanRun() {
     const RunArgs& run = opt_.run;
-    if (!run.maps.empty()) return notImplemented("--map (volumes)");
     // Ctrl-C and SIGTERM must reach the event loop, which exists only after the session does.
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
+    // The options are checked before anything else happens (no supervisor is started for a
+    // command line that is wrong).
+    capnp::MallocMessageBuilder spec;
+    fillSpec(spec.initRoot<rpc::VmSpec>());
     SupervisorSession session(connect(true));
     auto request = session.api().runVmRequest();
-    fillSpec(request.initSpec());  // checks the options first
+    request.setSpec(spec.getRoot<rpc::VmSpec>().asReader());
     pullImage();
     fillImageSource(request);
     request.setDetach(run.detach);
@@ -440,11 +444,6 @@ class Commands {
         .wait(session.waitScope());
   }
 
-  int notImplemented(const std::string& what) {
-    ctx_.err << "fcvm: " << what << " is not implemented yet\n";
-    return kExitNotImplemented;
-  }
-
  private:
   void fillSpec(rpc::VmSpec::Builder out) {
     const RunArgs& run = opt_.run;
@@ -475,6 +474,7 @@ class Commands {
     spec.healthCheckUrl = run.healthCheck;
     spec.network = run.network;
     spec.ports = parsedPorts();
+    for (const auto& m : run.maps) spec.volumes.push_back(ipc::parseVolumeMapping(m));
     spec.dns = run.dns;
     ipc::encodeVmSpec(spec, out);
   }
@@ -527,6 +527,16 @@ class Commands {
     }
     auto list = request.initPodmanEnv(static_cast<unsigned>(env.size()));
     for (unsigned i = 0; i < list.size(); ++i) list.set(i, env[i]);
+    // Each --map directory too: what the VM may reach there is what this user could.
+    auto volumes = request.getSpec().getVolumes();
+    auto dirs = request.initVolumeDirs(volumes.size());
+    for (unsigned i = 0; i < volumes.size(); ++i) {
+      try {
+        dirs.set(i, ipc::fileHandle(ipc::openDirectory(volumes[i].getHostPath().cStr())));
+      } catch (const Error& e) {
+        throw Error(fmt::format("--map: {}", e.what()));
+      }
+    }
   }
 
   std::filesystem::path connect(bool autostart) {
@@ -636,7 +646,10 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
       ->check(CLI::IsMember({"auto", "bridged", "rootless", "none"}));
   podmanRun->add_option("--dns", run.dns, "A resolver for the guest instead of the host's")
       ->allow_extra_args(false);
-  podmanRun->add_option("--map", run.maps, "HOST:GUEST[:ro] directory shared into the VM")
+  podmanRun
+      ->add_option("--map,-v", run.maps,
+                   "HOSTDIR:GUESTPATH[:ro]: share a host directory (read and written with your "
+                   "rights) at GUESTPATH in the container; repeatable")
       ->allow_extra_args(false);
   podmanRun->add_option("--rootfs-size", run.rootfsMib, "Grow the VM's disk to this many MiB");
   podmanRun->add_option("--accel", run.accel, "auto|kvm|tcg")

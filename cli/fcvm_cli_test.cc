@@ -57,9 +57,14 @@ TEST(FcvmCliTest, EveryCommandAnswersHelp) {
   }
 }
 
-TEST(FcvmCliTest, UnimplementedCommandsSaySoInOneLine) {
+TEST(FcvmCliTest, BadRunOptionsAreRefusedInOneLine) {
   // Refused before any VM is created.
-  EXPECT_EQ(run({"podman", "run", "--map", "/a:/b", "img"}).code, kExitNotImplemented);
+  auto noGuestPath = run({"podman", "run", "--map", "/a", "img"});
+  EXPECT_EQ(noGuestPath.code, kExitError);
+  EXPECT_EQ(noGuestPath.err, "fcvm: error: --map /a: not HOSTDIR:GUESTPATH[:ro]\n");
+  auto relative = run({"podman", "run", "-v", "/a:data:ro", "img"});
+  EXPECT_EQ(relative.code, kExitError);
+  EXPECT_EQ(relative.err, "fcvm: error: --map /a:data:ro: the guest path is not absolute\n");
   auto badPort = run({"podman", "run", "-p", "80", "img"});
   EXPECT_EQ(badPort.code, kExitError);
   EXPECT_EQ(

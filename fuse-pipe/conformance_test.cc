@@ -368,6 +368,8 @@ TEST_F(ConformanceTest, SetattrRulesForUnprivilegedCallers) {
   std::ofstream(h("setid")) << "data";
   ASSERT_EQ(::chown(h("setid").c_str(), kNobody, kGroupA), 0);
   ASSERT_EQ(::chmod(h("setid").c_str(), 06777), 0);
+  std::ofstream(h("roots-setid")) << "data";  // root's: nobody writes it as a non-owner
+  ASSERT_EQ(::chmod(h("roots-setid").c_str(), 06777), 0);
   startAll();
   int result = runAsNobody({kGroupA}, 022, [&] {
     // chmod: only the owner; setting S_ISGID on a file of a group one is not in drops the bit.
@@ -391,6 +393,10 @@ TEST_F(ConformanceTest, SetattrRulesForUnprivilegedCallers) {
     // Writing clears set-user-id and set-group-id (the writer lacks CAP_FSETID).
     UniqueFd fd(::open(m("setid").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
     if (!fd || ::write(fd.get(), "!", 1) != 1) return 10;
+    // ... also when the writer is not the owner (the bits go; the write is not refused).
+    UniqueFd other(::open(m("roots-setid").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+    if (!other) return 13;
+    if (::write(other.get(), "!", 1) != 1) return 14;
     return 0;
   });
   EXPECT_EQ(result, 0);
@@ -401,6 +407,9 @@ TEST_F(ConformanceTest, SetattrRulesForUnprivilegedCallers) {
   EXPECT_EQ(st.st_mtim.tv_sec, 2);
   ASSERT_EQ(::stat(h("setid").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0777u);
+  ASSERT_EQ(::stat(h("roots-setid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
+  EXPECT_EQ(st.st_size, 5);
   ASSERT_EQ(::stat(h("theirs").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0666u);
   EXPECT_NE(st.st_mtim.tv_sec, 2);
@@ -602,6 +611,32 @@ TEST_F(ConformanceTest, MknodFifosSocketsAndDevices) {
                                      : 2;
                         }),
             0);
+}
+
+// Names of 256 to 1024 bytes: ENAMETOOLONG from every call that takes one, as on the host.
+TEST_F(ConformanceTest, OverlongNamesAreEnametoolong) {
+  startAll();
+  ASSERT_EQ(::mkdir(m("d").c_str(), 0755), 0);
+  std::ofstream(h("f")) << "x";
+  for (size_t length : {256u, 1024u}) {
+    SCOPED_TRACE(length);
+    std::string name = m(std::string(length, 'n'));
+    auto fails = [](int result) { return result == -1 ? errno : 0; };
+    EXPECT_EQ(fails(::mkdir(name.c_str(), 0755)), ENAMETOOLONG);
+    EXPECT_EQ(fails(::mknod(name.c_str(), S_IFREG | 0644, 0)), ENAMETOOLONG);
+    EXPECT_EQ(fails(::mkfifo(name.c_str(), 0644)), ENAMETOOLONG);
+    EXPECT_EQ(openErrno(name, O_RDONLY), ENAMETOOLONG);
+    EXPECT_EQ(openErrno(name, O_CREAT | O_WRONLY), ENAMETOOLONG);
+    EXPECT_EQ(fails(::unlink(name.c_str())), ENAMETOOLONG);
+    EXPECT_EQ(fails(::rmdir(name.c_str())), ENAMETOOLONG);
+    EXPECT_EQ(fails(::link(m("f").c_str(), name.c_str())), ENAMETOOLONG);
+    EXPECT_EQ(fails(::symlink("f", name.c_str())), ENAMETOOLONG);
+    EXPECT_EQ(fails(::rename(m("f").c_str(), name.c_str())), ENAMETOOLONG);
+    EXPECT_EQ(fails(::chmod(name.c_str(), 0600)), ENAMETOOLONG);
+    EXPECT_EQ(fails(::chown(name.c_str(), 0, 0)), ENAMETOOLONG);
+    EXPECT_EQ(fails(::truncate(name.c_str(), 0)), ENAMETOOLONG);
+  }
+  EXPECT_TRUE(fs::exists(h("f")));
 }
 
 TEST_F(ConformanceTest, ReaddirReportsTypesAndInodesLikeTheHost) {

@@ -222,13 +222,51 @@ Errno PassthroughFs::setattr(const Credentials& caller, InodeId inode,
     file = files_.find(*request.handle);
     if (!file) return EBADF;
   }
+  const int pathFd = node->pathFd.get();
+  // The kernel clears set-id bits before a write, truncate or chown as a mode change in the
+  // caller's name (libfuse 3.14 never negotiates FUSE_HANDLE_KILLPRIV, which would leave it to
+  // us), and a caller who may write the file but does not own it may not chmod it. That change
+  // alone is made with the server's own rights below, once the caller is known to be allowed to
+  // write, as a local file system clears the bits whoever writes.
+  SetattrRequest rest = request;
+  std::optional<mode_t> killedMode;
+  if ((request.fields & kSetMode) && node->type == S_IFREG) {
+    struct stat st {};
+    if (::fstat(file ? file->fd.get() : pathFd, &st) == 0) {
+      mode_t now = st.st_mode & 07777, wanted = request.mode & 07777;
+      mode_t cleared = now & ~wanted;
+      if (now != wanted && (now ^ wanted) == cleared && (cleared & ~(S_ISUID | S_ISGID)) == 0) {
+        killedMode = wanted;
+        rest.fields &= ~kSetMode;
+      }
+    }
+  }
+  if (Errno e = setattrAs(caller, *node, file.get(), rest, killedMode.has_value())) return e;
+  if (killedMode) {
+    int rc = file ? ::fchmod(file->fd.get(), *killedMode)
+                  : ::fchmodat(AT_FDCWD, procPath(pathFd).c_str(), *killedMode, 0);
+    // A server serving as one user may not change another's file; the host's kernel then
+    // clears the bits itself on the write or truncate that follows (that user lacks CAP_FSETID).
+    if (rc != 0 && errno != EPERM) return errno;
+  }
+  return file ? statFd(file->fd.get(), out) : statPathFd(pathFd, out);
+}
+
+Errno PassthroughFs::setattrAs(const Credentials& caller, const Inode& node, OpenFile* file,
+                               const SetattrRequest& request, bool mustMayWrite) {
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
-  const int pathFd = node->pathFd.get();
+  const int pathFd = node.pathFd.get();
+  if (mustMayWrite) {
+    bool mayWrite =
+        file ? (::fcntl(file->fd.get(), F_GETFL) & O_ACCMODE) != O_RDONLY
+             : ::syscall(SYS_faccessat2, AT_FDCWD, procPath(pathFd).c_str(), W_OK, AT_EACCESS) == 0;
+    if (!mayWrite) return EPERM;
+  }
 
   if (request.fields & kSetMode) {
     int rc = file ? ::fchmod(file->fd.get(), request.mode & 07777)
-             : node->type == S_IFLNK
+             : node.type == S_IFLNK
                  ? (errno = EOPNOTSUPP, -1)
                  : ::fchmodat(AT_FDCWD, procPath(pathFd).c_str(), request.mode & 07777, 0);
     if (rc != 0) return errno;
@@ -244,10 +282,10 @@ Errno PassthroughFs::setattr(const Credentials& caller, InodeId inode,
     if (request.size > static_cast<uint64_t>(std::numeric_limits<off_t>::max())) return EFBIG;
     auto size = static_cast<off_t>(request.size);
     // Only regular files are truncated by path (through /proc, which must not meet a symlink).
-    int rc = file                    ? ::ftruncate(file->fd.get(), size)
-             : node->type == S_IFDIR ? (errno = EISDIR, -1)
-             : node->type != S_IFREG ? (errno = EINVAL, -1)
-                                     : ::truncate(procPath(pathFd).c_str(), size);
+    int rc = file                   ? ::ftruncate(file->fd.get(), size)
+             : node.type == S_IFDIR ? (errno = EISDIR, -1)
+             : node.type != S_IFREG ? (errno = EINVAL, -1)
+                                    : ::truncate(procPath(pathFd).c_str(), size);
     if (rc != 0) return errno;
   }
   if (request.fields & (kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow)) {
@@ -266,7 +304,7 @@ Errno PassthroughFs::setattr(const Credentials& caller, InodeId inode,
                   : ::utimensat(pathFd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     if (rc != 0) return errno;
   }
-  return file ? statFd(file->fd.get(), out) : statPathFd(pathFd, out);
+  return 0;
 }
 
 Errno PassthroughFs::readlink(const Credentials& caller, InodeId inode, std::string& target) {

@@ -119,6 +119,10 @@ class PassthroughFs final : public Filesystem {
     uint64_t position = 0;  // the offset the stream is at, or kUnknownPosition
   };
 
+  // The part of setattr done as `caller`; with `mustMayWrite`, only if the caller may write the
+  // file (EPERM else).
+  Errno setattrAs(const Credentials& caller, const Inode& node, OpenFile* file,
+                  const SetattrRequest& request, bool mustMayWrite);
   // Reads entries of `dir` from `offset`, handing each to `take(const dirent&)`, which returns
   // false (and stops the listing) when the entry does not fit.
   template <typename Take>

@@ -60,12 +60,14 @@ struct Call {
 // Decoding finished: the body must be exactly consumed and the names valid.
 #define FP_REQUIRE_DECODED(call) \
   if (!(call).body.finish()) return errorReply(EPROTO)
+// Names of up to a path's length are decoded, so that one over NAME_MAX gets the ENAMETOOLONG a
+// local file system gives, not a protocol error.
 #define FP_REQUIRE_NAME(name) \
-  if (!isValidName(name)) return errorReply(EINVAL)
+  if (!isValidName(name)) return errorReply((name).size() > kMaxNameLength ? ENAMETOOLONG : EINVAL)
 
 Reply doLookup(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
   Entry entry;
@@ -121,7 +123,7 @@ Reply doReadlink(Call c) {
 
 Reply doMknod(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   uint32_t mode = c.body.u32();
   uint64_t rdev = c.body.u64();
   FP_REQUIRE_DECODED(c);
@@ -132,7 +134,7 @@ Reply doMknod(Call c) {
 
 Reply doMkdir(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   uint32_t mode = c.body.u32();
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
@@ -142,7 +144,7 @@ Reply doMkdir(Call c) {
 
 Reply doUnlink(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
   return statusReply(c.fs.unlink(c.caller, parent, name));
@@ -150,7 +152,7 @@ Reply doUnlink(Call c) {
 
 Reply doRmdir(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
   return statusReply(c.fs.rmdir(c.caller, parent, name));
@@ -158,7 +160,7 @@ Reply doRmdir(Call c) {
 
 Reply doSymlink(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   auto target = c.body.string(kMaxPathLength);
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
@@ -169,9 +171,9 @@ Reply doSymlink(Call c) {
 
 Reply doRename(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   InodeId newParent{c.body.u64()};
-  auto newName = c.body.string(kMaxNameLength);
+  auto newName = c.body.string(kMaxPathLength);
   uint32_t flags = c.body.u32();
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(name);
@@ -182,7 +184,7 @@ Reply doRename(Call c) {
 Reply doLink(Call c) {
   InodeId inode{c.body.u64()};
   InodeId newParent{c.body.u64()};
-  auto newName = c.body.string(kMaxNameLength);
+  auto newName = c.body.string(kMaxPathLength);
   FP_REQUIRE_DECODED(c);
   FP_REQUIRE_NAME(newName);
   Entry entry;
@@ -210,7 +212,7 @@ Reply doOpen(Call c) {
 
 Reply doCreate(Call c) {
   InodeId parent{c.body.u64()};
-  auto name = c.body.string(kMaxNameLength);
+  auto name = c.body.string(kMaxPathLength);
   uint32_t mode = c.body.u32();
   uint32_t flags = c.body.u32();
   FP_REQUIRE_DECODED(c);

@@ -125,20 +125,23 @@ TEST_F(RequestHandlerTest, ForgetWithoutValidBodyIsIgnoredWithoutReply) {
 
 TEST_F(RequestHandlerTest, InvalidNamesAreRefusedBeforeReachingTheFilesystem) {
   std::string nul("a\0b", 3);
-  for (std::string name : {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
-                           std::string("/etc"), nul, std::string(kMaxNameLength + 1, 'x')}) {
+  for (std::string name :
+       {std::string(""), std::string("."), std::string(".."), std::string("a/b"),
+        std::string("/etc"), nul, std::string(kMaxNameLength + 1, 'x'), std::string(1024, 'x')}) {
     SCOPED_TRACE(name);
     Errno e = lookup(kRootInode, name);
-    // An overlong name fails decoding (EPROTO); the others are decoded and refused (EINVAL).
-    EXPECT_EQ(e, name.size() > kMaxNameLength ? EPROTO : EINVAL);
+    // An overlong name is ENAMETOOLONG, as on a local file system; the others are EINVAL.
+    EXPECT_EQ(e, name.size() > kMaxNameLength ? ENAMETOOLONG : EINVAL);
     EXPECT_EQ(errnoOf(call(Opcode::kMkdir,
                            [&](WireWriter& w) {
                              w.u64(kRootInode.value);
                              w.string(name);
                              w.u32(0755);
                            })),
-              name.size() > kMaxNameLength ? EPROTO : EINVAL);
+              name.size() > kMaxNameLength ? ENAMETOOLONG : EINVAL);
   }
+  // Longer than any path: a protocol error.
+  EXPECT_EQ(lookup(kRootInode, std::string(kMaxPathLength + 1, 'x')), EPROTO);
   EXPECT_TRUE(std::filesystem::is_empty(root()));
 }
 

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,38 @@ void Server::run(int stopFd) {
   }
 }
 
+namespace {
+
+PassthroughOptions passthroughOptions(const ServerOptions& options) {
+  return {.switchCredentials = ::geteuid() == 0, .readOnly = options.readOnly};
+}
+
+SessionOptions sessionOptions(const ServerOptions& options) {
+  return {.readOnly = options.readOnly, .workers = options.workersPerSession};
+}
+
+}  // namespace
+
+void serveStream(UniqueFd stream, const ServerOptions& options, int stopFd) {
+  PassthroughFs fs(options.rootPath, passthroughOptions(options));
+  Session session(std::move(stream), fs, sessionOptions(options));
+  UniqueFd ended(::eventfd(0, EFD_CLOEXEC));
+  if (!ended) throwErrno("eventfd", "");
+  std::thread serving([&] {
+    session.run();
+    uint64_t one = 1;
+    (void)!::write(ended.get(), &one, sizeof one);
+  });
+  while (true) {
+    pollfd fds[2] = {{ended.get(), POLLIN, 0}, {stopFd, POLLIN, 0}};
+    int n = ::poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || fds[1].revents != 0) session.stop();
+    break;
+  }
+  serving.join();
+}
+
 void Server::accept() {
   UniqueFd stream(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!stream) {
@@ -44,16 +77,14 @@ void Server::accept() {
   }
   auto connection = std::make_unique<Connection>();
   try {
-    connection->fs = std::make_unique<PassthroughFs>(
-        options_.rootPath,
-        PassthroughOptions{.switchCredentials = ::geteuid() == 0, .readOnly = options_.readOnly});
+    connection->fs =
+        std::make_unique<PassthroughFs>(options_.rootPath, passthroughOptions(options_));
   } catch (const std::exception& e) {
     spdlog::error("fuse-pipe server: refusing connection: {}", e.what());
     return;
   }
-  connection->session = std::make_unique<Session>(
-      std::move(stream), *connection->fs,
-      SessionOptions{.readOnly = options_.readOnly, .workers = options_.workersPerSession});
+  connection->session =
+      std::make_unique<Session>(std::move(stream), *connection->fs, sessionOptions(options_));
   Connection* c = connection.get();
   connection->thread = std::thread([c] {
     c->session->run();

@@ -48,4 +48,8 @@ class Server {
   std::list<std::unique_ptr<Connection>> connections_;  // only touched by run()'s thread
 };
 
+// Serves one stream that is already connected (a VM channel's host end) until the client ends it
+// or `stopFd` becomes readable. Throws SysError if the root cannot be served.
+void serveStream(UniqueFd stream, const ServerOptions& options, int stopFd);
+
 }  // namespace fcvm::fusepipe

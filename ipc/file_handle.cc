@@ -33,14 +33,25 @@ UniqueFd openRegularFile(const std::filesystem::path& path) {
   return fd;
 }
 
+UniqueFd openDirectory(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOTDIR) throw Error(fmt::format("{} is not a directory", path.string()));
+    throw SysError(errno, "open " + path.string());
+  }
+  return fd;
+}
+
 namespace {
 
-kj::Promise<UniqueFd> receive(rpc::FileHandle::Client handle, std::string what, bool regularOnly) {
+enum class Kind { kRegularFile, kDirectory, kAny };
+
+kj::Promise<UniqueFd> receive(rpc::FileHandle::Client handle, std::string what, Kind kind) {
   auto fd = handle.getFd();
   // The received fd lives as long as the capability: the continuation holds it until the copy
   // (an attachment would be dropped before the continuation runs).
   return fd.then([handle = kj::mv(handle), what = std::move(what),
-                  regularOnly](kj::Maybe<int> received) mutable -> UniqueFd {
+                  kind](kj::Maybe<int> received) mutable -> UniqueFd {
     int fd = -1;
     KJ_IF_MAYBE (f, received) {
       fd = *f;
@@ -51,8 +62,15 @@ kj::Promise<UniqueFd> receive(rpc::FileHandle::Client handle, std::string what, 
     UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!copy) throwRpcError(kj::str(what.c_str(), ": ", errnoText(errno).c_str()));
     struct stat st {};
-    if (regularOnly && (::fstat(copy.get(), &st) != 0 || !S_ISREG(st.st_mode))) {
+    if (kind == Kind::kRegularFile && (::fstat(copy.get(), &st) != 0 || !S_ISREG(st.st_mode))) {
       throwRpcError(kj::str(what.c_str(), ": not a regular file"));
+    }
+    if (kind == Kind::kDirectory) {
+      int flags = ::fcntl(copy.get(), F_GETFL);
+      if (::fstat(copy.get(), &st) != 0 || !S_ISDIR(st.st_mode) || flags < 0 ||
+          (flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_WRONLY) {
+        throwRpcError(kj::str(what.c_str(), ": not a directory opened for reading"));
+      }
     }
     return copy;
   });
@@ -61,11 +79,15 @@ kj::Promise<UniqueFd> receive(rpc::FileHandle::Client handle, std::string what, 
 }  // namespace
 
 kj::Promise<UniqueFd> receiveFile(rpc::FileHandle::Client handle, std::string what) {
-  return receive(kj::mv(handle), std::move(what), true);
+  return receive(kj::mv(handle), std::move(what), Kind::kRegularFile);
 }
 
 kj::Promise<UniqueFd> receiveFd(rpc::FileHandle::Client handle, std::string what) {
-  return receive(kj::mv(handle), std::move(what), false);
+  return receive(kj::mv(handle), std::move(what), Kind::kAny);
+}
+
+kj::Promise<UniqueFd> receiveDirectory(rpc::FileHandle::Client handle, std::string what) {
+  return receive(kj::mv(handle), std::move(what), Kind::kDirectory);
 }
 
 }  // namespace fcvm::ipc

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -48,6 +49,26 @@ void checkPort(const PortMapping& p) {
   }
   if (!p.hostIp.empty() && !isIpv4(p.hostIp)) {
     throw Error(fmt::format("'{}' is not an IPv4 address", p.hostIp));
+  }
+}
+
+// The guest agent's own rules for a container path (agent/podman_launcher.cc checkVolume), so a
+// bad one is refused here, before a VM starts.
+void checkVolume(const VolumeMapping& v) {
+  auto checkPath = [](const std::string& path, const char* which) {
+    if (path.empty() || path[0] != '/')
+      throw Error(fmt::format("the {} path is not absolute", which));
+    if (("/" + path + "/").find("/../") != std::string::npos) {
+      throw Error(fmt::format("the {} path has a '..' component", which));
+    }
+  };
+  checkPath(v.hostPath, "host");
+  checkPath(v.guestPath, "guest");
+  if (v.guestPath.find(':') != std::string::npos || v.guestPath.find(',') != std::string::npos) {
+    throw Error("the guest path has a ':' or ','");
+  }
+  if (std::filesystem::path(v.guestPath).lexically_normal() == "/") {
+    throw Error("the guest path is the container's root");
   }
 }
 
@@ -162,7 +183,20 @@ VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
       throw Error("unknown accelerator");
   }
   s.healthCmd = text(in.getHealthCmd(), "the health command");
-  if (in.getVolumes().size() != 0) throw Error("--map volumes are not supported yet");
+  if (in.getVolumes().size() > kMaxVolumes) {
+    throw Error(fmt::format("more than {} --map volumes", kMaxVolumes));
+  }
+  for (auto v : in.getVolumes()) {
+    VolumeMapping volume{text(v.getHostPath(), "a --map host path", 4096),
+                         text(v.getGuestPath(), "a --map guest path", 4096), v.getReadOnly()};
+    checkVolume(volume);
+    for (const auto& other : s.volumes) {
+      if (other.guestPath == volume.guestPath) {
+        throw Error(fmt::format("--map: {} is mapped twice", volume.guestPath));
+      }
+    }
+    s.volumes.push_back(std::move(volume));
+  }
   switch (in.getNetwork()) {
     case rpc::NetworkMode::AUTO:
       s.network = "auto";
@@ -220,6 +254,31 @@ void encodePorts(const std::vector<PortMapping>& ports,
     out[i].setProtocol(ports[i].protocol);
     out[i].setHostIp(ports[i].hostIp);
   }
+}
+
+VolumeMapping parseVolumeMapping(const std::string& textForm) {
+  VolumeMapping volume;
+  std::string rest = textForm;
+  for (const char* mode : {":ro", ":rw"}) {
+    if (rest.ends_with(mode)) {
+      volume.readOnly = std::string_view(mode) == ":ro";
+      rest.resize(rest.size() - 3);
+      break;
+    }
+  }
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size()) {
+    throw Error(fmt::format("--map {}: not HOSTDIR:GUESTPATH[:ro]", textForm));
+  }
+  volume.hostPath = std::filesystem::absolute(rest.substr(0, colon)).lexically_normal().string();
+  if (volume.hostPath.size() > 1 && volume.hostPath.ends_with('/')) volume.hostPath.pop_back();
+  volume.guestPath = rest.substr(colon + 1);
+  try {
+    checkVolume(volume);
+  } catch (const Error& e) {
+    throw Error(fmt::format("--map {}: {}", textForm, e.what()));
+  }
+  return volume;
 }
 
 PortMapping parsePortMapping(const std::string& textForm) {
@@ -297,6 +356,12 @@ std::string toString(const PortMapping& p) {
 }
 
 void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
+  auto volumes = out.initVolumes(static_cast<unsigned>(s.volumes.size()));
+  for (unsigned i = 0; i < volumes.size(); ++i) {
+    volumes[i].setHostPath(s.volumes[i].hostPath);
+    volumes[i].setGuestPath(s.volumes[i].guestPath);
+    volumes[i].setReadOnly(s.volumes[i].readOnly);
+  }
   out.setName(s.name);
   out.setImage(s.image);
   auto command = out.initCommand(static_cast<unsigned>(s.command.size()));

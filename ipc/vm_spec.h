@@ -19,6 +19,15 @@ struct PortMapping {
   bool operator==(const PortMapping&) const = default;
 };
 
+// A host directory shared into the VM (--map HOST:GUEST[:ro]), served by fuse-pipe.
+struct VolumeMapping {
+  std::string hostPath;   // absolute, as the user named it (opened by the client, not by path)
+  std::string guestPath;  // absolute in the container
+  bool readOnly = false;
+
+  bool operator==(const VolumeMapping&) const = default;
+};
+
 struct VmSpec {
   std::string name;
   std::string image;
@@ -34,6 +43,7 @@ struct VmSpec {
   std::string healthCmd;         // run with `sh -c` in the container; empty: none
   std::string network = "auto";  // auto|bridged|rootless|none; the supervisor resolves auto
   std::vector<PortMapping> ports;
+  std::vector<VolumeMapping> volumes;
   std::vector<std::string> dns;  // IPv4 resolvers instead of the host's
   std::string healthCheckUrl;    // http://[HOST]:PORT/PATH; empty: none
 };
@@ -56,14 +66,19 @@ std::vector<PortMapping> decodePorts(capnp::List<rpc::PortMapping>::Reader ports
 void encodePorts(const std::vector<PortMapping>& ports, capnp::List<rpc::PortMapping>::Builder out);
 std::string toString(const PortMapping& port);
 
+// `HOST:GUEST[:ro|:rw]`, as --map and -v take it; HOST made absolute against the working
+// directory. Throws fcvm::Error naming the problem.
+VolumeMapping parseVolumeMapping(const std::string& text);
+
 // Limits a spec must keep (the guest agent refuses larger fields, the state table longer names).
 inline constexpr uint32_t kMaxCpus = 16;
 inline constexpr uint32_t kMinMemoryMib = 128;
 inline constexpr uint32_t kMaxMemoryMib = 65536;
 inline constexpr uint32_t kMaxRootfsMib = 1u << 20;  // 1 TiB
+// Each volume is a virtio-serial port of its own beside the agent's (QEMU's max_ports).
+inline constexpr uint32_t kMaxVolumes = 16;
 
-// Decodes and checks `spec`; throws fcvm::Error naming the first bad field. Volumes are refused
-// until fuse-pipe volumes are wired to VMs.
+// Decodes and checks `spec`; throws fcvm::Error naming the first bad field.
 VmSpec decodeVmSpec(rpc::VmSpec::Reader spec);
 void encodeVmSpec(const VmSpec& spec, rpc::VmSpec::Builder out);
 

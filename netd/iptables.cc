@@ -44,31 +44,57 @@ std::string save(const char* table) {
   return r.output;
 }
 
+// One table's batch: the jumps from built-in chains to `chains`, then the chains themselves.
+// Empty if none of them is there.
+std::string removalBatch(const char* table, const std::vector<std::string>& chains) {
+  std::string jumps, flushes, deletions;
+  std::istringstream lines(save(table));
+  for (std::string line; std::getline(lines, line);) {
+    for (const auto& chain : chains) {
+      if (line.starts_with(":" + chain + " ")) {
+        flushes += fmt::format("-F {}\n", chain);
+        deletions += fmt::format("-X {}\n", chain);
+      }
+      // A rule of a built-in chain that jumps to ours: deleted by its exact specification.
+      if (line.starts_with("-A ") && line.ends_with(" -j " + chain) &&
+          !line.starts_with("-A " + chain + " ")) {
+        jumps += "-D" + line.substr(2) + "\n";
+      }
+    }
+  }
+  if (jumps.empty() && flushes.empty()) return "";
+  return fmt::format("*{}\n{}{}{}COMMIT\n", table, jumps, flushes, deletions);
+}
+
 }  // namespace
 
 void applyRules(const std::string& rules, int netnsFd) { restore(rules, netnsFd); }
 
 void removeChains(const std::vector<std::string>& chains) {
+  // Each table on its own, listed afresh before each try: the host's rules change under us
+  // (other tools, other fcvm instances), and a batch built from an older listing can be refused.
+  constexpr int kTries = 3;
+  std::string failures;
   for (const char* table : {"nat", "filter"}) {
-    std::string dump = save(table);
-    std::string batch = fmt::format("*{}\n", table);
-    std::vector<std::string> present;
-    std::istringstream lines(dump);
-    for (std::string line; std::getline(lines, line);) {
-      for (const auto& chain : chains) {
-        if (line.starts_with(":" + chain + " ")) present.push_back(chain);
-        // A rule of a built-in chain that jumps to ours: deleted by its exact specification.
-        if (line.starts_with("-A ") && line.ends_with(" -j " + chain) &&
-            !line.starts_with("-A " + chain + " ")) {
-          batch += "-D" + line.substr(2) + "\n";
+    std::string error;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        auto batch = removalBatch(table, chains);
+        if (batch.empty()) break;
+        if (attempt == kTries) {
+          error += " (still there after " + std::to_string(kTries) + " tries)";
+          break;
         }
+        restore(batch, -1);
+      } catch (const std::exception& e) {
+        error = e.what();
+        if (attempt == kTries) break;
       }
     }
-    for (const auto& chain : present) batch += fmt::format("-F {}\n", chain);
-    for (const auto& chain : present) batch += fmt::format("-X {}\n", chain);
-    batch += "COMMIT\n";
-    if (!present.empty() || batch.find("-D ") != std::string::npos) restore(batch, -1);
+    if (!error.empty())
+      failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", table, error);
   }
+  if (!failures.empty()) throw Error("remove firewall chains: " + failures);
 }
 
 std::vector<std::string> hostChainsStartingWith(const std::string& prefix) {

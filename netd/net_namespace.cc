@@ -19,6 +19,22 @@ namespace {
 
 std::string pathOf(const std::string& name) { return std::string(kNetnsDir) + "/" + name; }
 
+// iproute2's convention: the namespace directory is a shared mount point of its own, so the
+// namespaces mounted in it are seen from every mount namespace. `ip netns add` makes it one when
+// it is not, by mounting the directory over itself, which hides (and makes impossible to remove)
+// every namespace mounted there before. Doing the same first keeps one view for both. Called
+// under the host-wide slot lock, so two netd processes do not both mount it.
+void ensureSharedNetnsDir() {
+  std::filesystem::create_directories(kNetnsDir);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (::mount("", kNetnsDir, "none", MS_SHARED | MS_REC, nullptr) == 0) return;
+    if (errno != EINVAL || attempt > 0) break;  // EINVAL: not a mount point yet
+    checkSys(::mount(kNetnsDir, kNetnsDir, "none", MS_BIND | MS_REC, nullptr), "bind {} on itself",
+             kNetnsDir);
+  }
+  throw SysError(errno, fmt::format("make {} a shared mount point", kNetnsDir));
+}
+
 }  // namespace
 
 bool netnsExists(const std::string& name) { return std::filesystem::exists(pathOf(name)); }
@@ -44,7 +60,7 @@ void runInNetns(int netnsFd, const std::function<void()>& work) {
 }
 
 void createNetns(const std::string& name) {
-  std::filesystem::create_directories(kNetnsDir);
+  ensureSharedNetnsDir();
   auto path = pathOf(name);
   UniqueFd file(::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
   if (!file) throw SysError(errno, "create " + path);

@@ -134,6 +134,7 @@ std::pair<NetworkPlan, UniqueFd> Networks::create(const NetworkRequest& request)
 void Networks::destroy(const std::string& vmId) {
   auto it = networks_.find(vmId);
   if (it == networks_.end()) return;
+  // Kept on record if anything stays behind: a later destroy, retain or netd start tries again.
   tearDownNetwork(it->second.plan());
   records_.remove(vmId);
   networks_.erase(it);
@@ -145,7 +146,15 @@ void Networks::retain(const std::vector<std::string>& vmIds) {
   for (const auto& [id, record] : networks_) {
     if (std::find(vmIds.begin(), vmIds.end(), id) == vmIds.end()) gone.push_back(id);
   }
-  for (const auto& id : gone) destroy(id);
+  std::string failures;
+  for (const auto& id : gone) {
+    try {
+      destroy(id);
+    } catch (const std::exception& e) {
+      failures += (failures.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  if (!failures.empty()) throw Error(failures);
 }
 
 std::vector<std::string> Networks::list() const {

@@ -36,23 +36,33 @@ UniqueFd buildNetwork(const NetworkPlan& plan) {
     applyRules(plan.hostRules());
     return tap;
   } catch (...) {
-    tearDownNetwork(plan);
+    try {
+      tearDownNetwork(plan);
+    } catch (const std::exception&) {
+      // Logged step by step; the build's own failure is the one to report.
+    }
     throw;
   }
 }
 
 void tearDownNetwork(const NetworkPlan& plan) {
   // Each step on its own: one that fails must not leave the others undone.
+  std::string firstFailure;
   auto attempt = [&](const char* what, const std::function<void()>& step) {
     try {
       step();
     } catch (const std::exception& e) {
       spdlog::warn("VM {}: {}: {}", plan.vmId, what, e.what());
+      if (firstFailure.empty()) firstFailure = fmt::format("{}: {}", what, e.what());
     }
   };
   attempt("remove its rules", [&] { removeChains(plan.hostChains()); });
   attempt("remove its veth", [&] { deleteLink(plan.hostVeth); });
   attempt("remove its namespace", [&] { deleteNetns(plan.netns); });
+  if (!firstFailure.empty()) {
+    throw Error(
+        fmt::format("VM {}: its network was not fully removed ({})", plan.vmId, firstFailure));
+  }
 }
 
 }  // namespace fcvm::netd

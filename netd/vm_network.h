@@ -13,7 +13,8 @@ inline constexpr char kGatewayMac[] = "02:fc:00:00:00:01";
 // Builds the namespace, veth pair, addresses, routes, TAP and rules; returns the TAP for the VMM.
 // On failure, what was made is removed again and the error rethrown.
 UniqueFd buildNetwork(const NetworkPlan& plan);
-// Removes what `plan` describes, as far as it exists; repeating it is harmless.
+// Removes what `plan` describes, as far as it exists; repeating it is harmless. Every step is
+// tried; the first failure is then thrown (the caller keeps its record, to try again later).
 void tearDownNetwork(const NetworkPlan& plan);
 
 }  // namespace fcvm::netd

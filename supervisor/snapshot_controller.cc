@@ -113,6 +113,13 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
     throw Error(fmt::format("VM '{}' is {}; only a running VM can be snapshotted", name,
                             ipc::toString(record->state)));
   }
+  // A clone would need each volume's connection and server state carried over (issue 12):
+  // refused plainly rather than cloned with volumes that do not work.
+  if (!ipc::readVmSpecFile((paths_.vmDir(record->id.view()) / "spec.bin").string())
+           .volumes.empty()) {
+    throw Error(fmt::format(
+        "VM '{}' has --map volumes; snapshots of VMs with volumes are not supported yet", name));
+  }
   rpc::Worker::Client worker = nullptr;
   KJ_IF_MAYBE (w, vms_.workerOf(record->id.str())) {
     worker = *w;
@@ -287,7 +294,8 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
       .then(
           [this, caller, vmId, dir, spec, output = kj::mv(output),
            detach](UniqueFd memory) mutable {
-            WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1};
+            WorkerInputs inputs{
+                Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1, {}};
             return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
                 .attach(std::move(memory));
           },

@@ -161,6 +161,20 @@ kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
       received = ipc::receiveFile(params.getImageArchive(), spec.image)
                      .then([&inputs = *image](UniqueFd fd) { inputs.archive = std::move(fd); });
     }
+    // Never opened by path here either: the client's directories, with the client's rights.
+    auto dirs = params.getVolumeDirs();
+    if (dirs.size() != spec.volumes.size()) {
+      throw Error(fmt::format("{} --map volumes but {} directories came with the request",
+                              spec.volumes.size(), dirs.size()));
+    }
+    for (unsigned i = 0; i < dirs.size(); ++i) {
+      received = received.then(
+          [&inputs = *image, dir = dirs[i], what = spec.volumes[i].hostPath]() mutable {
+            return ipc::receiveDirectory(kj::mv(dir), "--map " + what).then([&inputs](UniqueFd fd) {
+              inputs.volumeDirs.push_back(std::move(fd));
+            });
+          });
+    }
     return received
         .then([this, call, spec = std::move(spec), output = kj::mv(output),
                image = kj::mv(image)]() mutable {

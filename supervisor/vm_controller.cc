@@ -461,8 +461,10 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   }
   spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
                detach ? ", detached" : "");
-  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1};
-  return launch(id, spec, inputs, kj::mv(output), detach).attach(std::move(image.archive));
+  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1, {}};
+  for (const auto& dir : image.volumeDirs) inputs.volumeDirs.push_back(dir.get());
+  return launch(id, spec, inputs, kj::mv(output), detach)
+      .attach(std::move(image.archive), std::move(image.volumeDirs));
 }
 
 std::vector<ipc::VmRecord> VmController::clonesOf(const std::string& snapshotId) const {

@@ -31,6 +31,7 @@ namespace fcvm::supervisor {
 struct ImageInputs {
   UniqueFd archive;                    // an archive image: the file the client opened
   std::vector<std::string> podmanEnv;  // where the caller's podman storage is
+  std::vector<UniqueFd> volumeDirs;    // each of spec.volumes, as the client opened it
 };
 
 struct RunResult {

@@ -18,6 +18,7 @@ constexpr int kReadyFd = 3;
 constexpr int kImageArchiveFd = 4;
 constexpr int kMemoryFd = 5;
 constexpr int kTapFd = 6;
+constexpr int kFirstVolumeFd = 7;  // and on, one per volume
 constexpr size_t kMaxReadyBytes = 4096;
 
 std::string firstLine(std::string text) {
@@ -102,6 +103,11 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
   if (inputs.tap >= 0) {
     spec.fds[kTapFd] = inputs.tap;
     spec.argv.insert(spec.argv.end(), {"--tap-fd", std::to_string(kTapFd)});
+  }
+  for (size_t i = 0; i < inputs.volumeDirs.size(); ++i) {
+    int fd = kFirstVolumeFd + static_cast<int>(i);
+    spec.fds[fd] = inputs.volumeDirs[i];
+    spec.argv.insert(spec.argv.end(), {"--volume-fd", std::to_string(fd)});
   }
   return launchDaemon(io, std::move(spec), (paths.vmDir(id) / "worker.log").string(),
                       "fcvm-worker");

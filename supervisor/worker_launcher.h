@@ -36,7 +36,8 @@ struct WorkerInputs {
   // A clone: its snapshot's directory and memory image (from the snapshot's serve process).
   std::filesystem::path restoreDir;
   int memory = -1;
-  int tap = -1;  // a bridged VM's TAP, from netd
+  int tap = -1;                 // a bridged VM's TAP, from netd
+  std::vector<int> volumeDirs;  // each of the spec's volumes, as the client opened it
 };
 
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it

@@ -224,20 +224,14 @@ TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
 // another user gets neither root's private archive nor an image from root's podman storage, but
 // runs what it can read itself: its own archive, and its own rootless podman storage.
 TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
-  ok({"supervisor", "start"});       // root's, host-wide: the other user cannot start it
-  auto home = fcvm_.dir() / "home";  // the other user's HOME: its rootless podman storage
-  std::filesystem::create_directories(home);
-  ASSERT_EQ(::chown(home.c_str(), testing::kOtherUid, testing::kOtherUid), 0);
+  ok({"supervisor", "start"});   // root's, host-wide: the other user cannot start it
+  auto home = otherUsersHome();  // its rootless podman storage
   std::vector<std::string> userEnv = {"HOME=" + home.string()};
   auto asUser = [&](const std::vector<std::string>& args) {
     return fcvm_.fcvm(args, testing::kOtherUid, testing::kVmDeadline, "", userEnv);
   };
 
-  auto rootOnly = fcvm_.dir() / "root-only.tar";
-  auto saved = runCommand(
-      {"podman", "save", "--format", "oci-archive", "-o", rootOnly.string(), testing::kTestImage},
-      CommandOptions::withTimeout(std::chrono::minutes(2)));
-  ASSERT_EQ(saved.exitCode, 0) << saved.output;
+  auto rootOnly = testImageArchive("root-only.tar", 0);
   ASSERT_EQ(::chmod(rootOnly.c_str(), 0600), 0);
   auto denied = asUser({"podman", "run", "--rm", "oci-archive:" + rootOnly.string(), "true"});
   EXPECT_EQ(denied.exitCode, 1);

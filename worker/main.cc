@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   app.add_option("--memory-fd", memoryFd, "The snapshot's memory image, for a clone");
   int tapFd = -1;
   app.add_option("--tap-fd", tapFd, "The VM's TAP (bridged network), from fcvm-netd");
+  std::vector<int> volumeFds;
+  app.add_option("--volume-fd", volumeFds,
+                 "Each --map directory of the spec in order, as the client opened it");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     options.restoreDir = restoreDir;
     options.memoryFd = memoryFd;
     options.tapFd = tapFd;
+    options.volumeFds = volumeFds;
     return fcvm::worker::runWorker(options);
   } catch (const fcvm::Error& e) {
     spdlog::error("{}", e.what());

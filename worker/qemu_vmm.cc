@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -75,12 +76,15 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                  "-serial", "chardev:console"});
   }
   if (!config.channels.empty()) {
-    argv.insert(argv.end(), {"-device", "virtio-serial-device,max_ports=8"});
+    // 8 ports unless more are named (volumes): a snapshot's device state records the number.
+    argv.insert(argv.end(), {"-device", fmt::format("virtio-serial-device,max_ports={}",
+                                                    std::max<size_t>(8, config.channels.size()))});
     for (size_t i = 0; i < config.channels.size(); ++i) {
       const auto& c = config.channels[i];
-      argv.insert(argv.end(),
-                  {"-chardev", fmt::format("socket,id=ch{},path={}", i, c.socket.string()),
-                   "-device", fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
+      auto backend = c.fd >= 0 ? fmt::format("socket,id=ch{},fd={}", i, c.fd)
+                               : fmt::format("socket,id=ch{},path={}", i, c.socket.string());
+      argv.insert(argv.end(), {"-chardev", backend, "-device",
+                               fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
     }
   }
   const auto& net = config.network;

@@ -21,7 +21,8 @@ namespace fcvm::worker {
 // to the Unix socket at `socket`, where the host already listens.
 struct SerialChannel {
   std::string name;
-  std::filesystem::path socket;
+  std::filesystem::path socket;  // QEMU connects to this Unix socket, where the host listens; or
+  int fd = -1;                   // QEMU's number of a connected socket it inherits (inheritedFds)
 };
 
 // A further virtio-blk disk; the guest sees them as /dev/vdb, /dev/vdc, ... in this order.

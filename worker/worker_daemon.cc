@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,7 @@
 #include "worker/vm_disk.h"
 #include "worker/vm_runner.h"
 #include "worker/vm_snapshot.h"
+#include "worker/volume_server.h"
 #include "worker/worker_service.h"
 
 namespace fcvm::worker {
@@ -38,6 +40,7 @@ constexpr unsigned kSupervisorFds = 3;
 // The descriptor numbers QEMU finds the snapshot's memory image (a clone) and its TAP (bridged) at.
 constexpr int kCloneMemoryFd = 3;
 constexpr int kQemuTapFd = 4;
+constexpr int kFirstQemuVolumeFd = 5;  // and on, one per volume
 
 // What a worker prepares before its event loop exists.
 struct PreparedVm {
@@ -51,6 +54,7 @@ struct PreparedVm {
   std::filesystem::path rootDisk;
   std::string restoreInfo;  // what its clones need (JSON): the machine, the health check
   std::optional<RestoreFrom> restore;
+  std::vector<VolumeServer> volumes;  // live as long as the worker (and die with it)
 };
 
 // Removes the VM's runtime directory (sockets) and guest memory file on every way out of the
@@ -83,7 +87,13 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
                const std::filesystem::path& vmDir) {
   vm.control = std::make_unique<ipc::ListeningSocket>(run.path() / "control.sock", 0600);
   vm.qmp = std::make_unique<ipc::ListeningSocket>(run.path() / "qmp.sock", 0600);
-  config.channels = {{"fcvm.control", vm.control->path()}};
+  // The agent's channel first; a clone's machine names it already (its snapshot's, in order).
+  auto control = std::find_if(config.channels.begin(), config.channels.end(),
+                              [](const SerialChannel& c) { return c.name == "fcvm.control"; });
+  if (control == config.channels.end()) {
+    control = config.channels.insert(config.channels.begin(), {"fcvm.control", {}});
+  }
+  control->socket = vm.control->path();
   config.qmpSocket = vm.qmp->path();
   config.consoleLog = vmDir / "console.log";
   vm.qemu = std::make_unique<QemuProcess>(config);
@@ -146,6 +156,32 @@ std::vector<std::string> healthCheckOf(const ipc::VmSpec& spec,
   return {"/bin/sh", "-c", spec.healthCmd};
 }
 
+// Each --map volume: its sandboxed server, its channel as a port of the VM (QEMU holds the VM's
+// end; once QEMU is gone the server sees the end of its stream and exits), and its place in the
+// agent's plan. Returns our copies of the VM's ends, to close once QEMU has its own.
+std::vector<UniqueFd> startVolumes(PreparedVm& vm, QemuConfig& config, const ipc::VmSpec& spec,
+                                   const WorkerOptions& options) {
+  if (options.volumeFds.size() != spec.volumes.size()) {
+    throw Error(fmt::format("{} --map volumes but {} directories (--volume-fd)",
+                            spec.volumes.size(), options.volumeFds.size()));
+  }
+  auto owner = Credentials::ofUser(options.owner.uid, options.owner.gid);
+  std::vector<UniqueFd> vmEnds;
+  for (size_t i = 0; i < spec.volumes.size(); ++i) {
+    const auto& volume = spec.volumes[i];
+    UniqueFd dir(options.volumeFds[i]);  // the server has its own copy once started
+    auto& server = vm.volumes.emplace_back(i, volume, dir.get(), owner, STDERR_FILENO);
+    int qemuFd = kFirstQemuVolumeFd + static_cast<int>(i);
+    vmEnds.push_back(server.takeVmEnd());
+    config.inheritedFds[qemuFd] = vmEnds.back().get();
+    config.channels.push_back({server.portName(), {}, qemuFd});
+    vm.plan.volumes.push_back({server.tag(), volume.guestPath, volume.readOnly});
+    spdlog::info("volume {}: {} at {}{}, fuse-pipe server pid {}", server.tag(), volume.hostPath,
+                 volume.guestPath, volume.readOnly ? " (read-only)" : "", server.pid());
+  }
+  return vmEnds;
+}
+
 PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
   const Paths& paths = options.paths;
   auto artifacts = setup::currentArtifacts(paths.dataDir);
@@ -187,8 +223,10 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   config.extraDisks.push_back({image.disk, true});
   config.extraKernelArgs = "fcvm.images=/dev/vdb";
   setUpNetwork(config, spec, options, "");
+  auto volumeEnds = startVolumes(vm, config, spec, options);
   startQemu(vm, config, run, vmDir);
-  if (options.tapFd >= 0) ::close(options.tapFd);  // QEMU holds the TAP now
+  if (options.tapFd >= 0) ::close(options.tapFd);  // QEMU holds the TAP and the volumes' ends now
+  volumeEnds.clear();
   vm.memoryFile = config.memoryFile;
   vm.rootDisk = config.rootDisk;
 

@@ -21,7 +21,8 @@ struct WorkerOptions {
   // A clone: the snapshot's directory, and its memory image (from its serve process).
   std::filesystem::path restoreDir;
   int memoryFd = -1;
-  int tapFd = -1;  // a bridged VM's TAP, from netd
+  int tapFd = -1;              // a bridged VM's TAP, from netd
+  std::vector<int> volumeFds;  // each of the spec's --map directories, as the client opened it
 };
 
 // Returns the process exit code: 0 once the VM has ended (however it ended), 1 if setup failed.

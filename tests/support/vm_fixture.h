@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "tests/support/fcvm_instance.h"
 
@@ -63,10 +65,30 @@ class VmFixture : public ::testing::Test {
   nlohmann::json inspect(const std::string& name) {
     return nlohmann::json::parse(ok({"inspect", "--name", name}));
   }
-  std::string supervisorLogTail() {
-    std::ifstream in(fcvm_.log());
+  // The test image as an oci-archive in this instance's directory, owned by `owner`: an image
+  // another user may run (`oci-archive:PATH`) without a podman storage of its own.
+  std::filesystem::path testImageArchive(const std::string& name, uid_t owner) {
+    auto archive = fcvm_.dir() / name;
+    auto saved = runCommand(
+        {"podman", "save", "--format", "oci-archive", "-o", archive.string(), kTestImage},
+        CommandOptions::withTimeout(std::chrono::minutes(2)));
+    if (saved.exitCode != 0) throw std::runtime_error("podman save: " + saved.output);
+    if (::chown(archive.c_str(), owner, owner) != 0) throw std::runtime_error("chown " + name);
+    return archive;
+  }
+  // A HOME of the other user's own (where its rootless podman storage would be).
+  std::filesystem::path otherUsersHome() {
+    auto home = fcvm_.dir() / "home";
+    std::filesystem::create_directories(home);
+    if (::chown(home.c_str(), kOtherUid, kOtherUid) != 0) throw std::runtime_error("chown home");
+    return home;
+  }
+  std::string supervisorLogTail() { return logTail(fcvm_.log()); }
+  // The end of a log beside the supervisor's (netd.log, ...).
+  std::string logTail(const std::filesystem::path& path, size_t bytes = 4000) {
+    std::ifstream in(path);
     std::string log((std::istreambuf_iterator<char>(in)), {});
-    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
+    return log.size() > bytes ? log.substr(log.size() - bytes) : log;
   }
 
   FcvmInstance fcvm_;
