@@ -51,8 +51,10 @@ int runVolumeClient(int argc, char** argv) {
     // Every container user reaches the mount (allow_other) and the kernel checks their
     // permissions against the host's modes before asking (default_permissions): a caller without
     // search permission on a directory does not reach below it, even through cached entries.
-    options.fuseOptions = {"allow_other", "default_permissions", "fsname=fcvm-volume",
-                           "subtype=fuse-pipe"};
+    // nodev: no device node on a volume opens a device (the server keeps the guest's as
+    // placeholders); nosuid: no set-id file on it raises anyone's privileges in the guest.
+    options.fuseOptions = {"allow_other", "default_permissions", "nodev",
+                           "nosuid",      "fsname=fcvm-volume",  "subtype=fuse-pipe"};
     // Read-only end to end: the server refuses writes, the kernel before it.
     if (readOnly || (server.flags & fp::kHelloReadOnly) != 0) options.fuseOptions.push_back("ro");
     fp::ClientConnection connection(std::move(stream));

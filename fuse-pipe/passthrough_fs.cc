@@ -1,17 +1,20 @@
 #include "fuse-pipe/passthrough_fs.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -86,16 +89,75 @@ Attr toAttr(const struct stat& st) {
   };
 }
 
+// Device nodes a client makes are stored as placeholders: an empty regular file with the sticky
+// bit (which means nothing on a file) and the node's type and number in a private xattr
+// (kDeviceXattr, never shown to a client). No host process reaches a device through one, and the
+// client's mount is nodev (libfuse's default), so the guest cannot open it either; stat, chmod,
+// chown, rename, link and unlink treat it as the client's device node.
+constexpr char kDeviceXattr[] = "user.fcvm.device";
+
+bool mayBePlaceholder(const struct stat& st) {
+  return S_ISREG(st.st_mode) && (st.st_mode & S_ISVTX) != 0 && st.st_size == 0;
+}
+
+// If `fd` (O_PATH or open) is a placeholder, `st` shows the device node it stands for.
+void presentPlaceholder(int fd, struct stat& st) {
+  if (!mayBePlaceholder(st)) return;
+  char record[32] = {};
+  ssize_t n = ::getxattr(procPath(fd).c_str(), kDeviceXattr, record, sizeof record - 1);
+  char type = 0;
+  unsigned major = 0, minor = 0;
+  if (n <= 0 || std::sscanf(record, "%c %u %u", &type, &major, &minor) != 3 ||
+      (type != 'c' && type != 'b')) {
+    return;
+  }
+  st.st_mode = (type == 'c' ? S_IFCHR : S_IFBLK) | (st.st_mode & 07777 & ~S_ISVTX);
+  st.st_rdev = makedev(major, minor);
+}
+
+// fstat of `fd` (O_PATH or open), placeholders shown as the device nodes they stand for.
+int statNode(int fd, struct stat& st) {
+  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return -1;
+  presentPlaceholder(fd, st);
+  return 0;
+}
+
+// A placeholder is a regular file on the host, whatever the client is shown.
+bool isPlaceholder(int fd) {
+  struct stat raw {};
+  return ::fstatat(fd, "", &raw, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+         mayBePlaceholder(raw) && ::getxattr(procPath(fd).c_str(), kDeviceXattr, nullptr, 0) > 0;
+}
+
+// Creates the placeholder for device node `name` (mode, rdev as mknod(2) takes them) in `dirFd`,
+// as the calling thread's credentials; nothing is left if any step fails.
+Errno makePlaceholder(int dirFd, const std::string& name, uint32_t mode, uint64_t rdev,
+                      uint32_t umask) {
+  UniqueFd fd(
+      ::openat(dirFd, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return errno;
+  auto record = fmt::format("{} {} {}", S_ISCHR(mode) ? 'c' : 'b', major(rdev), minor(rdev));
+  // The record first, while the owner may still write the file (user xattrs need that).
+  if (::fchmod(fd.get(), 0600) != 0 ||
+      ::fsetxattr(fd.get(), kDeviceXattr, record.data(), record.size(), XATTR_CREATE) != 0 ||
+      ::fchmod(fd.get(), (mode & 06777 & ~umask) | S_ISVTX) != 0) {
+    Errno error = errno == ENOTSUP ? EPERM : errno;  // a host file system without user xattrs
+    ::unlinkat(dirFd, name.c_str(), 0);
+    return error;
+  }
+  return 0;
+}
+
 Errno statPathFd(int pathFd, Attr& out) {
   struct stat st;
-  if (::fstatat(pathFd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (statNode(pathFd, st) != 0) return errno;
   out = toAttr(st);
   return 0;
 }
 
 Errno statFd(int fd, Attr& out) {
   struct stat st;
-  if (::fstat(fd, &st) != 0) return errno;
+  if (statNode(fd, st) != 0) return errno;
   out = toAttr(st);
   return 0;
 }
@@ -184,7 +246,7 @@ Errno PassthroughFs::lookupIn(int parentFd, std::string_view name, Entry& out) {
   UniqueFd fd(openBeneath(parentFd, std::string(name), O_PATH, 0));
   if (!fd) return errno;
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return errno;
+  if (statNode(fd.get(), st) != 0) return errno;
   out.inode = inodes_->addLookup(std::move(fd), st.st_dev, st.st_ino, st.st_mode & S_IFMT);
   out.generation = 0;
   out.attr = toAttr(st);
@@ -265,10 +327,12 @@ Errno PassthroughFs::setattrAs(const Credentials& caller, const Inode& node, Ope
   }
 
   if (request.fields & kSetMode) {
-    int rc = file ? ::fchmod(file->fd.get(), request.mode & 07777)
-             : node.type == S_IFLNK
-                 ? (errno = EOPNOTSUPP, -1)
-                 : ::fchmodat(AT_FDCWD, procPath(pathFd).c_str(), request.mode & 07777, 0);
+    mode_t mode = request.mode & 07777;
+    // A device placeholder keeps the sticky bit that marks it.
+    if ((node.type == S_IFCHR || node.type == S_IFBLK) && isPlaceholder(pathFd)) mode |= S_ISVTX;
+    int rc = file                   ? ::fchmod(file->fd.get(), mode)
+             : node.type == S_IFLNK ? (errno = EOPNOTSUPP, -1)
+                                    : ::fchmodat(AT_FDCWD, procPath(pathFd).c_str(), mode, 0);
     if (rc != 0) return errno;
   }
   if (request.fields & (kSetUid | kSetGid)) {
@@ -322,14 +386,20 @@ Errno PassthroughFs::readlink(const Credentials& caller, InodeId inode, std::str
 
 Errno PassthroughFs::mknod(const Credentials& caller, InodeId parent, std::string_view name,
                            uint32_t mode, uint64_t rdev, Entry& out) {
-  // Device nodes would hand the client the host's devices: refused (see also open()).
-  if (S_ISCHR(mode) || S_ISBLK(mode)) return EPERM;
   Errno error = 0;
   auto dir = findDirectory(parent, error);
   if (!dir) return error;
   ScopedCredentials as(caller, options_.switchCredentials);
   if (as.error()) return as.error();
-  if (::mknodat(dir->pathFd.get(), std::string(name).c_str(), mode, rdev) != 0) return errno;
+  if (S_ISCHR(mode) || S_ISBLK(mode)) {
+    // As the kernel would: only a privileged caller makes device nodes.
+    if (caller.uid != 0) return EPERM;
+    if (Errno e = makePlaceholder(dir->pathFd.get(), std::string(name), mode, rdev, caller.umask)) {
+      return e;
+    }
+  } else if (::mknodat(dir->pathFd.get(), std::string(name).c_str(), mode, rdev) != 0) {
+    return errno;
+  }
   return lookupIn(dir->pathFd.get(), name, out);
 }
 
@@ -452,7 +522,7 @@ UniqueFd createOrOpen(int dirFd, const std::string& name, uint32_t flags, uint32
       return {};
     }
     struct stat st;
-    if (::fstat(existing.get(), &st) != 0) {
+    if (statNode(existing.get(), st) != 0) {
       error = errno;
       return {};
     }

@@ -3,6 +3,7 @@
 namespace fcvm::fusepipe {
 
 bool isServedXattrName(std::string_view name) {
+  if (name.starts_with(kPrivateXattrPrefix)) return false;
   return (name.starts_with("user.") && name.size() > 5) || name == "system.posix_acl_access" ||
          name == "system.posix_acl_default";
 }

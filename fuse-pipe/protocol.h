@@ -92,6 +92,9 @@ std::string_view opcodeName(uint16_t opcode);
 // client answers reads of other names itself (the kernel asks for "security.capability" before
 // every write), the server enforces the rule.
 bool isServedXattrName(std::string_view name);
+// The server's own records on host files (device placeholders, passthrough_fs.cc): never read,
+// listed, set or removed by a client.
+inline constexpr std::string_view kPrivateXattrPrefix = "user.fcvm.";
 
 struct FrameHeader {
   uint32_t payloadLength = 0;

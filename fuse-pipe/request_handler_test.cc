@@ -40,9 +40,14 @@ class RequestHandlerTest : public ::testing::Test {
   std::string root() const { return tmp_ / "root"; }
 
   std::vector<uint8_t> call(Opcode opcode, const BodyFn& body, bool readOnly = false) {
+    return callAs(
+        Credentials{.uid = ::getuid(), .gid = ::getgid(), .pid = 1, .umask = 022, .groups = {}},
+        opcode, body, readOnly);
+  }
+  std::vector<uint8_t> callAs(const Credentials& caller, Opcode opcode, const BodyFn& body,
+                              bool readOnly = false) {
     WireWriter w;
-    encodeCredentials(
-        w, Credentials{.uid = ::getuid(), .gid = ::getgid(), .pid = 1, .umask = 022, .groups = {}});
+    encodeCredentials(w, caller);
     body(w);
     Frame frame{.header = {.opcode = static_cast<uint16_t>(opcode), .requestId = 1},
                 .payload = w.take()};
@@ -412,15 +417,42 @@ TEST_F(RequestHandlerTest, RandomBodiesNeverCrash) {
   EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() / "outside-dir"));
 }
 
-TEST_F(RequestHandlerTest, DeviceNodesCanBeNeitherCreatedNorOpened) {
-  auto reply = call(Opcode::kMknod, [](WireWriter& w) {
-    w.u64(kRootInode.value);
-    w.string("null");
-    w.u32(S_IFCHR | 0666);
-    w.u64(makedev(1, 3));
-  });
-  EXPECT_EQ(errnoOf(reply), EPERM);
+// A client's device node is a placeholder on the host (a regular file), shown to the client as
+// the node it made; nothing opens a device through the server, placeholder or real.
+TEST_F(RequestHandlerTest, DeviceNodesArePlaceholdersAndNeverOpened) {
+  auto mknod = [&](const char* name, uint32_t mode, dev_t rdev, uint32_t uid) {
+    return callAs(Credentials{.uid = uid, .gid = uid, .pid = 1, .umask = 022, .groups = {}},
+                  Opcode::kMknod, [&](WireWriter& w) {
+                    w.u64(kRootInode.value);
+                    w.string(name);
+                    w.u32(mode);
+                    w.u64(rdev);
+                  });
+  };
+  auto reply = mknod("sda", S_IFBLK | 0660, makedev(8, 0), 0);
+  ASSERT_EQ(errnoOf(reply), 0);
+  WireReader r(std::span<const uint8_t>(reply).subspan(4));
+  Entry made = decodeEntry(r);
+  EXPECT_TRUE(S_ISBLK(made.attr.mode));
+  EXPECT_EQ(made.attr.mode & 07777, 0640u);  // the caller's umask applies
+  EXPECT_EQ(made.attr.rdev, makedev(8, 0));
+  struct stat host {};
+  ASSERT_EQ(::lstat((root() + "/sda").c_str(), &host), 0);
+  EXPECT_TRUE(S_ISREG(host.st_mode)) << "a real device node on the host";
+  EXPECT_EQ(host.st_size, 0);
+  EXPECT_EQ(open(made.inode, O_RDWR), EACCES);
+  // Its record is the server's: not listed, read, set or removed by the client.
+  EXPECT_EQ(errnoOf(call(Opcode::kGetxattr,
+                         [&](WireWriter& w) {
+                           w.u64(made.inode.value);
+                           w.string("user.fcvm.device");
+                           w.u32(64);
+                         })),
+            ENODATA);
+  // An unprivileged caller makes none, as the kernel would refuse it.
+  EXPECT_EQ(errnoOf(mknod("null", S_IFCHR | 0666, makedev(1, 3), 1000)), EPERM);
   EXPECT_FALSE(std::filesystem::exists(root() + "/null"));
+
   if (::mknod((root() + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) {
     GTEST_FAIL() << "cannot create a device node here to test opening one";
   }
@@ -453,7 +485,8 @@ TEST_F(RequestHandlerTest, XattrsOutsideUserAndAclNamespacesAreRefused) {
   std::ofstream(root() + "/f") << "x";
   Entry file;
   ASSERT_EQ(lookup(kRootInode, "f", &file), 0);
-  for (const char* name : {"trusted.x", "security.capability", "system.other", "user."}) {
+  for (const char* name :
+       {"trusted.x", "security.capability", "system.other", "user.", "user.fcvm.device"}) {
     SCOPED_TRACE(name);
     EXPECT_EQ(errnoOf(call(Opcode::kSetxattr,
                            [&](WireWriter& w) {

@@ -106,6 +106,18 @@ TEST_F(VolumeTest, ContainerAndHostShareTheDirectoryAndNothingElse) {
   EXPECT_NE(viaLink.exitCode, 0);
   EXPECT_EQ(viaLink.output.find("host secret"), std::string::npos) << viaLink.output;
 
+  // The guest's root makes a device node (in the guest OS: podman gives containers no
+  // CAP_MKNOD): a placeholder on the host, the node in the guest, opened by nobody.
+  EXPECT_EQ(ok({"exec", "--name", "vol", "--", "sh", "-c",
+                "mknod /run/fcvm/volumes/v0/null c 1 3 && stat -c '%F %t:%T' "
+                "/run/fcvm/volumes/v0/null"}),
+            "character special file 1:3\n");
+  EXPECT_TRUE(std::filesystem::is_regular_file(shared / "null"));
+  auto deviceOpened = fcvm({"exec", "-c", "--name", "vol", "--", "cat", "/data/null"});
+  EXPECT_NE(deviceOpened.exitCode, 0);
+  EXPECT_NE(deviceOpened.output.find("Permission denied"), std::string::npos)
+      << deviceOpened.output;
+
   auto refused = fcvm({"exec", "-c", "--name", "vol", "--", "touch", "/ro/new"});
   EXPECT_NE(refused.exitCode, 0);
   EXPECT_NE(refused.output.find("Read-only file system"), std::string::npos) << refused.output;
