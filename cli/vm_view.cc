@@ -52,6 +52,13 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
   nlohmann::json ports = nlohmann::json::array();
   for (auto p : vm.getPorts()) ports.push_back(portText(p));
   j["ports"] = ports;
+  nlohmann::json volumes = nlohmann::json::array();
+  for (auto v : vm.getVolumes()) {
+    volumes.push_back({{"host", v.getHostPath().cStr()},
+                       {"guest", v.getGuestPath().cStr()},
+                       {"read_only", v.getReadOnly()}});
+  }
+  j["volumes"] = volumes;
   j["snapshot"] = vm.hasSnapshot() && vm.getSnapshot().size() > 0
                       ? nlohmann::json(vm.getSnapshot().cStr())
                       : nlohmann::json(nullptr);

@@ -24,6 +24,7 @@ struct VmInfo {
   updatedAtNs @12 :Int64;
   snapshot @13 :Text;        # a clone: the tag of the snapshot it was started from
   ports @14 :List(Common.PortMapping);  # published on the host
+  volumes @15 :List(Common.Volume);     # --map directories
 }
 
 # A snapshot's serve process (fcvm-uffd-server).

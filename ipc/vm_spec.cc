@@ -355,13 +355,17 @@ std::string toString(const PortMapping& p) {
                      p.protocol);
 }
 
-void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
-  auto volumes = out.initVolumes(static_cast<unsigned>(s.volumes.size()));
-  for (unsigned i = 0; i < volumes.size(); ++i) {
-    volumes[i].setHostPath(s.volumes[i].hostPath);
-    volumes[i].setGuestPath(s.volumes[i].guestPath);
-    volumes[i].setReadOnly(s.volumes[i].readOnly);
+void encodeVolumes(const std::vector<VolumeMapping>& volumes,
+                   capnp::List<rpc::Volume>::Builder out) {
+  for (unsigned i = 0; i < out.size(); ++i) {
+    out[i].setHostPath(volumes[i].hostPath);
+    out[i].setGuestPath(volumes[i].guestPath);
+    out[i].setReadOnly(volumes[i].readOnly);
   }
+}
+
+void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
+  encodeVolumes(s.volumes, out.initVolumes(static_cast<unsigned>(s.volumes.size())));
   out.setName(s.name);
   out.setImage(s.image);
   auto command = out.initCommand(static_cast<unsigned>(s.command.size()));

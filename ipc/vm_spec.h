@@ -65,6 +65,9 @@ PortMapping parsePortMapping(const std::string& text);
 std::vector<PortMapping> decodePorts(capnp::List<rpc::PortMapping>::Reader ports);
 void encodePorts(const std::vector<PortMapping>& ports, capnp::List<rpc::PortMapping>::Builder out);
 std::string toString(const PortMapping& port);
+// Volumes into a list already sized.
+void encodeVolumes(const std::vector<VolumeMapping>& volumes,
+                   capnp::List<rpc::Volume>::Builder out);
 
 // `HOST:GUEST[:ro|:rw]`, as --map and -v take it; HOST made absolute against the working
 // directory. Throws fcvm::Error naming the problem.

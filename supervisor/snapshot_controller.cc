@@ -115,8 +115,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   }
   // A clone would need each volume's connection and server state carried over (issue 12):
   // refused plainly rather than cloned with volumes that do not work.
-  if (!ipc::readVmSpecFile((paths_.vmDir(record->id.view()) / "spec.bin").string())
-           .volumes.empty()) {
+  if (!vms_.specOf(record->id.str()).volumes.empty()) {
     throw Error(fmt::format(
         "VM '{}' has --map volumes; snapshots of VMs with volumes are not supported yet", name));
   }

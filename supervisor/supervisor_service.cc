@@ -92,8 +92,9 @@ void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
 void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, SupervisorContext& context) {
   fill(out, r);
   if (!r.snapshotId.view().empty()) out.setSnapshot(context.snapshots.tagOf(r.snapshotId.str()));
-  auto ports = context.vms.portsOf(r.id.str());
-  ipc::encodePorts(ports, out.initPorts(static_cast<unsigned>(ports.size())));
+  const auto& spec = context.vms.specOf(r.id.str());
+  ipc::encodePorts(spec.ports, out.initPorts(static_cast<unsigned>(spec.ports.size())));
+  ipc::encodeVolumes(spec.volumes, out.initVolumes(static_cast<unsigned>(spec.volumes.size())));
 }
 
 std::string textParam(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }

@@ -307,9 +307,13 @@ void VmController::finishEnded(const std::string& id) {
     if (onEnded_) onEnded_(*final);
   }
   // Waiters learn the end only once nothing of the VM is left but its records (its network is
-  // taken down by netd, asynchronously).
+  // taken down by netd, asynchronously); so do those who ask meanwhile (teardownOf).
+  auto forked = teardown.fork();
+  auto done = forked.addBranch();
+  teardowns_.insert_or_assign(id, kj::mv(forked));
   auto waiters = kj::mv(vm->waiters);
-  tasks_.add(teardown.then([this, final, waiters = kj::mv(waiters)]() mutable {
+  tasks_.add(done.then([this, id, final, waiters = kj::mv(waiters)]() mutable {
+    teardowns_.erase(id);
     for (auto& waiter : waiters) {
       if (!final) {
         waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
@@ -329,17 +333,15 @@ void VmController::finishEnded(const std::string& id) {
   tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
 }
 
-std::vector<ipc::PortMapping> VmController::portsOf(const std::string& id) {
-  auto it = ports_.find(id);
-  if (it != ports_.end()) return it->second;
-  std::vector<ipc::PortMapping> ports;
+const ipc::VmSpec& VmController::specOf(const std::string& id) {
+  auto it = specs_.find(id);
+  if (it != specs_.end()) return it->second;
+  static const ipc::VmSpec kNone;
   try {
-    ports = ipc::readVmSpecFile((paths_.vmDir(id) / "spec.bin").string()).ports;
+    return specs_[id] = ipc::readVmSpecFile((paths_.vmDir(id) / "spec.bin").string());
   } catch (const Error&) {
-    return {};  // removed, or never written
+    return kNone;  // removed, or never written
   }
-  ports_[id] = ports;
-  return ports;
 }
 
 bool VmController::isBridged(const ipc::VmRecord& record) {
@@ -368,6 +370,7 @@ kj::Promise<void> VmController::cleanUp(const ipc::VmRecord& record) {
     ended_[id] = record;
     if (ended_.size() > kMaxRememberedEnds) ended_.erase(ended_.begin());
     registry_.erase(id);
+    specs_.erase(id);
   }
   return network;
 }
@@ -383,7 +386,7 @@ ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool
   record.network.assignTruncated(spec.network);
   registry_.update(record);
   std::string id = record.id.str();
-  ports_[id] = spec.ports;
+  specs_[id] = spec;
   try {
     ensureOwnedDirectory(paths_.vmDir(id), 0700);
     ipc::writeVmSpecFile(spec, (paths_.vmDir(id) / "spec.bin").string());
@@ -404,6 +407,7 @@ void VmController::discard(const std::string& id) {
   removeTree(paths_.vmDiskDir(id));
   removeTree(paths_.vmDir(id));
   registry_.erase(id);
+  specs_.erase(id);
 }
 
 kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::VmSpec& spec,
@@ -520,7 +524,7 @@ kj::Promise<ipc::VmRecord> VmController::stop(const Caller& caller, const std::s
   auto record = visible(caller, name);
   auto id = record.id.str();
   auto* vm = live(id);
-  if (vm == nullptr) return record;  // already ended
+  if (vm == nullptr) return teardownOf(id).then([record]() { return record; });  // ended
   spdlog::info("uid {} stops VM {} ({})", caller.uid, name, id);
   return stopLive(*vm, timeoutMs).then([this, id, record]() {
     auto now = registry_.byId(id);
@@ -539,21 +543,16 @@ kj::Promise<void> VmController::remove(const Caller& caller, const std::string& 
     removeTree(paths_.vmDiskDir(id));
     removeTree(paths_.vmDir(id));
     registry_.erase(id);
+    specs_.erase(id);
     spdlog::info("uid {} removed VM {} ({})", uid, name, id);
   };
   auto* vm = live(id);
-  if (vm == nullptr && !isActive(record.state)) {
-    removeEnded();
-    return kj::READY_NOW;
-  }
+  if (vm == nullptr && !isActive(record.state)) return teardownOf(id).then(kj::mv(removeEnded));
   if (!force) {
     throw Error(fmt::format("VM '{}' is {}; stop it first or use rm -f", name,
                             ipc::toString(record.state)));
   }
-  if (vm == nullptr) {
-    removeEnded();
-    return kj::READY_NOW;
-  }
+  if (vm == nullptr) return teardownOf(id).then(kj::mv(removeEnded));
   return stopLive(*vm, 0).then(kj::mv(removeEnded));
 }
 
@@ -581,7 +580,9 @@ kj::Promise<void> VmController::logs(const Caller& caller, const std::string& na
 kj::Promise<ipc::VmRecord> VmController::waitFor(const Caller& caller, const std::string& name,
                                                  rpc::WaitCondition condition) {
   auto record = visible(caller, name);
-  if (reached(record, condition)) return record;
+  if (reached(record, condition)) {
+    return teardownOf(record.id.str()).then([record]() { return record; });
+  }
   auto* vm = live(record.id.str());
   if (vm == nullptr) {
     throw Error(fmt::format("VM '{}' is {} and will not become {}", name,
@@ -592,13 +593,21 @@ kj::Promise<ipc::VmRecord> VmController::waitFor(const Caller& caller, const std
   return kj::mv(pair.promise);
 }
 
+kj::Promise<void> VmController::teardownOf(const std::string& id) {
+  auto it = teardowns_.find(id);
+  if (it == teardowns_.end()) return kj::READY_NOW;
+  return it->second.addBranch();
+}
+
 kj::Promise<ipc::VmRecord> VmController::whenGone(const std::string& id) {
   auto* vm = live(id);
   if (vm == nullptr) {
-    if (auto record = registry_.byId(id)) return *record;
-    auto it = ended_.find(id);
-    if (it != ended_.end()) return it->second;
-    return ipc::rpcError("the VM is gone");
+    return teardownOf(id).then([this, id]() -> kj::Promise<ipc::VmRecord> {
+      if (auto record = registry_.byId(id)) return *record;
+      auto it = ended_.find(id);
+      if (it != ended_.end()) return it->second;
+      return ipc::rpcError("the VM is gone");
+    });
   }
   auto pair = kj::newPromiseAndFulfiller<ipc::VmRecord>();
   vm->waiters.push_back({rpc::WaitCondition::ENDED, kj::mv(pair.fulfiller)});

@@ -62,7 +62,8 @@ class VmController : private kj::TaskSet::ErrorHandler {
   void discard(const std::string& id);
 
   // The ports a VM publishes (from its spec; none if it cannot be read).
-  std::vector<ipc::PortMapping> portsOf(const std::string& id);
+  // The VM's spec as it was asked for (ports, volumes, ...); empty if it has none on record.
+  const ipc::VmSpec& specOf(const std::string& id);
   // The live VMs with a bridged network (netd keeps theirs, removes any other).
   std::vector<std::string> bridgedVms() const;
   // The live clones of a snapshot.
@@ -101,6 +102,9 @@ class VmController : private kj::TaskSet::ErrorHandler {
   void workerExited(const std::string& id);
   void finishEnded(const std::string& id);
   kj::Promise<void> cleanUp(const ipc::VmRecord& record);  // resolves once its network is gone
+  // Resolves once VM `id`'s cleanup after its end is done (at once if none is under way): an
+  // ended VM is observed as ended (wait, rm, stop) only with nothing of it left but records.
+  kj::Promise<void> teardownOf(const std::string& id);
   static bool isBridged(const ipc::VmRecord& record);
   void notify(LiveVm& vm);
   void taskFailed(kj::Exception&& e) override;
@@ -112,7 +116,8 @@ class VmController : private kj::TaskSet::ErrorHandler {
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
   std::function<void(const ipc::VmRecord&)> onEnded_;
-  std::map<std::string, std::vector<ipc::PortMapping>> ports_;  // by VM id, read once
+  std::map<std::string, ipc::VmSpec> specs_;                  // by VM id, read once
+  std::map<std::string, kj::ForkedPromise<void>> teardowns_;  // cleanups under way, by VM id
   kj::TaskSet tasks_{*this};
 };
 

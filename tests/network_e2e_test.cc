@@ -212,7 +212,8 @@ TEST_F(NetworkTest, BridgedVmsPublishPortsReachOutAndStayApart) {
   auto otherId = inspect("other").at("id").get<std::string>();
   ::kill(inspect("other").at("worker_pid").get<pid_t>(), SIGKILL);
   EXPECT_EQ(ok({"wait", "--name", "other", "--condition", "ended"}), "failed\n");
-  EXPECT_FALSE(std::filesystem::exists("/run/netns/fcvm-" + otherId));
+  EXPECT_FALSE(std::filesystem::exists("/run/netns/fcvm-" + otherId))
+      << supervisorLogTail() << logTail(fcvm_.log().parent_path() / "netd.log");
 
   ok({"snapshot", "rm", "-f", "web-snap"});
   for (const char* name : {"web", "web1", "web2", "other"}) ok({"rm", "-f", "--name", name});

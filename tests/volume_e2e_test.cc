@@ -81,6 +81,12 @@ TEST_F(VolumeTest, ContainerAndHostShareTheDirectoryAndNothingElse) {
       shared.path().string() + ":/data", "-v", readOnly.path().string() + ":/ro:ro", "-v",
       tools.path().string() + ":/tools:ro", testing::kTestImage, "sleep", "3600"});
   ok({"wait", "--name", "vol", "--condition", "running"});
+  EXPECT_EQ(inspect("vol").at("volumes"),
+            nlohmann::json::parse(fmt::format(
+                R"([{{"host":"{}","guest":"/data","read_only":false}},
+                    {{"host":"{}","guest":"/ro","read_only":true}},
+                    {{"host":"{}","guest":"/tools","read_only":true}}])",
+                shared.path().string(), readOnly.path().string(), tools.path().string())));
   ASSERT_EQ(volumeServers("vol").size(), 3u)
       << fcvm({"logs", "--name", "vol", "--source", "console"}).output
       << fcvm({"logs", "--name", "vol", "--source", "worker"}).output;
