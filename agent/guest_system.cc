@@ -24,6 +24,7 @@
 
 #include "agent/control_port.h"
 #include "agent/podman_launcher.h"
+#include "agent/spawn.h"
 #include "agent/volume_client.h"
 
 namespace fcvm::agent {
@@ -150,28 +151,14 @@ pid_t LinuxGuestSystem::mountVolume(const VolumeSpec& volume) {
   int ready[2];
   KJ_SYSCALL(pipe2(ready, O_CLOEXEC));
   kj::AutoCloseFd readyRead(ready[0]), readyWrite(ready[1]);
-  std::vector<std::string> args = {"fc-agent",     kVolumeMountCommand, "--port",     port,
-                                   "--mountpoint", mountpoint,          "--ready-fd", "3"};
-  if (volume.readOnly) args.push_back("--read-only");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  KJ_SYSCALL(pid = fork());
-  if (pid == 0) {
-    // Its stdout and stderr stay the agent's (the console); nothing else is inherited.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    setsid();
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, 0);
-    if (dup2(readyWrite.get(), 3) < 0) _exit(127);
-    close_range(4, ~0U, 0);
-    // fc-agent itself: the initramfs it came from is gone, the running binary is not.
-    execv("/proc/self/exe", argv.data());
-    _exit(127);
-  }
+  SpawnOptions options;
+  // fc-agent itself: the initramfs it came from is gone, the running binary is not.
+  options.argv = {"/proc/self/exe", kVolumeMountCommand, "--port",     port,
+                  "--mountpoint",   mountpoint,          "--ready-fd", "3"};
+  if (volume.readOnly) options.argv.push_back("--read-only");
+  options.inheritOutput = true;  // its messages go to the console, as the agent's do
+  options.passFd = readyWrite.get();
+  pid_t pid = spawnProcess(options).pid;
   readyWrite = nullptr;
   struct pollfd p = {readyRead.get(), POLLIN, 0};
   int n;

@@ -94,12 +94,14 @@ SpawnedProcess spawnProcess(const SpawnOptions& options) {
       KJ_SYSCALL(devNull = open("/dev/null", O_RDONLY | O_CLOEXEC), "open /dev/null");
       childIn = kj::AutoCloseFd(devNull);
     }
-    auto out = makePipe();
-    auto err = makePipe();
-    childOut = kj::mv(out.write);
-    childErr = kj::mv(err.write);
-    result.stdoutFd = kj::mv(out.read);
-    result.stderrFd = kj::mv(err.read);
+    if (!options.inheritOutput) {
+      auto out = makePipe();
+      auto err = makePipe();
+      childOut = kj::mv(out.write);
+      childErr = kj::mv(err.write);
+      result.stdoutFd = kj::mv(out.read);
+      result.stderrFd = kj::mv(err.read);
+    }
   }
   auto errorPipe = makePipe();
 
@@ -113,11 +115,14 @@ SpawnedProcess spawnProcess(const SpawnOptions& options) {
     for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
     if (setsid() < 0) childFail(errorFd);
     int in = options.tty ? ptySlave.get() : childIn.get();
-    int out = options.tty ? ptySlave.get() : childOut.get();
-    int err = options.tty ? ptySlave.get() : childErr.get();
+    int out = options.tty ? ptySlave.get() : options.inheritOutput ? 1 : childOut.get();
+    int err = options.tty ? ptySlave.get() : options.inheritOutput ? 2 : childErr.get();
     if (options.tty && ioctl(ptySlave.get(), TIOCSCTTY, 0) < 0) childFail(errorFd);
     // dup2 clears close-on-exec on the copies; the originals close at exec.
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) childFail(errorFd);
+    if (dup2(in, 0) < 0 || (out != 1 && dup2(out, 1) < 0) || (err != 2 && dup2(err, 2) < 0)) {
+      childFail(errorFd);
+    }
+    if (options.passFd >= 0 && dup2(options.passFd, 3) < 0) childFail(errorFd);
     if (!options.workdir.empty() && chdir(options.workdir.c_str()) < 0) childFail(errorFd);
     execvpe(argv[0], argv.data(), envp.data());
     childFail(errorFd);

@@ -20,6 +20,10 @@ struct SpawnOptions {
   bool tty = false;               // a pty for all three
   uint16_t rows = 0;
   uint16_t cols = 0;
+  // A daemon of the agent's (a volume's client): stdout and stderr are the agent's own (the
+  // console) instead of pipes, and `passFd`, if set, is its fd 3 (where it reports readiness).
+  bool inheritOutput = false;
+  int passFd = -1;
 };
 
 struct SpawnedProcess {

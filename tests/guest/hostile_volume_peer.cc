@@ -6,17 +6,17 @@
 // "NAME ERRNO" (0: success), for the test to check; then "closed" if the server ended the stream.
 //   fcvm-hostile-volume-peer TAG
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/unique_fd.h"
@@ -41,25 +41,25 @@ std::string portNamed(const std::string& name) {
   throw std::runtime_error("no port " + name);
 }
 
-// Kills the fuse-pipe client that holds `port`, then opens the port itself (free once the
-// client's fd is closed; the deadline bounds a hang).
+// Kills the fuse-pipe client that holds `port` and waits for it to be gone (its pidfd is
+// readable once it has exited, after its files, the port among them, were closed), then opens the
+// port itself.
 fcvm::UniqueFd takeOver(const std::string& port) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     auto cmdline = readFile(entry.path() / "cmdline");
-    if (cmdline.find("volume-mount") != std::string::npos &&
-        cmdline.find(port + std::string(1, '\0')) != std::string::npos) {
-      ::kill(std::stoi(entry.path().filename().string()), SIGKILL);
+    if (cmdline.find("volume-mount") == std::string::npos ||
+        cmdline.find(port + std::string(1, '\0')) == std::string::npos) {
+      continue;
     }
+    pid_t client = std::stoi(entry.path().filename().string());
+    fcvm::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, client, 0)));
+    if (!pidfd || ::kill(client, SIGKILL) != 0) continue;  // gone already
+    pollfd exited{pidfd.get(), POLLIN, 0};
+    if (::poll(&exited, 1, 30'000) != 1) throw std::runtime_error("the client did not exit");
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  for (;;) {
-    fcvm::UniqueFd fd(::open(port.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY));
-    if (fd) return fd;
-    if (errno != EBUSY || std::chrono::steady_clock::now() > deadline) {
-      throw std::runtime_error("open " + port + ": " + std::strerror(errno));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  fcvm::UniqueFd fd(::open(port.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY));
+  if (!fd) throw std::runtime_error("open " + port + ": " + std::strerror(errno));
+  return fd;
 }
 
 class Peer {
