@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -142,11 +143,25 @@ void LinuxGuestSystem::configureNetwork(const GuestNetwork& network) {
   kj::FdOutputStream(fd).write(resolv.data(), resolv.size());
 }
 
-pid_t LinuxGuestSystem::mountVolume(const VolumeSpec& volume) {
+namespace {
+
+std::string volumeMountpoint(const VolumeSpec& volume) {
+  return std::string(kVolumeMountRoot) + "/" + volume.hostTag;
+}
+
+void killAndReap(pid_t pid) {
+  kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// Starts the volume's fuse-pipe client on its port and returns its pid once it has mounted the
+// volume at `mountpoint`. Throws kj::Exception naming the volume otherwise (no client is left).
+pid_t startVolumeClient(const VolumeSpec& volume, const std::string& mountpoint) {
   constexpr auto kPortTimeout = std::chrono::seconds(10);
   constexpr int kMountTimeoutMs = 30'000;
-  auto port = waitForVirtioPort("fcvm.volume." + volume.hostTag, kPortTimeout);
-  std::string mountpoint = std::string(kVolumeMountRoot) + "/" + volume.hostTag;
+  auto port = waitForVirtioPort(volumePortName(volume.hostTag, volume.port), kPortTimeout);
   std::filesystem::create_directories(mountpoint);
   int ready[2];
   KJ_SYSCALL(pipe2(ready, O_CLOEXEC));
@@ -167,12 +182,44 @@ pid_t LinuxGuestSystem::mountVolume(const VolumeSpec& volume) {
   } while (n < 0 && errno == EINTR);
   char byte = 0;
   if (n == 1 && read(readyRead.get(), &byte, 1) == 1 && byte == '1') return pid;
-  kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  killAndReap(pid);
   KJ_FAIL_REQUIRE("the volume's fuse-pipe client did not mount it (see the console log)",
                   volume.hostTag, volume.guestPath, n == 0 ? "timed out" : "exited");
+}
+
+void makeShared(const std::string& mountpoint) {
+  KJ_SYSCALL(mount(nullptr, mountpoint.c_str(), nullptr, MS_SHARED, nullptr),
+             "make the volume's mount shared", mountpoint);
+}
+
+}  // namespace
+
+pid_t LinuxGuestSystem::mountVolume(const VolumeSpec& volume) {
+  auto mountpoint = volumeMountpoint(volume);
+  pid_t pid = startVolumeClient(volume, mountpoint);
+  makeShared(mountpoint);
+  return pid;
+}
+
+pid_t LinuxGuestSystem::remountVolume(const VolumeSpec& volume) {
+  // Mounted aside first: the client's mount looks at its mount point, which must not be the dead
+  // mount (stat there fails with ENOTCONN). Then bound over the dead mount, which propagates the
+  // new mount to the container's bind of it; the aside mount goes.
+  auto target = volumeMountpoint(volume);
+  auto aside = std::string(kVolumeMountRoot) + "/." + volume.hostTag + ".next";
+  pid_t pid = startVolumeClient(volume, aside);
+  auto failure = kj::runCatchingExceptions([&]() {
+    KJ_SYSCALL(mount(aside.c_str(), target.c_str(), nullptr, MS_BIND, nullptr),
+               "bind the volume's new mount", target);
+    makeShared(target);
+  });
+  umount2(aside.c_str(), MNT_DETACH);
+  rmdir(aside.c_str());
+  KJ_IF_MAYBE (e, failure) {
+    killAndReap(pid);
+    kj::throwFatalException(kj::mv(*e));
+  }
+  return pid;
 }
 
 }  // namespace fcvm::agent

@@ -26,7 +26,11 @@ class GuestSystem {
   // Mounts the --map volume at kVolumeMountRoot/<tag> (agent/podman_launcher.h) with a fuse-pipe
   // client process of its own on the volume's port; returns that process's pid (-1 if there is
   // none to watch) once the mount exists. Throws kj::Exception naming the volume otherwise.
+  // The mount is shared, so what is later mounted over it reaches the container's (rslave) bind.
   virtual pid_t mountVolume(const VolumeSpec& volume) = 0;
+  // In a clone, once the caller has ended the snapshot's client (which aborts its connection):
+  // mounts the volume anew from its port over the dead mount, as mountVolume() does.
+  virtual pid_t remountVolume(const VolumeSpec& volume) = 0;
 };
 
 // The guest's PID 1: FIFREEZE/FITHAW on the root file system, sethostname(2), /etc/machine-id,
@@ -40,6 +44,7 @@ class LinuxGuestSystem : public GuestSystem {
   void addEntropy(const std::string& bytes) override;
   void configureNetwork(const GuestNetwork& network) override;
   pid_t mountVolume(const VolumeSpec& volume) override;
+  pid_t remountVolume(const VolumeSpec& volume) override;
 };
 
 }  // namespace fcvm::agent

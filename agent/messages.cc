@@ -35,6 +35,19 @@ std::vector<std::string> textList(capnp::List<capnp::Text>::Reader list, const c
   return out;
 }
 
+std::vector<VolumeSpec> decodeVolumes(capnp::List<wire::Volume>::Reader volumes) {
+  KJ_REQUIRE(volumes.size() <= wire::MAX_LIST_ITEMS, "agent frame: too many volumes",
+             volumes.size());
+  std::vector<VolumeSpec> out;
+  for (auto v : volumes) {
+    KJ_REQUIRE(v.getPort() <= 1, "agent frame: volume port not 0 or 1", v.getPort());
+    out.push_back(VolumeSpec{text(v.getHostTag(), "volume.hostTag"),
+                             text(v.getGuestPath(), "volume.guestPath"), v.getReadOnly(),
+                             v.getPort()});
+  }
+  return out;
+}
+
 RunPlan decodeRunPlan(wire::RunPlan::Reader r) {
   RunPlan plan;
   plan.image = text(r.getImage(), "runPlan.image");
@@ -43,13 +56,7 @@ RunPlan decodeRunPlan(wire::RunPlan::Reader r) {
   plan.user = text(r.getUser(), "runPlan.user");
   plan.workdir = text(r.getWorkdir(), "runPlan.workdir");
   plan.privileged = r.getPrivileged();
-  auto volumes = r.getVolumes();
-  KJ_REQUIRE(volumes.size() <= wire::MAX_LIST_ITEMS, "agent frame: too many volumes",
-             volumes.size());
-  for (auto v : volumes) {
-    plan.volumes.push_back(VolumeSpec{text(v.getHostTag(), "volume.hostTag"),
-                                      text(v.getGuestPath(), "volume.guestPath"), v.getReadOnly()});
-  }
+  plan.volumes = decodeVolumes(r.getVolumes());
   switch (r.getNetwork()) {
     case wire::NetworkMode::NONE:
       plan.network = NetworkMode::kNone;
@@ -97,6 +104,7 @@ Resume decodeResume(wire::Resume::Reader r) {
   KJ_REQUIRE(entropy.size() >= 32 && entropy.size() <= wire::MAX_ENTROPY_BYTES,
              "agent frame: entropy outside 32..512 bytes", entropy.size());
   resume.entropy = std::string(reinterpret_cast<const char*>(entropy.begin()), entropy.size());
+  resume.volumes = decodeVolumes(r.getVolumes());
   return resume;
 }
 
@@ -157,6 +165,19 @@ void setTextList(InitList init, const std::vector<std::string>& items, const cha
   for (size_t i = 0; i < items.size(); ++i) list.set(i, asText(items[i], field));
 }
 
+template <typename InitList>
+void setVolumes(InitList init, const std::vector<VolumeSpec>& volumes) {
+  KJ_REQUIRE(volumes.size() <= wire::MAX_LIST_ITEMS, "too many volumes to send");
+  auto out = init(volumes.size());
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    KJ_REQUIRE(volumes[i].port <= 1, "volume port not 0 or 1");
+    out[i].setHostTag(asText(volumes[i].hostTag, "volume.hostTag"));
+    out[i].setGuestPath(asText(volumes[i].guestPath, "volume.guestPath"));
+    out[i].setReadOnly(volumes[i].readOnly);
+    out[i].setPort(volumes[i].port);
+  }
+}
+
 struct Encoder {
   wire::Message::Builder m;
 
@@ -173,13 +194,7 @@ struct Encoder {
     b.setUser(asText(p.user, "runPlan.user"));
     b.setWorkdir(asText(p.workdir, "runPlan.workdir"));
     b.setPrivileged(p.privileged);
-    KJ_REQUIRE(p.volumes.size() <= wire::MAX_LIST_ITEMS, "too many volumes to send");
-    auto volumes = b.initVolumes(p.volumes.size());
-    for (size_t i = 0; i < p.volumes.size(); ++i) {
-      volumes[i].setHostTag(asText(p.volumes[i].hostTag, "volume.hostTag"));
-      volumes[i].setGuestPath(asText(p.volumes[i].guestPath, "volume.guestPath"));
-      volumes[i].setReadOnly(p.volumes[i].readOnly);
-    }
+    setVolumes([&](size_t n) { return b.initVolumes(n); }, p.volumes);
     b.setNetwork(p.network == NetworkMode::kHost ? wire::NetworkMode::HOST
                                                  : wire::NetworkMode::NONE);
     b.setClockRealtimeNs(p.clockRealtimeNs);
@@ -261,10 +276,15 @@ struct Encoder {
     b.setMachineId(asText(r.machineId, "resume.machineId"));
     b.setEntropy(
         capnp::Data::Reader(reinterpret_cast<const kj::byte*>(r.entropy.data()), r.entropy.size()));
+    setVolumes([&](size_t n) { return b.initVolumes(n); }, r.volumes);
   }
 };
 
 }  // namespace
+
+std::string volumePortName(const std::string& tag, unsigned port) {
+  return "fcvm.volume." + tag + "." + std::to_string(port);
+}
 
 const char* messageName(const Message& message) {
   static constexpr const char* kNames[] = {

@@ -31,9 +31,13 @@ struct VolumeSpec {
   std::string hostTag;
   std::string guestPath;
   bool readOnly = false;
+  uint8_t port = 0;  // which of the volume's two ports its server is on (wire::Volume)
 
   bool operator==(const VolumeSpec&) const = default;
 };
+
+// The name QEMU gives port `port` (0 or 1) of volume `tag` (wire::Volume).
+std::string volumePortName(const std::string& tag, unsigned port);
 
 struct GuestNetwork {
   std::string address;  // IPv4 dotted quad
@@ -151,9 +155,10 @@ struct Thaw {
 // A clone's identity, given when it is restored from a snapshot.
 struct Resume {
   int64_t realtimeNs = 0;
-  std::string hostname;   // a valid hostname
-  std::string machineId;  // 32 lowercase hex digits
-  std::string entropy;    // 32..512 bytes
+  std::string hostname;             // a valid hostname
+  std::string machineId;            // 32 lowercase hex digits
+  std::string entropy;              // 32..512 bytes
+  std::vector<VolumeSpec> volumes;  // the run plan's, each on its other port now
 
   bool operator==(const Resume&) const = default;
 };

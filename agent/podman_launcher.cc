@@ -53,8 +53,8 @@ std::vector<std::string> podmanRunArgv(const RunPlan& plan) {
   for (const auto& e : plan.env) argv.insert(argv.end(), {"-e", e});
   for (const auto& v : plan.volumes) {
     checkVolume(v);
-    std::string spec = std::string(kVolumeMountRoot) + "/" + v.hostTag + ":" + v.guestPath;
-    if (v.readOnly) spec += ":ro";
+    std::string spec = std::string(kVolumeMountRoot) + "/" + v.hostTag + ":" + v.guestPath +
+                       (v.readOnly ? ":ro,rslave" : ":rslave");
     argv.insert(argv.end(), {"-v", spec});
   }
   // Everything after the image is the container's command, even if it starts with '-'.

@@ -17,7 +17,8 @@ inline constexpr char kVolumeMountRoot[] = "/run/fcvm/volumes";
 // podman run --rm --name fcvm --network host|none --cgroup-manager cgroupfs
 //   --events-backend file --pull never --sdnotify conmon [--privileged] [-u USER] [-w DIR] [-e
 //   NAME=VALUE]...
-//   [-v /run/fcvm/volumes/TAG:PATH[:ro]]... IMAGE [COMMAND...]
+//   [-v /run/fcvm/volumes/TAG:PATH:[ro,]rslave]... IMAGE [COMMAND...]
+// rslave: a clone's volume, mounted anew over the old mount in the guest, reaches the container.
 // Throws kj::Exception for an empty image, an env entry without '=', a volume tag that is not
 // [A-Za-z0-9._-]+ (or is "." / ".."), or a guest path that is not absolute or contains ':' or "..".
 std::vector<std::string> podmanRunArgv(const RunPlan& plan);

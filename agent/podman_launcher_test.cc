@@ -37,8 +37,8 @@ TEST(PodmanRunArgv, FullPlan) {
                                        "-w",       "/srv",
                                        "-e",       "A=1",
                                        "-e",       "B=",
-                                       "-v",       "/run/fcvm/volumes/v0:/data:ro",
-                                       "-v",       "/run/fcvm/volumes/v1:/rw",
+                                       "-v",       "/run/fcvm/volumes/v0:/data:ro,rslave",
+                                       "-v",       "/run/fcvm/volumes/v1:/rw:rslave",
                                        "img",      "--not-an-option",
                                        "x"}));
 }

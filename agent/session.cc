@@ -191,6 +191,7 @@ void AgentSession::resume(const Resume& message) {
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { deps_.system.thawFilesystems(); })) {
     log(std::string("thaw: ") + e->getDescription().cStr());
   }
+  remountVolumes(message.volumes);
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
                  deps_.system.setHostname(message.hostname);
                  deps_.system.setMachineId(message.machineId);
@@ -206,6 +207,22 @@ void AgentSession::resume(const Resume& message) {
     if (auto* a = std::get_if<StdinAck>(&m)) id = a->streamId;
     return orphans.count(id) == 0;
   });
+}
+
+void AgentSession::remountVolumes(const std::vector<VolumeSpec>& volumes) {
+  for (const auto& volume : volumes) {
+    // The source's client speaks on the port the clone no longer serves: ended first, which
+    // fails whatever waits on its mount (ENOTCONN) instead of leaving it hanging.
+    volumeClients_.erase(volume.hostTag);
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                   pid_t client = deps_.system.remountVolume(volume);
+                   if (client > 0) {
+                     volumeClients_[volume.hostTag] = kj::heap<ChildProcess>(client, deps_.events);
+                   }
+                 })) {
+      log("volume " + volume.hostTag + " in the clone: " + e->getDescription().cStr());
+    }
+  }
 }
 
 void AgentSession::startContainer(const RunPlan& plan) {
@@ -231,8 +248,9 @@ void AgentSession::startContainer(const RunPlan& plan) {
                  // The volumes first: the container binds their mount points.
                  for (const auto& volume : plan.volumes) {
                    pid_t client = deps_.system.mountVolume(volume);
-                   if (client > 0)
-                     volumeClients_.push_back(kj::heap<ChildProcess>(client, deps_.events));
+                   if (client > 0) {
+                     volumeClients_[volume.hostTag] = kj::heap<ChildProcess>(client, deps_.events);
+                   }
                  }
                  process = deps_.launcher.startContainer(plan);
                })) {

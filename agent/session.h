@@ -76,6 +76,7 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   void thaw(int64_t realtimeNs);
   kj::Promise<void> newHost(const Hello& hello);
   void resume(const Resume& resume);
+  void remountVolumes(const std::vector<VolumeSpec>& volumes);
   void setClock(int64_t realtimeNs);
   void feedStdin(const Stdin& message);
   void resize(const WindowSize& message);
@@ -91,7 +92,7 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   bool frozen_ = false;          // file systems frozen, frames held
   bool awaitingResume_ = false;  // frozen, and a new host said hello: its resume comes next
   // The --map volumes' fuse-pipe clients; destroyed (killed) after the container's streams.
-  std::vector<kj::Own<ChildProcess>> volumeClients_;
+  std::map<std::string, kj::Own<ChildProcess>> volumeClients_;  // by volume tag
   std::map<uint32_t, kj::Own<ProcessStream>> streams_;
   // Exec streams of a restored clone's previous host: ended, no longer addressable by id.
   std::map<ProcessStream*, kj::Own<ProcessStream>> orphans_;

@@ -68,6 +68,10 @@ class RecordingSystem : public GuestSystem {
     calls.push_back("volume " + v.hostTag + " " + v.guestPath + (v.readOnly ? " ro" : ""));
     return -1;
   }
+  pid_t remountVolume(const VolumeSpec& v) override {
+    calls.push_back("remount " + v.hostTag + " port " + std::to_string(v.port));
+    return -1;
+  }
   std::vector<std::string> calls;
   std::string volumeError;
   std::string freezeError;
@@ -473,14 +477,15 @@ TEST_F(AgentSessionTest, AFailedFreezeHoldsNothing) {
 // A clone restored from a snapshot: the frozen agent meets a new host, which says hello and gives
 // it its identity. The source host's exec streams end without a word to the new host, and the
 // container's output goes on to it.
-TEST_F(AgentSessionTest, ResumeUnderANewHostGivesTheCloneItsIdentityAndDropsOldExecs) {
+TEST_F(AgentSessionTest, ResumeUnderANewHostGivesTheCloneItsIdentityVolumesAndDropsOldExecs) {
   int cloneFd = ::dup(hostFd_.get());  // the same byte stream, as a restored clone's new host has
   ASSERT_GE(cloneFd, 0);
   connectHost();
   TempFifo gate;
   host_
       ->runContainer(RunPlan{.image = "x",
-                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"}})
+                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"},
+                             .volumes = {{"v0", "/data", false, 0}}})
       .wait(ws());
   expectOutput(kContainerStream, "one\n");
   host_->exec(ExecRequest{.id = 7, .command = {"sh", "-c", "echo old exec; exec sleep 600"}})
@@ -495,14 +500,19 @@ TEST_F(AgentSessionTest, ResumeUnderANewHostGivesTheCloneItsIdentityAndDropsOldE
       "clone-host");
   EXPECT_EQ(host_->handshake().wait(ws()).agentVersion, "test-agent");
   std::string machineId(32, 'a');
-  host_->resume(Resume{4'242, "clone-1", machineId, std::string(64, 'e')}).wait(ws());
+  host_
+      ->resume(
+          Resume{4'242, "clone-1", machineId, std::string(64, 'e'), {{"v0", "/data", false, 1}}})
+      .wait(ws());
   gate.write("two\n");
   expectOutput(kContainerStream, "two\n");
   // Stream ids are the new host's again: 7 is free, and nothing of the old stream 7 arrived (the
   // channel would have failed on it).
   EXPECT_EQ(runExec(shell(7, "echo new exec")).out, "new exec\n");
   EXPECT_EQ(host_->failure(), "");
-  EXPECT_EQ(system_.calls, (std::vector<std::string>{"freeze", "thaw", "hostname clone-1",
+  // The volume is mounted anew from its other port, where the clone's own server is.
+  EXPECT_EQ(system_.calls, (std::vector<std::string>{"volume v0 /data", "freeze", "thaw",
+                                                     "remount v0 port 1", "hostname clone-1",
                                                      "machine-id " + machineId, "entropy 64"}));
   EXPECT_EQ(clock_.values, (std::vector<int64_t>{4'242}));
 }

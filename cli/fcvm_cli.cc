@@ -154,7 +154,8 @@ class Commands {
     request.setName(opt_.name);
     request.setWorkerPid(opt_.pid);
     request.setTag(opt_.tag);
-    auto snapshot = request.send().wait(session.waitScope()).getSnapshot();
+    auto snapshotReply = request.send().wait(session.waitScope());
+    auto snapshot = snapshotReply.getSnapshot();
     if (opt_.json) {
       ctx_.out << snapshotToJson(snapshot).dump(2) << "\n";
     } else {
@@ -240,9 +241,17 @@ class Commands {
     kj::UnixEventPort::captureSignal(SIGINT);
     kj::UnixEventPort::captureSignal(SIGTERM);
     SupervisorSession session(connect(true));
+    // The snapshot's volumes are opened here, with this user's rights, as `run --map` does.
+    auto inspect = session.api().inspectSnapshotRequest();
+    inspect.setTag(opt_.tag);
+    inspect.setServePid(opt_.pid);
+    auto snapshotReply = inspect.send().wait(session.waitScope());
+    auto snapshot = snapshotReply.getSnapshot();
     auto request = session.api().runCloneRequest();
     request.setTag(opt_.tag);
     request.setServePid(opt_.pid);
+    request.setSnapshotId(snapshot.getId());
+    openVolumes(snapshot.getVolumes(), request.initVolumeDirs(snapshot.getVolumes().size()));
     request.setName(opt_.name);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
@@ -284,7 +293,8 @@ class Commands {
     if (args.interactive) input = sendStdin(io, process).eagerlyEvaluate(nullptr);
     kj::Promise<void> resizing = kj::READY_NOW;
     if (args.tty) resizing = forwardWindowSize(io, process).eagerlyEvaluate(nullptr);
-    auto exit = process.waitRequest().send().wait(session.waitScope()).getExit();
+    auto exitReply = process.waitRequest().send().wait(session.waitScope());
+    auto exit = exitReply.getExit();
     return exit.getCode();
   }
 
@@ -306,7 +316,8 @@ class Commands {
     auto request = session.api().stopVmRequest();
     request.setName(opt_.name);
     request.setTimeoutMs(opt_.timeoutSeconds * 1000);
-    auto vm = request.send().wait(session.waitScope()).getVm();
+    auto vmReply = request.send().wait(session.waitScope());
+    auto vm = vmReply.getVm();
     if (opt_.json) {
       ctx_.out << vmToJson(vm).dump(2) << "\n";
     } else {
@@ -322,7 +333,8 @@ class Commands {
     request.setCondition(opt_.condition == "healthy" ? rpc::WaitCondition::HEALTHY
                          : opt_.condition == "ended" ? rpc::WaitCondition::ENDED
                                                      : rpc::WaitCondition::RUNNING);
-    auto vm = request.send().wait(session.waitScope()).getVm();
+    auto vmReply = request.send().wait(session.waitScope());
+    auto vm = vmReply.getVm();
     if (opt_.json) {
       ctx_.out << vmToJson(vm).dump(2) << "\n";
     } else {
@@ -372,7 +384,8 @@ class Commands {
       return kExitNotRunning;
     }
     SupervisorSession session(endpoint.socket);
-    auto s = session.api().statusRequest().send().wait(session.waitScope()).getStatus();
+    auto statusReply = session.api().statusRequest().send().wait(session.waitScope());
+    auto s = statusReply.getStatus();
     if (opt_.json) {
       ctx_.out << json{{"running", true},
                        {"version", s.getVersion().cStr()},
@@ -529,7 +542,13 @@ class Commands {
     for (unsigned i = 0; i < list.size(); ++i) list.set(i, env[i]);
     // Each --map directory too: what the VM may reach there is what this user could.
     auto volumes = request.getSpec().getVolumes();
-    auto dirs = request.initVolumeDirs(volumes.size());
+    openVolumes(volumes, request.initVolumeDirs(volumes.size()));
+  }
+
+  // Opens each volume's host directory as this user, for the supervisor (which never opens them
+  // by path itself).
+  static void openVolumes(capnp::List<rpc::Volume>::Reader volumes,
+                          capnp::List<rpc::FileHandle, capnp::Kind::INTERFACE>::Builder dirs) {
     for (unsigned i = 0; i < volumes.size(); ++i) {
       try {
         dirs.set(i, ipc::fileHandle(ipc::openDirectory(volumes[i].getHostPath().cStr())));

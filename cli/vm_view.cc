@@ -22,6 +22,16 @@ std::string portText(rpc::PortMapping::Reader p) {
                      p.getHostPort(), p.getGuestPort(), p.getProtocol().cStr());
 }
 
+nlohmann::json volumesToJson(capnp::List<rpc::Volume>::Reader volumes) {
+  nlohmann::json out = nlohmann::json::array();
+  for (auto v : volumes) {
+    out.push_back({{"host", v.getHostPath().cStr()},
+                   {"guest", v.getGuestPath().cStr()},
+                   {"read_only", v.getReadOnly()}});
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string formatTimestamp(int64_t unixNs) {
@@ -52,13 +62,7 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
   nlohmann::json ports = nlohmann::json::array();
   for (auto p : vm.getPorts()) ports.push_back(portText(p));
   j["ports"] = ports;
-  nlohmann::json volumes = nlohmann::json::array();
-  for (auto v : vm.getVolumes()) {
-    volumes.push_back({{"host", v.getHostPath().cStr()},
-                       {"guest", v.getGuestPath().cStr()},
-                       {"read_only", v.getReadOnly()}});
-  }
-  j["volumes"] = volumes;
+  j["volumes"] = volumesToJson(vm.getVolumes());
   j["snapshot"] = vm.hasSnapshot() && vm.getSnapshot().size() > 0
                       ? nlohmann::json(vm.getSnapshot().cStr())
                       : nlohmann::json(nullptr);
@@ -86,6 +90,7 @@ nlohmann::json snapshotToJson(rpc::SnapshotInfo::Reader s) {
           {"pause_ms", s.getPauseNs() / 1e6},
           {"memory_bytes", s.getMemoryBytes()},
           {"clones", s.getClones()},
+          {"volumes", volumesToJson(s.getVolumes())},
           {"serve", s.getHasServe() ? serveToJson(s.getServe()) : nlohmann::json(nullptr)}};
 }
 

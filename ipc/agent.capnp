@@ -14,8 +14,9 @@
 # nothing either. Both directions of the byte stream are thus at a frame boundary while the VM is
 # paused and saved. The source VM goes on with `thaw`. A clone restored from the snapshot has the
 # same frozen agent, now on a new host connection: that host sends `hello` (the agent answers
-# with its own) and then `resume`, which gives the clone its own identity and clock; the agent
-# ends the exec streams of the source's host (their clients are the source's) and thaws.
+# with its own) and then `resume`, which gives the clone its own identity, clock and volume
+# servers; the agent ends the exec streams of the source's host (their clients are the source's),
+# mounts the volumes anew and thaws.
 # Stdin is flow-controlled per stream: the host keeps at most stdinWindowBytes of a stream's
 # stdin un-acknowledged; the agent acks bytes once the process took them (or they were dropped
 # because it closed its stdin). A slow reader thus never blocks the channel for other streams.
@@ -49,10 +50,15 @@ enum NetworkMode {
   host @1;
 }
 
+# Each volume has two virtio-serial ports, "fcvm.volume.<hostTag>.0" and ".1"; its server is on
+# one of them (`port`). A clone's server is on the other one, and the port its snapshot used is
+# connected to nothing: whatever the source's client still had under way there goes nowhere, and
+# the clone's new client starts a clean stream.
 struct Volume {
-  hostTag @0 :Text;                 # the fuse-pipe channel / tag the host serves it under
+  hostTag @0 :Text;                 # names the volume's ports and mount point: v0, v1, ...
   guestPath @1 :Text;               # absolute path inside the container
   readOnly @2 :Bool;
+  port @3 :UInt8;                   # 0 or 1: which of its two ports the server is on
 }
 
 # The guest's network interface (the VM's virtio-net device, eth0): a static address, a default
@@ -141,6 +147,10 @@ struct Resume {
   hostname @1 :Text;                # the clone's name
   machineId @2 :Text;               # machineIdBytes lowercase hex digits, for /etc/machine-id
   entropy @3 :Data;                 # 32..maxEntropyBytes random bytes to reseed the guest RNG
+  # The --map volumes (as in the run plan), each now served on its other port by a server of the
+  # clone's own: the agent ends the source's clients and mounts each volume anew over the old
+  # mount, which the container sees through mount propagation.
+  volumes @4 :List(Volume);
 }
 
 struct Log {

@@ -51,6 +51,7 @@ struct SnapshotInfo {
   clones @9 :UInt32;         # clones running from it
   hasServe @10 :Bool;
   serve @11 :ServeInfo;
+  volumes @12 :List(Common.Volume);  # the source's --map volumes, which each clone reopens
 }
 
 # Held by a foreground `fcvm snapshot serve`: when the last reference goes, the supervisor stops
@@ -140,7 +141,13 @@ interface Supervisor {
   # Starts a clone of the snapshot `tag`, or of the one the serve process `servePid` serves; the
   # rest as runVm. A serve process is started if none runs.
   # `ports`: the clone's own published ports (the source's stay the source's).
+  # The snapshot's volumes come as the directories the client opened (`volumeDirs`, in the order
+  # of its `volumes`), and `snapshotId` says which snapshot the client looked at for them
+  # (inspectSnapshot): a snapshot retaken under the same tag since is refused.
   runClone @15 (tag :Text, servePid :Int32, name :Text, output :Common.OutputSink, detach :Bool,
-                autoRemove :Bool, ports :List(Common.PortMapping)) -> (vm :VmInfo, lease :VmLease);
+                autoRemove :Bool, ports :List(Common.PortMapping), snapshotId :Text,
+                volumeDirs :List(Common.FileHandle)) -> (vm :VmInfo, lease :VmLease);
   listServes @16 () -> (serves :List(ServeInfo));
+  # The snapshot `tag`, or the one the serve process `servePid` serves, as runClone finds it.
+  inspectSnapshot @17 (tag :Text, servePid :Int32) -> (snapshot :SnapshotInfo);
 }

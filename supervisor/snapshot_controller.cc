@@ -113,11 +113,11 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
     throw Error(fmt::format("VM '{}' is {}; only a running VM can be snapshotted", name,
                             ipc::toString(record->state)));
   }
-  // A clone would need each volume's connection and server state carried over (issue 12):
-  // refused plainly rather than cloned with volumes that do not work.
-  if (!vms_.specOf(record->id.str()).volumes.empty()) {
-    throw Error(fmt::format(
-        "VM '{}' has --map volumes; snapshots of VMs with volumes are not supported yet", name));
+  if (!record->snapshotId.view().empty()) {
+    // A clone's guest memory is its snapshot's image mapped copy-on-write: what it changed lives
+    // only in QEMU's private pages, which no file holds to copy.
+    throw Error(fmt::format("VM '{}' is a clone of snapshot '{}'; clones cannot be snapshotted",
+                            name, tagOf(record->snapshotId.str())));
   }
   rpc::Worker::Client worker = nullptr;
   KJ_IF_MAYBE (w, vms_.workerOf(record->id.str())) {
@@ -146,6 +146,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   meta.sourceVmName = name;
   meta.image = record->image.str();
   meta.qemuVersion = qemuVersion();
+  meta.volumes = vms_.specOf(meta.sourceVmId).volumes;
   auto staging = store_.begin(meta.id);
   auto request = worker.snapshotRequest();
   request.setState(handleOf(staging->state));
@@ -255,21 +256,37 @@ kj::Promise<void> SnapshotController::whenServeGone(const std::string& snapshotI
   return serves_.whenGone(snapshotId);
 }
 
-kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const std::string& tag,
-                                                    int32_t servePid, const std::string& name,
-                                                    std::vector<ipc::PortMapping> ports,
+const SnapshotMeta& SnapshotController::resolve(const Caller& caller, const std::string& tag,
+                                                int32_t servePid) {
+  if (servePid == 0) return visible(caller, tag);
+  auto serve = serves_.findByPid(servePid);
+  auto it = serve ? ready_.find(serve->snapshotId) : ready_.end();
+  if (it == ready_.end() || !caller.mayAccess(it->second.ownerUid)) {
+    throw Error(fmt::format("no snapshot of yours is served by pid {}", servePid));
+  }
+  return it->second;
+}
+
+SnapshotView SnapshotController::inspect(const Caller& caller, const std::string& tag,
+                                         int32_t servePid) {
+  return view(resolve(caller, tag, servePid), "ready");
+}
+
+kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const CloneRequest& r,
                                                     kj::Maybe<rpc::OutputSink::Client> output,
-                                                    bool detach, bool autoRemove) {
-  const SnapshotMeta* meta = nullptr;
-  if (servePid != 0) {
-    auto serve = serves_.findByPid(servePid);
-    auto it = serve ? ready_.find(serve->snapshotId) : ready_.end();
-    if (it == ready_.end() || !caller.mayAccess(it->second.ownerUid)) {
-      throw Error(fmt::format("no snapshot of yours is served by pid {}", servePid));
-    }
-    meta = &it->second;
-  } else {
-    meta = &visible(caller, tag);
+                                                    std::vector<UniqueFd> volumeDirs) {
+  const SnapshotMeta* meta = &resolve(caller, r.tag, r.servePid);
+  if (!r.snapshotId.empty() && r.snapshotId != meta->id) {
+    // Removed and taken again since the client looked: its volumes may not be the ones the client
+    // opened.
+    throw Error(
+        fmt::format("snapshot '{}' changed while the clone was asked for; try again", meta->tag));
+  }
+  if (volumeDirs.size() != meta->volumes.size()) {
+    throw Error(
+        fmt::format("snapshot '{}' has {} --map volumes but {} directories came with the "
+                    "request",
+                    meta->tag, meta->volumes.size(), volumeDirs.size()));
   }
   if (meta->qemuVersion != qemuVersion()) {
     throw Error(
@@ -279,24 +296,25 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
   }
   auto dir = store_.bulkOf(meta->id);
   auto spec = ipc::readVmSpecFile(store_.specOf(meta->id).string());
-  spec.name = name;
-  if (!ports.empty() && spec.network == "none") {
+  spec.name = r.name;
+  if (!r.ports.empty() && spec.network == "none") {
     throw Error(fmt::format("snapshot '{}' has no network: -p needs one", meta->tag));
   }
-  spec.ports = std::move(ports);
-  auto record = vms_.create(caller, spec, autoRemove, meta->id);
+  spec.ports = r.ports;
+  auto record = vms_.create(caller, spec, r.autoRemove, meta->id);
   auto vmId = record.id.str();
   spdlog::info("uid {} runs clone {} ({}) of snapshot '{}'{}", caller.uid, spec.name, vmId,
-               meta->tag, detach ? ", detached" : "");
+               meta->tag, r.detach ? ", detached" : "");
   auto snapshot = served(*meta);
   return serves_.attachClone(snapshot, vmId)
       .then(
-          [this, caller, vmId, dir, spec, output = kj::mv(output),
-           detach](UniqueFd memory) mutable {
+          [this, caller, vmId, dir, spec, output = kj::mv(output), detach = r.detach,
+           volumeDirs = std::move(volumeDirs)](UniqueFd memory) mutable {
             WorkerInputs inputs{
                 Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1, {}};
+            for (const auto& d : volumeDirs) inputs.volumeDirs.push_back(d.get());
             return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
-                .attach(std::move(memory));
+                .attach(std::move(memory), std::move(volumeDirs));
           },
           [this, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
             vms_.discard(vmId);

@@ -30,6 +30,17 @@ struct SnapshotView {
   uint32_t clones = 0;
 };
 
+// What a client asks of runClone besides its output and the volumes' directories.
+struct CloneRequest {
+  std::string tag;
+  int32_t servePid = 0;    // instead of `tag`: the snapshot this serve process serves
+  std::string snapshotId;  // the snapshot the client looked at (inspect), if it did; else empty
+  std::string name;        // the clone's; empty: generated
+  std::vector<ipc::PortMapping> ports;
+  bool detach = false;
+  bool autoRemove = false;
+};
+
 class SnapshotController : private kj::TaskSet::ErrorHandler {
  public:
   SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRegistry& registry, VmController& vms);
@@ -44,10 +55,13 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> remove(const Caller& caller, const std::string& tag, bool force);
   kj::Promise<ServeView> serve(const Caller& caller, const std::string& tag);
   kj::Promise<void> stopServe(const Caller& caller, const std::string& tag);
-  kj::Promise<RunResult> runClone(const Caller& caller, const std::string& tag, int32_t servePid,
-                                  const std::string& name, std::vector<ipc::PortMapping> ports,
-                                  kj::Maybe<rpc::OutputSink::Client> output, bool detach,
-                                  bool autoRemove);
+  // The snapshot `tag` (or the one the serve process `servePid` serves), as the caller sees it.
+  SnapshotView inspect(const Caller& caller, const std::string& tag, int32_t servePid);
+  // Starts a clone; `volumeDirs` are the snapshot's volumes' directories as the client opened
+  // them, in order.
+  kj::Promise<RunResult> runClone(const Caller& caller, const CloneRequest& request,
+                                  kj::Maybe<rpc::OutputSink::Client> output,
+                                  std::vector<UniqueFd> volumeDirs);
   std::vector<ServeView> serves(const Caller& caller);
 
   // For a foreground serve's lease: its release stops the serve (and the clones); wait() resolves
@@ -60,6 +74,7 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
  private:
   SnapshotView view(const SnapshotMeta& meta, const std::string& state);
   const SnapshotMeta& visible(const Caller& caller, const std::string& tag) const;
+  const SnapshotMeta& resolve(const Caller& caller, const std::string& tag, int32_t servePid);
   ServedSnapshot served(const SnapshotMeta& meta) const;
   // Stops the snapshot's clones, then its serve process.
   kj::Promise<void> stopAll(const std::string& snapshotId);

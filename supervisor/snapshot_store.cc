@@ -141,6 +141,7 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
       auto meta = fromJson(json::parse(in));
       if (meta.id != name) throw Error("its id is not its directory's name");
       if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
+      meta.volumes = ipc::readVmSpecFile(specOf(name).string()).volumes;
       out.push_back(std::move(meta));
     } catch (const std::exception& e) {
       spdlog::warn("snapshot {} is unreadable ({}); left alone", entry.path().string(), e.what());

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "ipc/vm_spec.h"
 
 namespace fcvm::supervisor {
 
@@ -33,6 +34,9 @@ struct SnapshotMeta {
   uint64_t pauseNs = 0;
   uint64_t memoryBytes = 0;  // data in the memory image
   std::string qemuVersion;   // a clone needs the same QEMU to load the device state
+  // The source's --map volumes (from spec.bin, not snapshot.json): each clone's client reopens
+  // every host directory with its own rights.
+  std::vector<ipc::VolumeMapping> volumes;
 };
 
 // A snapshot being written. Destroying it without commit() removes everything it wrote.

@@ -37,6 +37,23 @@ void fill(rpc::ServeInfo::Builder out, const ServeView& v, const std::string& ta
   out.setStartedAtNs(v.startedAtNs);
 }
 
+// Directories the client opened with its own rights (--map volumes), in order. Never opened by
+// path here: that would read them with the supervisor's powers. `what` names each, for errors.
+kj::Promise<std::vector<UniqueFd>> receiveDirectories(
+    capnp::List<rpc::FileHandle, capnp::Kind::INTERFACE>::Reader handles,
+    std::vector<std::string> what) {
+  auto fds = kj::heap<std::vector<UniqueFd>>();
+  kj::Promise<void> received = kj::READY_NOW;
+  for (unsigned i = 0; i < handles.size(); ++i) {
+    received = received.then([&fds = *fds, handle = handles[i], what = what[i]]() mutable {
+      return ipc::receiveDirectory(kj::mv(handle), what).then([&fds](UniqueFd fd) {
+        fds.push_back(std::move(fd));
+      });
+    });
+  }
+  return received.then([fds = kj::mv(fds)]() mutable { return std::move(*fds); });
+}
+
 void fill(rpc::SnapshotInfo::Builder out, const SnapshotView& v) {
   out.setId(v.meta.id);
   out.setTag(v.meta.tag);
@@ -52,6 +69,7 @@ void fill(rpc::SnapshotInfo::Builder out, const SnapshotView& v) {
     out.setHasServe(true);
     fill(out.initServe(), *v.serve, v.meta.tag);
   }
+  ipc::encodeVolumes(v.meta.volumes, out.initVolumes(static_cast<unsigned>(v.meta.volumes.size())));
 }
 
 // Held by a foreground `fcvm snapshot serve`: its release, however the client goes, stops the
@@ -162,20 +180,18 @@ kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
       received = ipc::receiveFile(params.getImageArchive(), spec.image)
                      .then([&inputs = *image](UniqueFd fd) { inputs.archive = std::move(fd); });
     }
-    // Never opened by path here either: the client's directories, with the client's rights.
     auto dirs = params.getVolumeDirs();
     if (dirs.size() != spec.volumes.size()) {
       throw Error(fmt::format("{} --map volumes but {} directories came with the request",
                               spec.volumes.size(), dirs.size()));
     }
-    for (unsigned i = 0; i < dirs.size(); ++i) {
-      received = received.then(
-          [&inputs = *image, dir = dirs[i], what = spec.volumes[i].hostPath]() mutable {
-            return ipc::receiveDirectory(kj::mv(dir), "--map " + what).then([&inputs](UniqueFd fd) {
-              inputs.volumeDirs.push_back(std::move(fd));
-            });
-          });
-    }
+    std::vector<std::string> what;
+    for (const auto& v : spec.volumes) what.push_back("--map " + v.hostPath);
+    received = received.then([&inputs = *image, dirs, what = std::move(what)]() mutable {
+      return receiveDirectories(dirs, what).then([&inputs](std::vector<UniqueFd> fds) {
+        inputs.volumeDirs = std::move(fds);
+      });
+    });
     return received
         .then([this, call, spec = std::move(spec), output = kj::mv(output),
                image = kj::mv(image)]() mutable {
@@ -292,11 +308,22 @@ kj::Promise<void> SupervisorService::runClone(RunCloneContext call) {
     kj::Maybe<rpc::OutputSink::Client> output;
     if (params.hasOutput()) output = params.getOutput();
     if (!params.getDetach() && output == nullptr) throw Error("a foreground run needs an output");
-    auto ports = ipc::decodePorts(params.getPorts());
-    return context_.snapshots
-        .runClone(caller_, textParam(params.getTag()), params.getServePid(),
-                  textParam(params.getName()), std::move(ports), kj::mv(output), params.getDetach(),
-                  params.getAutoRemove())
+    CloneRequest request{textParam(params.getTag()),
+                         params.getServePid(),
+                         textParam(params.getSnapshotId()),
+                         textParam(params.getName()),
+                         ipc::decodePorts(params.getPorts()),
+                         params.getDetach(),
+                         params.getAutoRemove()};
+    auto handles = params.getVolumeDirs();
+    std::vector<std::string> what;
+    for (unsigned i = 0; i < handles.size(); ++i) what.push_back(fmt::format("volume v{}", i));
+    return receiveDirectories(handles, what)
+        .then([this, request = std::move(request),
+               output = kj::mv(output)](std::vector<UniqueFd> volumeDirs) mutable {
+          return context_.snapshots.runClone(caller_, request, kj::mv(output),
+                                             std::move(volumeDirs));
+        })
         .then([this, call](RunResult result) mutable {
           auto results = call.getResults();
           fill(results.initVm(), result.record, context_);
@@ -304,6 +331,15 @@ kj::Promise<void> SupervisorService::runClone(RunCloneContext call) {
             results.setLease(kj::mv(*lease));
           }
         });
+  });
+}
+
+kj::Promise<void> SupervisorService::inspectSnapshot(InspectSnapshotContext call) {
+  return answer([&] {
+    auto params = call.getParams();
+    fill(call.getResults().initSnapshot(),
+         context_.snapshots.inspect(caller_, textParam(params.getTag()), params.getServePid()));
+    return kj::Promise<void>(kj::READY_NOW);
   });
 }
 

@@ -49,6 +49,7 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> stopServe(StopServeContext context) override;
   kj::Promise<void> runClone(RunCloneContext context) override;
   kj::Promise<void> listServes(ListServesContext context) override;
+  kj::Promise<void> inspectSnapshot(InspectSnapshotContext context) override;
 
  private:
   SupervisorContext& context_;

@@ -66,7 +66,8 @@ class VolumeTest : public testing::VmFixture {
 };
 
 // Root's VM: the container writes into one directory and the host sees the files with their
-// owner and mode, the host's files reach the container, :ro refuses writes; a hostile guest that
+// owner and mode, the host's files reach the container, :ro refuses writes; a clone of the VM
+// shares the directories through servers of its own; a hostile guest that
 // takes a volume's channel over reaches nothing outside the directory; a killed server fails
 // accesses instead of hanging them, the VM goes on, and rm leaves no server behind.
 TEST_F(VolumeTest, ContainerAndHostShareTheDirectoryAndNothingElse) {
@@ -129,11 +130,33 @@ TEST_F(VolumeTest, ContainerAndHostShareTheDirectoryAndNothingElse) {
   EXPECT_NE(refused.output.find("Read-only file system"), std::string::npos) << refused.output;
   EXPECT_FALSE(std::filesystem::exists(readOnly / "new"));
 
-  auto snapshot = fcvm({"snapshot", "create", "--name", "vol", "--tag", "vol-snap"});
-  EXPECT_EQ(snapshot.exitCode, 1);
-  EXPECT_NE(snapshot.output.find("snapshots of VMs with volumes are not supported yet"),
-            std::string::npos)
-      << snapshot.output;
+  // A clone of the VM reads and writes the same directories through servers of its own: its
+  // guest mounts each volume anew on the volume's other port, and the container sees the new
+  // mount. The source goes on with its own servers.
+  auto snapshot = nlohmann::json::parse(
+      ok({"snapshot", "create", "--name", "vol", "--tag", "vol-snap", "--json"}));
+  EXPECT_EQ(snapshot.at("volumes"), inspect("vol").at("volumes"));
+  ok({"snapshot", "run", "--from", "vol-snap", "--name", "vol-clone", "-d"});
+  ASSERT_EQ(volumeServers("vol-clone").size(), 3u)
+      << fcvm({"logs", "--name", "vol-clone", "--source", "worker"}).output;
+  std::ofstream(shared / "after-snapshot.txt") << "for the clone\n";
+  EXPECT_EQ(ok({"exec", "-c", "--name", "vol-clone", "--", "sh", "-c",
+                "cat /data/after-snapshot.txt /data/sub/file && echo from the clone > "
+                "/data/clone.txt"}),
+            "for the clone\ndeep\n")
+      << fcvm({"logs", "--name", "vol-clone", "--source", "console"}).output;
+  EXPECT_EQ(readAll(shared / "clone.txt"), "from the clone\n");
+  auto cloneRefused = fcvm({"exec", "-c", "--name", "vol-clone", "--", "touch", "/ro/new"});
+  EXPECT_NE(cloneRefused.output.find("Read-only file system"), std::string::npos)
+      << cloneRefused.output;
+  EXPECT_EQ(ok({"exec", "-c", "--name", "vol", "--", "cat", "/data/clone.txt"}),
+            "from the clone\n");
+  auto ofClone = fcvm({"snapshot", "create", "--name", "vol-clone", "--tag", "vol-snap2"});
+  EXPECT_EQ(ofClone.output,
+            "fcvm: error: VM 'vol-clone' is a clone of snapshot 'vol-snap'; clones cannot be "
+            "snapshotted\n");
+  ok({"rm", "-f", "--name", "vol-clone"});
+  ok({"snapshot", "rm", "vol-snap"});
 
   // A hostile guest: root in the guest OS takes /data's channel over and sends raw frames.
   auto hostile = fcvm({"exec", "--name", "vol", "--", "/run/fcvm/volumes/v2/peer", "v0"});

@@ -81,8 +81,9 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                                     std::max<size_t>(8, config.channels.size()))});
     for (size_t i = 0; i < config.channels.size(); ++i) {
       const auto& c = config.channels[i];
-      auto backend = c.fd >= 0 ? fmt::format("socket,id=ch{},fd={}", i, c.fd)
-                               : fmt::format("socket,id=ch{},path={}", i, c.socket.string());
+      auto backend = c.discard   ? fmt::format("null,id=ch{}", i)
+                     : c.fd >= 0 ? fmt::format("socket,id=ch{},fd={}", i, c.fd)
+                                 : fmt::format("socket,id=ch{},path={}", i, c.socket.string());
       argv.insert(argv.end(), {"-chardev", backend, "-device",
                                fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
     }

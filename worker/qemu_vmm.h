@@ -22,7 +22,8 @@ namespace fcvm::worker {
 struct SerialChannel {
   std::string name;
   std::filesystem::path socket;  // QEMU connects to this Unix socket, where the host listens; or
-  int fd = -1;                   // QEMU's number of a connected socket it inherits (inheritedFds)
+  int fd = -1;                   // QEMU's number of a connected socket it inherits (inheritedFds);
+  bool discard = false;          // or nothing: what the guest writes there is dropped
 };
 
 // A further virtio-blk disk; the guest sees them as /dev/vdb, /dev/vdc, ... in this order.

@@ -50,5 +50,20 @@ TEST(QemuVmmTest, SnapshottableGuestRamLivesInASharedFile) {
   EXPECT_EQ(kernelCommandLine(config).find("tsc_early_khz"), std::string::npos);
 }
 
+// A volume's two ports: the server's end of a socket on one, nothing on the other (a clone's
+// snapshot port, where the source's client may still write).
+TEST(QemuVmmTest, AVolumePortLeadsToItsServerOrNowhere) {
+  QemuConfig config;
+  config.kernel = "/k/vmlinux";
+  config.channels = {{"fcvm.control", "/run/vm/control.sock"},
+                     {"fcvm.volume.v0.0", {}, -1, true},
+                     {"fcvm.volume.v0.1", {}, 5}};
+  auto argv = qemuCommandLine(config);
+  EXPECT_TRUE(hasPair(argv, "-chardev", "null,id=ch1"));
+  EXPECT_TRUE(hasPair(argv, "-device", "virtserialport,chardev=ch1,name=fcvm.volume.v0.0"));
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch2,fd=5"));
+  EXPECT_TRUE(hasPair(argv, "-device", "virtserialport,chardev=ch2,name=fcvm.volume.v0.1"));
+}
+
 }  // namespace
 }  // namespace fcvm::worker

@@ -6,6 +6,13 @@
 // namespaces, the directory its only file system, a seccomp allowlist. For a non-root owner's VM
 // it runs as that user, so the VM reaches what the user could; for root's VMs it keeps root and
 // switches to each guest caller's credentials per request.
+//
+// Clones. Each volume has two ports (agent.capnp, Volume). A clone's worker starts servers of its
+// own on the directories its client opened and puts them on the ports the snapshot did not use;
+// the snapshot's ports lead nowhere, so nothing the source's client had under way reaches the
+// new servers. The clone's agent ends that client and mounts each volume anew over the old
+// mount: the container's bind (rslave) sees the new mount, files it had open there fail with
+// ENOTCONN. No server state is carried over.
 #pragma once
 
 #include <sys/types.h>
@@ -32,13 +39,10 @@ class VolumeServer {
 
   // The VM's end of the channel, for QEMU's command line (once).
   UniqueFd takeVmEnd() { return std::move(vmEnd_); }
-  // The guest names the volume's port and mount point by this: "v0", "v1", ...
+  // The guest names the volume's ports and mount point by this: "v0", "v1", ...
+  // (agent::volumePortName).
   const std::string& tag() const { return tag_; }
-  // The virtio-serial port's name, as QEMU announces it to the guest.
-  std::string portName() const { return portNameOf(tag_); }
   pid_t pid() const { return server_.pid(); }
-
-  static std::string portNameOf(const std::string& tag) { return "fcvm.volume." + tag; }
 
  private:
   std::string tag_;

@@ -103,8 +103,14 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
   }
   spdlog::info("qemu pid {} started ({} vCPU, {} MiB{})", vm.qemu->pid(), config.cpus,
                config.memoryMib, config.incoming ? ", restoring" : "");
-  vm.restoreInfo =
-      nlohmann::json{{"machine", describeMachine(config)}, {"health_check", vm.healthCheck}}.dump();
+  // Which port each volume's server is on: a clone's are on the other ones.
+  nlohmann::json volumes = nlohmann::json::array();
+  for (const auto& v : vm.plan.volumes) volumes.push_back({{"tag", v.hostTag}, {"port", v.port}});
+  vm.restoreInfo = nlohmann::json{
+      {"machine", describeMachine(config)},
+      {"health_check", vm.healthCheck},
+      {"volumes",
+       volumes}}.dump();
 }
 
 std::string randomBytes(size_t n);
@@ -156,11 +162,22 @@ std::vector<std::string> healthCheckOf(const ipc::VmSpec& spec,
   return {"/bin/sh", "-c", spec.healthCmd};
 }
 
+// The VM's channel named `name`: a clone's machine names its channels already, a new VM gets it.
+SerialChannel& channelNamed(QemuConfig& config, const std::string& name) {
+  auto it = std::find_if(config.channels.begin(), config.channels.end(),
+                         [&name](const SerialChannel& c) { return c.name == name; });
+  if (it != config.channels.end()) return *it;
+  return config.channels.emplace_back(SerialChannel{name, {}});
+}
+
 // Each --map volume: its sandboxed server, its channel as a port of the VM (QEMU holds the VM's
 // end; once QEMU is gone the server sees the end of its stream and exits), and its place in the
-// agent's plan. Returns our copies of the VM's ends, to close once QEMU has its own.
+// agent's plan. Volume i's server is on its port `ports[i]`; its other port leads nowhere (in a
+// clone, the one its snapshot's client used: agent.capnp, Volume). Returns our copies of the VM's
+// ends, to close once QEMU has its own.
 std::vector<UniqueFd> startVolumes(PreparedVm& vm, QemuConfig& config, const ipc::VmSpec& spec,
-                                   const WorkerOptions& options) {
+                                   const WorkerOptions& options,
+                                   const std::vector<uint8_t>& ports) {
   if (options.volumeFds.size() != spec.volumes.size()) {
     throw Error(fmt::format("{} --map volumes but {} directories (--volume-fd)",
                             spec.volumes.size(), options.volumeFds.size()));
@@ -174,12 +191,39 @@ std::vector<UniqueFd> startVolumes(PreparedVm& vm, QemuConfig& config, const ipc
     int qemuFd = kFirstQemuVolumeFd + static_cast<int>(i);
     vmEnds.push_back(server.takeVmEnd());
     config.inheritedFds[qemuFd] = vmEnds.back().get();
-    config.channels.push_back({server.portName(), {}, qemuFd});
-    vm.plan.volumes.push_back({server.tag(), volume.guestPath, volume.readOnly});
-    spdlog::info("volume {}: {} at {}{}, fuse-pipe server pid {}", server.tag(), volume.hostPath,
-                 volume.guestPath, volume.readOnly ? " (read-only)" : "", server.pid());
+    for (uint8_t port : {0, 1}) {
+      auto& channel = channelNamed(config, agent::volumePortName(server.tag(), port));
+      channel.fd = port == ports[i] ? qemuFd : -1;
+      channel.discard = port != ports[i];
+    }
+    vm.plan.volumes.push_back({server.tag(), volume.guestPath, volume.readOnly, ports[i]});
+    spdlog::info("volume {}: {} at {}{}, fuse-pipe server pid {} on port {}", server.tag(),
+                 volume.hostPath, volume.guestPath, volume.readOnly ? " (read-only)" : "",
+                 server.pid(), ports[i]);
   }
   return vmEnds;
+}
+
+// A clone's volumes: the snapshot's (restore.json), each served on the port its snapshot did not
+// use.
+std::vector<uint8_t> clonePortsOf(const nlohmann::json& info, const ipc::VmSpec& spec) {
+  std::vector<uint8_t> ports;
+  if (info.contains("volumes")) {
+    const auto& volumes = info["volumes"];
+    if (!volumes.is_array()) throw Error("snapshot restore.json: volumes is not a list");
+    for (const auto& v : volumes) {
+      if (!v.is_object() || !v.contains("port") || !v["port"].is_number_unsigned() ||
+          v["port"].get<unsigned>() > 1) {
+        throw Error("snapshot restore.json: a volume without a port 0 or 1");
+      }
+      ports.push_back(static_cast<uint8_t>(1 - v["port"].get<unsigned>()));
+    }
+  }
+  if (ports.size() != spec.volumes.size()) {
+    throw Error(fmt::format("the snapshot's machine has {} volumes, its spec {}", ports.size(),
+                            spec.volumes.size()));
+  }
+  return ports;
 }
 
 PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
@@ -223,7 +267,8 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   config.extraDisks.push_back({image.disk, true});
   config.extraKernelArgs = "fcvm.images=/dev/vdb";
   setUpNetwork(config, spec, options, "");
-  auto volumeEnds = startVolumes(vm, config, spec, options);
+  auto volumeEnds =
+      startVolumes(vm, config, spec, options, std::vector<uint8_t>(spec.volumes.size(), 0));
   startQemu(vm, config, run, vmDir);
   if (options.tapFd >= 0) ::close(options.tapFd);  // QEMU holds the TAP and the volumes' ends now
   volumeEnds.clear();
@@ -299,9 +344,11 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
                             spec.network));
   }
   setUpNetwork(config, spec, options, config.network.mac);
+  auto volumeEnds = startVolumes(vm, config, spec, options, clonePortsOf(info, spec));
   startQemu(vm, config, run, paths.vmDir(options.id));
   ::close(options.memoryFd);
   if (options.tapFd >= 0) ::close(options.tapFd);
+  volumeEnds.clear();
   vm.rootDisk = config.rootDisk;
 
   RestoreFrom restore;
@@ -314,6 +361,7 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
     restore.identity.machineId += kHex[c & 15];
   }
   restore.identity.entropy = randomBytes(64);
+  restore.identity.volumes = vm.plan.volumes;
   vm.restore = std::move(restore);
   return vm;
 }

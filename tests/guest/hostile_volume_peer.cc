@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    Peer peer(takeOver(portNamed(std::string("fcvm.volume.") + argv[1])));
+    Peer peer(takeOver(portNamed(std::string("fcvm.volume.") + argv[1] + ".0")));
     constexpr uint64_t kRoot = 1;
     auto lookup = [&](uint64_t parent, const std::string& name, uint64_t* inode = nullptr) {
       std::vector<uint8_t> result;
