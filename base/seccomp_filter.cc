@@ -55,8 +55,11 @@ SeccompFilter& SeccompFilter::failWith(const char* name, int error) {
 }
 
 void SeccompFilter::load() {
-  // libseccomp sets no_new_privs itself (SCMP_FLTATR_CTL_NNP defaults to on).
-  int rc = seccomp_load(ctx_.get());
+  // libseccomp sets no_new_privs itself (SCMP_FLTATR_CTL_NNP defaults to on). Every thread gets
+  // the filter at once (TSYNC), or none does and this fails: no thread stays unconfined.
+  int rc = seccomp_attr_set(ctx_.get(), SCMP_FLTATR_CTL_TSYNC, 1);
+  if (rc < 0) throw SysError(-rc, "seccomp: synchronize the filter across threads");
+  rc = seccomp_load(ctx_.get());
   if (rc < 0) throw SysError(-rc, "seccomp: load the filter");
 }
 

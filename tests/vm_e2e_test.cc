@@ -32,6 +32,20 @@ std::string readFile(const std::filesystem::path& path) {
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
+// The seccomp mode of each thread of process `pid` ("2": filtered), from /proc.
+std::vector<std::string> seccompModesOf(pid_t pid) {
+  std::vector<std::string> modes;
+  std::error_code ec;
+  auto tasks = std::filesystem::path("/proc") / std::to_string(pid) / "task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(task.path() / "status");
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with("Seccomp:")) modes.push_back(line.substr(line.find_last_of(" \t") + 1));
+    }
+  }
+  return modes;
+}
+
 class VmTest : public testing::VmFixture {
  protected:
   std::string runDetached(const std::string& name, const std::vector<std::string>& command) {
@@ -82,6 +96,16 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
             "web\n");
   waitFor("web", "healthy");
   EXPECT_EQ(inspect("web").at("health"), "healthy");
+
+  // The worker runs under its filter on every thread, QEMU under its own (-sandbox).
+  auto workerModes = seccompModesOf(inspect("web").at("worker_pid").get<pid_t>());
+  EXPECT_FALSE(workerModes.empty());
+  for (const auto& mode : workerModes) EXPECT_EQ(mode, "2");
+  auto qemus = fcvm_.processesOf("qemu-system");
+  ASSERT_EQ(qemus.size(), 1u);
+  auto qemuModes = seccompModesOf(qemus[0]);
+  EXPECT_FALSE(qemuModes.empty());
+  for (const auto& mode : qemuModes) EXPECT_EQ(mode, "2");
 
   // stdin piped through, in the guest OS.
   CommandOptions pipeOptions;

@@ -41,8 +41,11 @@ std::string kernelCommandLine(const QemuConfig& config) {
 
 std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
   std::string machine = "microvm,acpi=on,x-option-roms=off,rtc=on";
-  std::vector<std::string> argv = {config.qemu, "-nodefaults", "-no-user-config", "-nographic",
-                                   "-no-reboot"};
+  std::vector<std::string> argv = {
+      config.qemu, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      // QEMU's own seccomp filter: no obsolete calls, no set*id, no fork/exec, no scheduling or
+      // affinity changes; what a guest that escapes into QEMU could otherwise do.
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"};
   if (!config.memoryFile.empty()) {
     argv.insert(argv.end(),
                 {"-object", fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share={}",

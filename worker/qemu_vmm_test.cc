@@ -26,6 +26,8 @@ TEST(QemuVmmTest, TcgGuestGetsTheTscRateAndOneMicrovm) {
   auto argv = qemuCommandLine(config);
   EXPECT_TRUE(hasPair(argv, "-M", "microvm,acpi=on,x-option-roms=off,rtc=on"));
   EXPECT_TRUE(hasPair(argv, "-accel", "tcg"));
+  EXPECT_TRUE(hasPair(argv, "-sandbox",
+                      "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
   EXPECT_TRUE(hasPair(argv, "-initrd", "/k/initramfs.cpio"));
   EXPECT_TRUE(hasPair(argv, "-device", "virtserialport,chardev=ch0,name=fcvm.control"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch0,path=/run/vm/control.sock"));

@@ -424,14 +424,17 @@ int runWorker(const WorkerOptions& options) {
       capnp::ReaderOptions{}, kSupervisorFds);
   auto serving = server.listen(*listener);
 
-  ipc::reportReady(options.readyFd);
+  // Confined before it says it is ready, and never ready unconfined: a worker that cannot load
+  // its filter fails the run (its QEMU and volume servers die with it).
   try {
     confineWorker();
   } catch (const Error& e) {
-    // Refusing to run unconfined would be safer still, but a kernel without seccomp would then
-    // run no VMs at all; say so loudly instead.
-    spdlog::error("running without the seccomp filter: {}", e.what());
+    auto why = fmt::format("cannot confine the worker (seccomp): {}", e.what());
+    spdlog::error("{}", why);
+    ipc::reportFailure(options.readyFd, why);
+    return 1;
   }
+  ipc::reportReady(options.readyFd);
 
   auto onTerm = io.unixEventPort.onSignal(SIGTERM)
                     .then([&runner](siginfo_t) {
