@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli/supervisor_session.h"
 #include "tests/support/temp_dir.h"
 
 namespace fcvm::cli {
@@ -26,6 +27,30 @@ Outcome run(std::vector<std::string> args, std::map<std::string, std::string> en
   };
   int code = runCli(args, {out, err, environment, 0});
   return {code, out.str(), err.str()};
+}
+
+// A failed call reads as one plain line: no "remote exception:" from any hop, and a connection
+// that went away is said to be the supervisor's.
+TEST(FcvmCliTest, FailedCallsReadAsOnePlainLine) {
+  auto failed = [](kj::Exception::Type type, const char* text) {
+    return describe(kj::Exception(type, __FILE__, __LINE__, kj::heapString(text)));
+  };
+  using Type = kj::Exception::Type;
+  EXPECT_EQ(failed(Type::FAILED,
+                   "remote exception: snapshot of VM 'v' failed: remote exception: VM 'v' is not "
+                   "running"),
+            "snapshot of VM 'v' failed: VM 'v' is not running");
+  const std::string lost =
+      "lost the connection to fcvm-supervisor (it stopped or restarted); `fcvm ls` shows what "
+      "became of the VM";
+  EXPECT_EQ(failed(Type::DISCONNECTED, "Peer disconnected."), lost);
+  EXPECT_EQ(failed(Type::FAILED,
+                   "::writev(fd, iov.begin(), iov.size()): Broken pipe; iovTotal = 40; iov.size() "
+                   "= 2"),
+            lost);
+  // The supervisor's own words about a broken pipe elsewhere are passed on as they are.
+  EXPECT_EQ(failed(Type::FAILED, "remote exception: write the log: Broken pipe"),
+            "write the log: Broken pipe");
 }
 
 TEST(FcvmCliTest, EveryCommandAnswersHelp) {

@@ -1,5 +1,7 @@
 #include "cli/supervisor_session.h"
 
+#include "ipc/rpc_error.h"
+
 namespace fcvm::cli {
 namespace {
 
@@ -15,9 +17,17 @@ SupervisorSession::SupervisorSession(const std::filesystem::path& socket)
       api_(rpc_.bootstrap<rpc::Supervisor>()) {}
 
 std::string describe(const kj::Exception& e) {
-  std::string text = e.getDescription().cStr();
-  constexpr std::string_view kRemote = "remote exception: ";
-  if (text.starts_with(kRemote)) text.erase(0, kRemote.size());
+  std::string text = ipc::messageOf(e);
+  // A connection that went away mid-call reaches here as kj's own words ("Peer disconnected.",
+  // a writev's "Broken pipe"): what happened is that the supervisor went away.
+  bool local = !e.getDescription().startsWith("remote exception: ");
+  bool lost = e.getType() == kj::Exception::Type::DISCONNECTED ||
+              (local && (text.find("Broken pipe") != std::string::npos ||
+                         text.find("Connection reset by peer") != std::string::npos));
+  if (lost) {
+    return "lost the connection to fcvm-supervisor (it stopped or restarted); `fcvm ls` shows "
+           "what became of the VM";
+  }
   return text;
 }
 

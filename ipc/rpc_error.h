@@ -5,6 +5,9 @@
 #include <kj/exception.h>
 #include <kj/string.h>
 
+#include <string>
+#include <string_view>
+
 namespace fcvm::ipc {
 
 inline kj::Exception rpcError(kj::StringPtr message,
@@ -14,6 +17,17 @@ inline kj::Exception rpcError(kj::StringPtr message,
 
 [[noreturn]] inline void throwRpcError(kj::StringPtr message) {
   kj::throwFatalException(rpcError(message));
+}
+
+// A failed call's message without kj's "remote exception: ", which each RPC hop adds (a worker's
+// error reaches the CLI through the supervisor with two).
+inline std::string messageOf(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  constexpr std::string_view kRemote = "remote exception: ";
+  for (auto at = text.find(kRemote); at != std::string::npos; at = text.find(kRemote, at)) {
+    text.erase(at, kRemote.size());
+  }
+  return text;
 }
 
 }  // namespace fcvm::ipc

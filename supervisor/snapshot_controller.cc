@@ -172,7 +172,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
       [this, id = meta.id, name](kj::Exception&& e) -> SnapshotView {
         creating_.erase(id);
         ipc::throwRpcError(
-            kj::str("snapshot of VM '", name.c_str(), "' failed: ", e.getDescription()));
+            kj::str("snapshot of VM '", name.c_str(), "' failed: ", ipc::messageOf(e)));
       });
 }
 
