@@ -2,6 +2,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 namespace fcvm::ipc {
 namespace {
@@ -21,32 +22,64 @@ struct Connection {
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
+// How long a failed accept (out of fds) waits before trying again.
+constexpr auto kAcceptRetryDelay = 100 * kj::MILLISECONDS;
+
 }  // namespace
 
 RpcServer::RpcServer(std::string name, BootstrapFactory factory, capnp::ReaderOptions limits,
-                     unsigned maxFdsPerMessage)
+                     unsigned maxFdsPerMessage, ConnectionLimits connectionLimits)
     : name_(std::move(name)),
       factory_(std::move(factory)),
       limits_(limits),
       maxFds_(maxFdsPerMessage),
+      connectionLimits_(connectionLimits),
       connections_(*this) {}
 
 RpcServer::~RpcServer() = default;
 
 kj::Promise<void> RpcServer::listen(kj::ConnectionReceiver& listener) {
-  return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream> stream) {
+  auto accepted = listener.accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
     try {
-      auto bootstrap = factory_(*stream);
-      auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(bootstrap), limits_, maxFds_);
-      auto done = connection->network.onDisconnect();
-      connections_.add(done.attach(kj::mv(connection)));
+      serve(kj::mv(stream));
     } catch (const kj::Exception& e) {
       spdlog::warn("{}: refused a connection: {}", name_, e.getDescription().cStr());
     } catch (const std::exception& e) {
       spdlog::warn("{}: refused a connection: {}", name_, e.what());
     }
-    return listen(listener);
   });
+  if (connectionLimits_.timer != nullptr) {
+    accepted = accepted.catch_([this](kj::Exception&& e) {
+      spdlog::warn("{}: accept failed, retrying shortly: {}", name_, e.getDescription().cStr());
+      return connectionLimits_.timer->afterDelay(kAcceptRetryDelay);
+    });
+  }
+  return accepted.then([this, &listener] { return listen(listener); });
+}
+
+void RpcServer::serve(kj::Own<kj::AsyncIoStream> stream) {
+  struct ucred peer {};
+  uint length = sizeof peer;
+  stream->getsockopt(SOL_SOCKET, SO_PEERCRED, &peer, &length);
+  KJ_REQUIRE(length == sizeof peer, "SO_PEERCRED answered a short credential", length);
+  bool counted = connectionLimits_.perUid != 0 && peer.uid != 0;
+  if (counted && connectionsOf_[peer.uid] >= connectionLimits_.perUid) {
+    KJ_FAIL_REQUIRE("uid has the most connections it may hold", peer.uid, peer.pid,
+                    connectionLimits_.perUid);
+  }
+  auto bootstrap = factory_(*stream);
+  auto connection = kj::heap<Connection>(kj::mv(stream), kj::mv(bootstrap), limits_, maxFds_);
+  if (connectionLimits_.inFlightWords != 0) {
+    connection->rpc.setFlowLimit(connectionLimits_.inFlightWords);
+  }
+  auto done = connection->network.onDisconnect();
+  if (counted) {
+    ++connectionsOf_[peer.uid];
+    done = done.attach(kj::defer([this, uid = peer.uid] {
+      if (--connectionsOf_[uid] == 0) connectionsOf_.erase(uid);
+    }));
+  }
+  connections_.add(done.attach(kj::mv(connection)));
 }
 
 void RpcServer::taskFailed(kj::Exception&& e) {

@@ -4,10 +4,13 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <functional>
 
 #include "ipc/listening_socket.h"
@@ -21,7 +24,7 @@ namespace {
 constexpr uid_t kAlice = 60001;
 constexpr uid_t kBob = 60002;
 
-using Check = std::function<std::string(rpc::Supervisor::Client&, kj::WaitScope&)>;
+using Check = std::function<std::string(rpc::Supervisor::Client&, kj::AsyncIoContext&)>;
 
 // Forks a process that becomes `uid`, connects to `socket` and runs `check`; the check's verdict
 // ("ok" or what went wrong) comes back on the returned pipe. Must run before this process creates
@@ -41,7 +44,7 @@ int spawnCaller(uid_t uid, const std::filesystem::path& socket, Check check) {
         auto io = kj::setupAsyncIo();
         ipc::RpcClient client(io, socket);
         auto supervisor = client.bootstrap<rpc::Supervisor>();
-        verdict = check(supervisor, io.waitScope);
+        verdict = check(supervisor, io);
       }
     } catch (const kj::Exception& e) {
       verdict = std::string("unexpected: ") + e.getDescription().cStr();
@@ -84,7 +87,8 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   }
   ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
 
-  int bob = spawnCaller(kBob, socket.path(), [](auto& s, auto& ws) -> std::string {
+  int bob = spawnCaller(kBob, socket.path(), [](auto& s, auto& io) -> std::string {
+    auto& ws = io.waitScope;
     if (names(s, ws) != std::vector<std::string>{"web-b"}) return "bob listed other VMs";
     auto get = errorOf([&] {
       auto req = s.getVmRequest();
@@ -102,7 +106,8 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     if (stop.find("may not stop") == std::string::npos) return "bob stopped it: " + stop;
     return "ok";
   });
-  int alice = spawnCaller(kAlice, socket.path(), [](auto& s, auto& ws) -> std::string {
+  int alice = spawnCaller(kAlice, socket.path(), [](auto& s, auto& io) -> std::string {
+    auto& ws = io.waitScope;
     if (names(s, ws) != std::vector<std::string>{"web-a"}) return "alice listed other VMs";
     auto req = s.getVmRequest();
     req.setName("web-a");
@@ -121,7 +126,7 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   SnapshotController snapshots(io, paths, registry, vms);
   SupervisorContext context{registry,   vms,           snapshots, table, dir.path(),
                             dir.path(), socket.path(), 0,         {},    shutdown.fulfiller};
-  SupervisorServer server(context);
+  SupervisorServer server(context, io.provider->getTimer());
   auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
 
   auto verdictOf = [&](int fd) {
@@ -137,6 +142,123 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   EXPECT_TRUE(registry.find(root, "web-a"));
   EXPECT_TRUE(registry.find(root, "web-b"));
   EXPECT_FALSE(shutdown.promise.poll(io.waitScope));
+}
+
+// A raw connection to `socket`, for a client that speaks no RPC at all.
+UniqueFd connectRaw(const std::filesystem::path& socket) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw std::runtime_error("connect " + socket.string() + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+// True once the server has closed `fd` (EOF), after reading whatever it sent first.
+bool closedByServer(int fd) {
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) return true;
+    if (n < 0 && errno != EINTR) return errno == ECONNRESET;
+  }
+}
+
+// A hostile user floods the supervisor with connections, garbage and an oversized frame: each is
+// refused or closed, its own connection goes on, and another user's new connections are served
+// all the while.
+TEST(PeerCredentialsTest, AFloodingClientCannotWedgeTheSupervisor) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
+  testing::TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  auto table = ipc::StateTableWriter::open(dir / "state", ipc::TableCapacity{8, 2, 2}, 0600);
+  RecordStore store(dir / "vms");
+  VmRegistry registry(table, store);
+  ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
+  int flooded[2], release[2], go[2];
+  ASSERT_EQ(::pipe2(flooded, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(release, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  auto path = socket.path();
+
+  int bob = spawnCaller(kBob, path, [&](auto& s, auto& io) -> std::string {
+    ::close(flooded[0]);
+    ::close(release[1]);
+    ::close(go[0]);
+    ::close(go[1]);
+    std::string verdict = "ok";
+    std::vector<UniqueFd> held;
+    for (int i = 0; i < 300; ++i) held.push_back(connectRaw(path));
+    // Beyond the limit, connections are closed at the door; a new RPC connection fails.
+    if (!closedByServer(held.back().get())) verdict = "connection 300 was kept";
+    auto refused = errorOf([&] {
+      ipc::RpcClient extra(io, path);
+      extra.bootstrap<rpc::Supervisor>().listVmsRequest().send().wait(io.waitScope);
+    });
+    if (refused == "succeeded") verdict = "a connection beyond the limit was served";
+    // Garbage, then (on connections it holds) a frame header announcing 2^28 words: both
+    // connections are closed.
+    const char garbage[] = "GET / HTTP/1.1\r\n\r\nnot a capnp frame at all, just bytes....";
+    (void)::write(held[0].get(), garbage, sizeof garbage);
+    uint32_t huge[2] = {0, 1u << 28};
+    (void)::write(held[1].get(), huge, sizeof huge);
+    if (!closedByServer(held[0].get())) verdict = "garbage kept its connection";
+    if (!closedByServer(held[1].get())) verdict = "an oversized frame kept its connection";
+    // Its first connection is still served.
+    if (!names(s, io.waitScope).empty()) verdict = "bob listed VMs";
+    (void)::write(flooded[1], verdict.data(), verdict.size());
+    ::close(flooded[1]);
+    char byte;
+    (void)::read(release[0], &byte, 1);  // holds every connection until released
+    return "ok";
+  });
+  int alice = spawnCaller(kAlice, path, [&](auto&, auto& io) -> std::string {
+    ::close(flooded[0]);
+    ::close(flooded[1]);
+    ::close(release[0]);
+    ::close(release[1]);
+    ::close(go[1]);
+    char byte;
+    if (::read(go[0], &byte, 1) != 1) return "no go";
+    // New connections of another user while bob holds his, one after another.
+    for (int i = 0; i < 20; ++i) {
+      ipc::RpcClient client(io, path);
+      auto s = client.bootstrap<rpc::Supervisor>();
+      if (!names(s, io.waitScope).empty()) return "alice listed VMs";
+    }
+    return "ok";
+  });
+  ::close(flooded[1]);
+  ::close(release[0]);
+  ::close(go[0]);
+
+  auto io = kj::setupAsyncIo();
+  auto listener = io.lowLevelProvider->wrapListenSocketFd(
+      socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  auto shutdown = kj::newPromiseAndFulfiller<void>();
+  Paths paths{dir.path(), dir.path(), dir.path()};
+  NetdClient netd(io, paths);
+  VmController vms(io, registry, paths, netd);
+  SnapshotController snapshots(io, paths, registry, vms);
+  SupervisorContext context{registry,   vms,  snapshots, table, dir.path(),
+                            dir.path(), path, 0,         {},    shutdown.fulfiller};
+  SupervisorServer server(context, io.provider->getTimer());
+  auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
+
+  auto readAll = [&](int fd) {
+    auto in = io.lowLevelProvider->wrapInputFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    return std::string(in->readAllText(4096).wait(io.waitScope).cStr());
+  };
+  EXPECT_EQ(readAll(flooded[0]), "ok");
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  ::close(go[1]);
+  EXPECT_EQ(readAll(alice), "ok");
+  ::close(release[1]);
+  EXPECT_EQ(readAll(bob), "ok");
+  while (::waitpid(-1, nullptr, 0) > 0) {
+  }
 }
 
 }  // namespace

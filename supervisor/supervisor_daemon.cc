@@ -95,7 +95,7 @@ int runSupervisor(const DaemonOptions& options) {
   SupervisorContext context{
       registry,         vms,           snapshots,    table,    paths.dataDir,
       paths.runtimeDir, socket.path(), realtimeNs(), adoption, shutdown.fulfiller};
-  SupervisorServer server(context);
+  SupervisorServer server(context, io.provider->getTimer());
   auto serving = server.listen(*listener);
 
   spdlog::info("listening on {}", socket.path().string());

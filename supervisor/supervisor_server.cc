@@ -12,10 +12,16 @@ constexpr int kMaxClientNesting = 64;
 // Files a client opened with its own rights and passes along (an image archive, volume
 // directories); more in one message is refused by the RPC layer.
 constexpr unsigned kMaxClientFds = 32;
+// Connections one non-root user may hold at once: a shell full of `logs -f`, `exec` and
+// foreground runs stays far below; a client opening thousands is refused at the door.
+constexpr unsigned kMaxConnectionsPerUid = 128;
+// Unanswered calls one connection may have, in words: a client that floods calls is no longer
+// read until answers go out, and other clients are served meanwhile.
+constexpr size_t kMaxInFlightWordsPerConnection = 1 << 19;  // 4 MiB
 
 }  // namespace
 
-SupervisorServer::SupervisorServer(SupervisorContext& context)
+SupervisorServer::SupervisorServer(SupervisorContext& context, kj::Timer& timer)
     : rpc_(
           "supervisor socket",
           [&context](kj::AsyncIoStream& peer) -> capnp::Capability::Client {
@@ -23,7 +29,8 @@ SupervisorServer::SupervisorServer(SupervisorContext& context)
             spdlog::debug("connection from uid {} pid {}", caller.uid, caller.pid);
             return kj::heap<SupervisorService>(context, caller);
           },
-          capnp::ReaderOptions{kMaxClientMessageWords, kMaxClientNesting}, kMaxClientFds) {}
+          capnp::ReaderOptions{kMaxClientMessageWords, kMaxClientNesting}, kMaxClientFds,
+          ipc::ConnectionLimits{kMaxConnectionsPerUid, kMaxInFlightWordsPerConnection, &timer}) {}
 
 kj::Promise<void> SupervisorServer::listen(kj::ConnectionReceiver& listener) {
   return rpc_.listen(listener);

@@ -11,7 +11,8 @@ namespace fcvm::supervisor {
 
 class SupervisorServer {
  public:
-  explicit SupervisorServer(SupervisorContext& context);
+  // `timer` paces retries of a failed accept (ipc::ConnectionLimits).
+  SupervisorServer(SupervisorContext& context, kj::Timer& timer);
 
   // Serves connections from `listener` until the returned promise is dropped.
   kj::Promise<void> listen(kj::ConnectionReceiver& listener);
