@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
+.PHONY: all deps build test test-unit test-asan fuzz bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
 
 all: build
 
@@ -31,6 +31,14 @@ $(ASAN_BUILD)/build.ninja:
 test-asan: $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS)
+
+# Every libFuzzer target (decoders a guest or a client reaches) for FUZZ_SECONDS each; CI runs
+# each for a few seconds as part of `make test`. Crashes land in $(BUILD)/<target>-long/artifacts.
+FUZZ_SECONDS ?= 600
+fuzz:
+	agent/fuzz/run-fuzz $(abspath $(BUILD))/agent-frame-fuzz-long $(FUZZ_SECONDS)
+	uffd-server/fuzz/run-fuzz $(abspath $(BUILD))/uffd-handshake-fuzz-long $(FUZZ_SECONDS)
+	fuse-pipe/fuzz/run-fuzz $(abspath $(BUILD))/fuse-pipe-fuzz-long $(FUZZ_SECONDS)
 
 bench: build bench-guest bench-run bench-snapshot bench-net
 	$(BUILD)/bin/fcvm_state_table_bench
