@@ -77,4 +77,14 @@ ReflinkStorage ensureReflinkStorage(const std::filesystem::path& dataDir,
   return storage;
 }
 
+bool remountReflinkStorage(const std::filesystem::path& dataDir, const std::string& logFile) {
+  auto dir = storageDir(dataDir);
+  auto image = dataDir / "storage.btrfs";
+  if (!std::filesystem::exists(image) || !std::filesystem::is_directory(dir) || isMountPoint(dir)) {
+    return false;
+  }
+  mustRun({"mount", "-o", "loop", image.string(), dir.string()}, logFile);
+  return true;
+}
+
 }  // namespace fcvm::setup

@@ -22,4 +22,9 @@ std::filesystem::path storageDir(const std::filesystem::path& dataDir);
 ReflinkStorage ensureReflinkStorage(const std::filesystem::path& dataDir,
                                     const std::string& logFile);
 
+// What a reboot takes away: mounts the loopback image `fcvm setup` made again if it exists and is
+// not mounted. Never creates anything. Returns true if it mounted it now; throws fcvm::Error if
+// that failed (the artifacts and disks are then out of reach).
+bool remountReflinkStorage(const std::filesystem::path& dataDir, const std::string& logFile);
+
 }  // namespace fcvm::setup

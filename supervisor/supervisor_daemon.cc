@@ -14,6 +14,8 @@
 #include "base/ids.h"
 #include "base/unique_fd.h"
 #include "ipc/listening_socket.h"
+#include "setup/reflink_storage.h"
+#include "supervisor/host_boot.h"
 #include "supervisor/netd_client.h"
 #include "supervisor/snapshot_controller.h"
 #include "supervisor/supervisor_server.h"
@@ -64,6 +66,19 @@ int runSupervisor(const DaemonOptions& options) {
   spdlog::info("fcvm-supervisor {} starting (pid {}, uid {}, data {}, runtime {})", FCVM_VERSION,
                ::getpid(), ::geteuid(), paths.dataDir.string(), paths.runtimeDir.string());
 
+  // What a reboot takes away comes back here, before anything needs it: the runtime dir above,
+  // the memory dir with the first VM, the storage mount now.
+  bool hostRestarted = hostRestartedSince(paths.dataDir / "boot-id", currentBootId());
+  if (hostRestarted) spdlog::info("the host restarted since the last supervisor start");
+  try {
+    if (root &&
+        setup::remountReflinkStorage(paths.dataDir, (paths.dataDir / "storage.log").string())) {
+      spdlog::info("mounted the storage again ({})", (paths.dataDir / "storage.btrfs").string());
+    }
+  } catch (const Error& e) {
+    spdlog::error("cannot mount the storage again, so no VM can start: {}", e.what());
+  }
+
   auto table = ipc::StateTableWriter::open(paths.stateTable(), ipc::TableCapacity{}, 0600);
   RecordStore store(paths.vmRecordDir());
   VmRegistry registry(table, store);
@@ -73,8 +88,15 @@ int runSupervisor(const DaemonOptions& options) {
   auto io = kj::setupAsyncIo();
   NetdClient netd(io, paths);
   VmController vms(io, registry, paths, netd);
-  AdoptionSummary adoption =
-      registry.adopt([&vms](ipc::VmRecord& record) { return vms.settleOrphan(record); });
+  AdoptionSummary adoption = registry.adopt([&vms, hostRestarted](ipc::VmRecord& record) {
+    if (vms.settleOrphan(record)) return true;
+    if (!hostRestarted) return false;
+    // Its worker and QEMU went with the host; its disk and logs stay until rm.
+    record.state = ipc::VmState::kFailed;
+    record.health = ipc::Health::kUnknown;
+    record.reason.assignTruncated("the host restarted");
+    return true;
+  });
   spdlog::info("state table {} (epoch {}, {}); {} VM records: {} live re-adopted, {} orphaned",
                paths.stateTable().string(), table.writerEpoch(),
                table.adopted() ? "adopted" : "new", adoption.records, adoption.live,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -172,6 +173,44 @@ TEST_F(CliTest, RestartedSupervisorFailsOrphansAndTakesOverTheStateTable) {
   EXPECT_EQ(second.at("state_epoch").get<uint64_t>(), firstEpoch + 1);
   EXPECT_EQ(fcvm({"rm", "--name", "orphan"}).exitCode, 0);
   EXPECT_EQ(fcvmJson({"ls", "--json"}).size(), 1u);
+}
+
+// What a reboot takes away comes back when the supervisor starts: the storage's loopback mount
+// (without `fcvm setup`), and VMs that were running are failed with the reason.
+TEST_F(CliTest, AfterAHostRestartTheSupervisorMountsTheStorageAndFailsVmsThatRan) {
+  auto storage = dataDir() / "storage";
+  auto image = dataDir() / "storage.btrfs";
+  std::filesystem::create_directories(storage);
+  ASSERT_EQ(runCommand({"truncate", "-s", "1G", image.string()}).exitCode, 0);
+  ASSERT_EQ(runCommand({"mkfs.btrfs", "-q", image.string()}).exitCode, 0);
+  // Whatever the test's outcome, the mount goes before the test's directories do.
+  struct Unmount {
+    std::filesystem::path dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{storage};
+  std::ofstream(dataDir() / "boot-id") << "00000000-0000-0000-0000-000000000000\n";
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  auto deadStart = processStartTime(dead);
+  ASSERT_TRUE(deadStart);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  writeRecord("4444444444444444", "before-reboot", 0, "running", dead, *deadStart);
+
+  fcvmJson({"supervisor", "start", "--json"});
+  struct stat mounted {
+  }, parent{};
+  ASSERT_EQ(::stat(storage.c_str(), &mounted), 0);
+  ASSERT_EQ(::stat(dataDir().c_str(), &parent), 0);
+  EXPECT_NE(mounted.st_dev, parent.st_dev) << "the storage was not mounted again";
+  auto vms = fcvmJson({"ls", "--json"});
+  ASSERT_EQ(vms.size(), 1u);
+  EXPECT_EQ(vms[0].at("state"), "failed");
+  EXPECT_EQ(vms[0].at("reason"), "the host restarted");
+  std::ifstream stamp(dataDir() / "boot-id");
+  std::string bootId;
+  std::getline(stamp, bootId);
+  EXPECT_EQ(bootId.size(), 36u);
+  EXPECT_NE(bootId, "00000000-0000-0000-0000-000000000000");
 }
 
 }  // namespace
