@@ -10,6 +10,7 @@
 #include "base/reflink.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "cli/supervisor_endpoint.h"
 
 namespace fcvm::cli {
 namespace {
@@ -91,6 +92,23 @@ HostCheck reflinkCheck(const Paths& paths) {
   return {"reflink", true, false, fmt::format("{} supports reflink copies", dir.string())};
 }
 
+// Volumes are served from sandboxes whose namespaces only root can make: root's own VMs, and any
+// user's when root's supervisor is the one answering (the host socket). The host needs no
+// /dev/fuse: the FUSE mounts are the guest's.
+HostCheck volumesCheck() {
+  if (::geteuid() == 0) {
+    return {"volumes", true, false, "--map: root's supervisor serves volumes in sandboxes"};
+  }
+  if (isAnswering(kHostSocket)) {
+    return {"volumes", true, false,
+            fmt::format("--map: root's supervisor answers on {}", kHostSocket)};
+  }
+  return {"volumes", false, false,
+          fmt::format("--map needs root's fcvm-supervisor (on {}), which is not running: a "
+                      "user's own cannot make the servers' sandboxes",
+                      kHostSocket)};
+}
+
 }  // namespace
 
 bool DoctorReport::healthy() const {
@@ -112,7 +130,7 @@ DoctorReport runDoctor(const Paths& paths) {
   report.checks.push_back(deviceCheck("kvm", "/dev/kvm", false, "hardware acceleration"));
   report.checks.push_back(reflinkCheck(paths));
   report.checks.push_back(userfaultfdCheck());
-  report.checks.push_back(deviceCheck("fuse", "/dev/fuse", false, "volumes (--map)"));
+  report.checks.push_back(volumesCheck());
   report.checks.push_back(toolCheck("slirp4netns", "slirp4netns", false, "rootless networking"));
   report.checks.push_back(toolCheck("iptables", "iptables", false, "port forwarding"));
   report.checks.push_back(toolCheck("podman", "podman", false, "images from host storage"));

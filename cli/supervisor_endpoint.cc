@@ -17,8 +17,6 @@
 namespace fcvm::cli {
 namespace {
 
-constexpr const char* kHostSocket = "/run/fcvm/supervisor.sock";
-
 std::string lastLine(const std::filesystem::path& file) {
   std::ifstream in(file);
   std::string line, last;

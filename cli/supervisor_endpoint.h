@@ -19,6 +19,9 @@ struct SupervisorEndpoint {
   std::optional<Paths> startable;
 };
 
+// Root's supervisor, which other users reach when it runs (and they set no runtime dir).
+inline constexpr char kHostSocket[] = "/run/fcvm/supervisor.sock";
+
 SupervisorEndpoint resolveEndpoint(uid_t uid, const Environment& env,
                                    const std::optional<std::string>& socketFlag);
 

@@ -101,7 +101,7 @@ TEST_F(CliTest, DoctorJsonNamesTheAcceleratorAndWhy) {
   std::set<std::string> checks;
   for (const auto& c : report.at("checks")) checks.insert(c.at("name"));
   for (const char* name :
-       {"qemu", "kvm", "reflink", "userfaultfd", "fuse", "slirp4netns", "iptables", "podman"}) {
+       {"qemu", "kvm", "reflink", "userfaultfd", "volumes", "slirp4netns", "iptables", "podman"}) {
     EXPECT_TRUE(checks.count(name)) << name;
   }
   EXPECT_TRUE(report.at("healthy").get<bool>()) << report.dump(2);
