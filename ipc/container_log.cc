@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/error.h"
@@ -28,14 +29,30 @@ bool readFully(int fd, void* buf, size_t n, uint64_t offset) {
 
 }  // namespace
 
-ContainerLogWriter::ContainerLogWriter(const std::filesystem::path& path)
+std::filesystem::path previousLogOf(const std::filesystem::path& path) {
+  auto previous = path;
+  previous += ".1";
+  return previous;
+}
+
+ContainerLogWriter::ContainerLogWriter(const std::filesystem::path& path, uint64_t cap)
     : path_(path),
+      cap_(std::max(cap, kMinContainerLogCap)),
       fd_(static_cast<int>(checkSys(
           ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
           "open {}", path.string()))) {
   struct stat st {};
   checkSys(::fstat(fd_.get(), &st), "stat {}", path.string());
   size_ = static_cast<uint64_t>(st.st_size);
+}
+
+void ContainerLogWriter::rotate() {
+  auto previous = previousLogOf(path_);
+  checkSys(::rename(path_.c_str(), previous.c_str()), "rename {}", path_.string());
+  fd_.reset(static_cast<int>(checkSys(
+      ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
+      "open {}", path_.string())));
+  size_ = 0;
 }
 
 void ContainerLogWriter::append(rpc::OutputKind kind, std::string_view data) {
@@ -48,6 +65,7 @@ void ContainerLogWriter::append(rpc::OutputKind kind, std::string_view data) {
     header[4] = static_cast<unsigned char>(kind);
     iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(chunk.data()), chunk.size()}};
     size_t want = sizeof header + chunk.size();
+    if (size_ > 0 && size_ + want > cap_ / 2) rotate();
     ssize_t n = retryEintr([&] { return ::writev(fd_.get(), iov, 2); });
     checkSys(n, "write {}", path_.string());
     if (static_cast<size_t>(n) != want) throw Error("short write to " + path_.string());
@@ -55,15 +73,29 @@ void ContainerLogWriter::append(rpc::OutputKind kind, std::string_view data) {
   }
 }
 
-ContainerLogReader::ContainerLogReader(const std::filesystem::path& path, uint64_t end)
-    : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)), end_(end) {
-  if (!fd_ && errno != ENOENT) throw SysError(errno, "open " + path.string());
+ContainerLogReader::ContainerLogReader(const std::filesystem::path& path, uint64_t end) {
+  auto open = [](const std::filesystem::path& p) {
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd && errno != ENOENT) throw SysError(errno, "open " + p.string());
+    return fd;
+  };
+  // No rotation falls between the two opens: a reader and the writer share the worker's one
+  // thread, and the supervisor reads only once the writer is gone.
+  previous_.fd = open(previousLogOf(path));
+  current_.fd = open(path);
+  current_.end = end;
 }
 
 std::optional<LogRecord> ContainerLogReader::next() {
-  if (!fd_ || offset_ >= end_) return std::nullopt;
+  if (auto record = nextOf(previous_)) return record;
+  previous_.fd.reset();
+  return nextOf(current_);
+}
+
+std::optional<LogRecord> ContainerLogReader::nextOf(File& file) {
+  if (!file.fd || file.offset >= file.end) return std::nullopt;
   unsigned char header[kHeaderBytes];
-  if (!readFully(fd_.get(), header, sizeof header, offset_)) return std::nullopt;
+  if (!readFully(file.fd.get(), header, sizeof header, file.offset)) return std::nullopt;
   uint32_t length = 0;
   for (int i = 0; i < 4; ++i) length |= uint32_t{header[i]} << (8 * i);
   if (length == 0 || length > kMaxLogRecordBytes || header[4] > 1 || header[5] != 0 ||
@@ -73,10 +105,10 @@ std::optional<LogRecord> ContainerLogReader::next() {
   LogRecord record;
   record.kind = header[4] == 0 ? rpc::OutputKind::STDOUT : rpc::OutputKind::STDERR;
   record.data.resize(length);
-  if (!readFully(fd_.get(), record.data.data(), length, offset_ + sizeof header)) {
+  if (!readFully(file.fd.get(), record.data.data(), length, file.offset + sizeof header)) {
     return std::nullopt;
   }
-  offset_ += sizeof header + length;
+  file.offset += sizeof header + length;
   return record;
 }
 

@@ -3,6 +3,10 @@
 // `fcvm logs` replays it, through the worker while it runs and through the supervisor after.
 // The reader trusts nothing: a bad kind, an oversized length or a record cut short (a writer
 // killed mid-record) ends the log there.
+//
+// Bounded: once the file would pass half the cap it becomes container.log.1 (replacing the one
+// before) and a new container.log starts, so a container that prints without end keeps at most
+// the cap on disk, and the newest output is always there. Readers read .1, then the current file.
 #pragma once
 
 #include <kj/async.h>
@@ -26,30 +30,50 @@ struct LogRecord {
   std::string data;
 };
 
+// The default cap of a container's log on disk (both files), and the least a cap may be: two
+// files of one largest record each.
+inline constexpr uint64_t kDefaultContainerLogCap = uint64_t{64} << 20;
+inline constexpr uint64_t kMinContainerLogCap = uint64_t{4} << 20;
+
+// The rotated file beside `path` (container.log.1).
+std::filesystem::path previousLogOf(const std::filesystem::path& path);
+
 class ContainerLogWriter {
  public:
-  explicit ContainerLogWriter(const std::filesystem::path& path);
+  // `cap`: bytes kept on disk at most (at least kMinContainerLogCap).
+  explicit ContainerLogWriter(const std::filesystem::path& path,
+                              uint64_t cap = kDefaultContainerLogCap);
   // Appends one record (data split into records of at most kMaxLogRecordBytes).
   void append(rpc::OutputKind kind, std::string_view data);
+  // The current file's size: what a reader that starts now reads of it.
   uint64_t size() const { return size_; }
 
  private:
+  void rotate();
+
   std::filesystem::path path_;
+  uint64_t cap_;
   UniqueFd fd_;
   uint64_t size_ = 0;
 };
 
 class ContainerLogReader {
  public:
-  // Reads records that start before `end`; a missing file reads as empty.
+  // Reads the rotated file, then the records of the current one that start before `end`; missing
+  // files read as empty. Both are opened now: a rotation later does not change what it reads.
   explicit ContainerLogReader(const std::filesystem::path& path,
                               uint64_t end = std::numeric_limits<uint64_t>::max());
   std::optional<LogRecord> next();
 
  private:
-  UniqueFd fd_;
-  uint64_t offset_ = 0;
-  uint64_t end_;
+  struct File {
+    UniqueFd fd;
+    uint64_t offset = 0;
+    uint64_t end = std::numeric_limits<uint64_t>::max();
+  };
+  static std::optional<LogRecord> nextOf(File& file);
+
+  File previous_, current_;
 };
 
 // Writes a plain text file (a console or worker log) to `sink` as stdout, in 64 KiB chunks.

@@ -152,6 +152,39 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   expectNothingLeftOf(id);
 }
 
+// A container that prints far more than the log's cap leaves at most the cap on disk, and `logs`
+// still shows its newest output, up to the last line.
+TEST_F(VmTest, EndlessOutputStaysUnderTheLogCapAndLogsShowTheNewest) {
+  constexpr uint64_t kCap = 4 << 20;  // the least a cap may be
+  auto started = fcvm({"supervisor", "start"}, std::nullopt,
+                      {"FCVM_CONTAINER_LOG_MAX_BYTES=" + std::to_string(kCap)});
+  ASSERT_EQ(started.exitCode, 0) << started.output;
+  runDetached("chatty", {"sh", "-c",
+                         "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 12000000; "
+                         "echo; echo the-last-line"});
+  waitFor("chatty", "ended");
+  std::string id = inspect("chatty").at("id");
+  auto log = fcvm_.dataDir() / "vms" / id / "container.log";
+  auto previous = log;
+  previous += ".1";
+  ASSERT_TRUE(std::filesystem::exists(previous)) << "the log never rotated";
+  EXPECT_LE(std::filesystem::file_size(log) + std::filesystem::file_size(previous), kCap);
+  CommandOptions logsOptions;
+  logsOptions.timeout = testing::kVmDeadline;
+  logsOptions.extraEnv = fcvm_.env();
+  logsOptions.outputFile = (fcvm_.dir() / "logs.out").string();
+  ASSERT_EQ(runCommand({FcvmInstance::binary(), "logs", "--name", "chatty"}, logsOptions).exitCode,
+            0);
+  auto shown = readFile(logsOptions.outputFile);
+  EXPECT_LE(shown.size(), kCap);
+  EXPECT_GT(shown.size(), kCap / 4);
+  EXPECT_TRUE(shown.ends_with("0123456789abcdefghijklmnopqrstuvwxyz\nthe-last-line\n") ||
+              shown.ends_with("\nthe-last-line\n"))
+      << shown.substr(shown.size() > 200 ? shown.size() - 200 : 0);
+  ok({"rm", "--name", "chatty"});
+  EXPECT_FALSE(std::filesystem::exists(previous));
+}
+
 TEST_F(VmTest, TheImagesHealthcheckDecidesHealth) {
   // The image's HEALTHCHECK is `test -e /tmp/healthy`: not healthy until the file exists.
   ok({"podman", "run", "-d", "--name", "hc", "localhost/fcvm-test-health:latest", "sleep", "600"});

@@ -140,7 +140,7 @@ VmRunner::VmRunner(kj::AsyncIoContext& io, RunnerParts parts)
     : io_(io),
       parts_(kj::mv(parts)),
       vmmExit_(io.unixEventPort, parts_.vmm->pidfd(), kj::UnixEventPort::FdObserver::OBSERVE_READ),
-      log_(parts_.containerLog),
+      log_(parts_.containerLog, parts_.containerLogCap),
       qmpReady_(nullptr),
       agentReady_(nullptr),
       containerRunning_(nullptr),

@@ -59,6 +59,7 @@ struct RunnerParts {
   std::vector<std::string> healthCheck;     // run in the container; empty: healthy once started
   std::optional<ipc::HttpCheck> httpCheck;  // a GET from the host; with healthCheck, both count
   std::filesystem::path containerLog;
+  uint64_t containerLogCap = ipc::kDefaultContainerLogCap;  // bytes on disk at most
   std::filesystem::path finalStateFile;
   std::chrono::seconds bootDeadline{300};
   kj::Own<kj::ConnectionReceiver> qmp;  // the VMM's monitor connects here

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -366,6 +367,22 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   return vm;
 }
 
+// The container log's cap: FCVM_CONTAINER_LOG_MAX_BYTES in the supervisor's environment (which
+// its workers inherit), else the default.
+uint64_t containerLogCap() {
+  const char* text = std::getenv("FCVM_CONTAINER_LOG_MAX_BYTES");
+  if (text == nullptr) return ipc::kDefaultContainerLogCap;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long cap = std::strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || cap < ipc::kMinContainerLogCap) {
+    spdlog::warn("FCVM_CONTAINER_LOG_MAX_BYTES={} is not a number of bytes >= {}; using {}", text,
+                 ipc::kMinContainerLogCap, ipc::kDefaultContainerLogCap);
+    return ipc::kDefaultContainerLogCap;
+  }
+  return cap;
+}
+
 kj::Own<kj::ConnectionReceiver> wrapListener(kj::AsyncIoContext& io, ipc::ListeningSocket& s) {
   return io.lowLevelProvider->wrapListenSocketFd(s.releaseFd(),
                                                  kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
@@ -407,6 +424,7 @@ int runWorker(const WorkerOptions& options) {
   parts.healthCheck = vm.healthCheck;
   if (!spec.healthCheckUrl.empty()) parts.httpCheck = ipc::parseHttpCheck(spec.healthCheckUrl);
   parts.containerLog = vmDir / "container.log";
+  parts.containerLogCap = containerLogCap();
   parts.finalStateFile = vmDir / "final-state.json";
   parts.qmp = wrapListener(io, *vm.qmp);
   parts.memoryFile = vm.memoryFile;
