@@ -299,7 +299,13 @@ kj::Promise<void> VmRunner::handle(AgentEvent event) {
     if (frozenFulfiller_ && frozenFulfiller_->isWaiting())
       frozenFulfiller_->fulfill(kj::mv(*frozen));
   } else if (auto* log = std::get_if<agent::Log>(&event)) {
-    spdlog::info("agent: {}", log->line);
+    // The guest decides how many lines it sends; what reaches our log is bounded.
+    if (agentLogLimit_.allow()) {
+      if (auto refused = agentLogLimit_.takeRefused()) {
+        spdlog::warn("agent: {} lines suppressed (more than {}/s)", refused, kAgentLinesPerSecond);
+      }
+      spdlog::info("agent: {}", log->line);
+    }
   }
   return kj::READY_NOW;
 }

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "agent/messages.h"
+#include "base/rate_limit.h"
 #include "base/unique_fd.h"
 #include "ipc/container_log.h"
 #include "ipc/vm_spec.h"
@@ -100,6 +101,9 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   const WorkerState& state() const { return state_; }
 
  private:
+  // The agent's own log lines reach the worker's log at this rate at most, after a burst.
+  static constexpr double kAgentLinesPerSecond = 20;
+  static constexpr double kAgentLineBurst = 200;
   struct ExecStream;
   struct Follower;
 
@@ -128,6 +132,7 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   RunnerParts parts_;
   kj::UnixEventPort::FdObserver vmmExit_;
   ipc::ContainerLogWriter log_;
+  RateLimit agentLogLimit_{kAgentLineBurst, kAgentLinesPerSecond};
   WorkerState state_;
   kj::Maybe<rpc::WorkerEvents::Client> events_;
   kj::Maybe<rpc::OutputSink::Client> output_;  // a foreground run's sink
