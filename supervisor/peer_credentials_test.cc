@@ -73,6 +73,40 @@ std::string errorOf(std::function<void()> call) {
   }
 }
 
+// The real supervisor server on `socket`, in this process's event loop, over `registry`. Made
+// after the callers are forked (they must not inherit an event loop).
+struct ServedSupervisor {
+  ServedSupervisor(ipc::ListeningSocket& socket, VmRegistry& registry,
+                   const ipc::StateTableWriter& table, const std::filesystem::path& dir)
+      : listener(io.lowLevelProvider->wrapListenSocketFd(
+            socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
+        paths{dir, dir, dir},
+        netd(io, paths),
+        vms(io, registry, paths, netd),
+        snapshots(io, paths, registry, vms),
+        context{registry, vms,           snapshots, table, dir,
+                dir,      socket.path(), 0,         {},    shutdown.fulfiller},
+        server(context, io.provider->getTimer()),
+        serving(server.listen(*listener).eagerlyEvaluate(nullptr)) {}
+
+  // Everything the caller process `fd` reports, once it has finished.
+  std::string verdictOf(int fd) {
+    auto in = io.lowLevelProvider->wrapInputFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    return std::string(in->readAllText(4096).wait(io.waitScope).cStr());
+  }
+
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  kj::Own<kj::ConnectionReceiver> listener;
+  kj::PromiseFulfillerPair<void> shutdown = kj::newPromiseAndFulfiller<void>();
+  Paths paths;
+  NetdClient netd;
+  VmController vms;
+  SnapshotController snapshots;
+  SupervisorContext context;
+  SupervisorServer server;
+  kj::Promise<void> serving;
+};
+
 TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
   testing::TempDir dir;
@@ -116,32 +150,17 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     return "ok";
   });
 
-  auto io = kj::setupAsyncIo();
-  auto listener = io.lowLevelProvider->wrapListenSocketFd(
-      socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  auto shutdown = kj::newPromiseAndFulfiller<void>();
-  Paths paths{dir.path(), dir.path(), dir.path()};
-  NetdClient netd(io, paths);
-  VmController vms(io, registry, paths, netd);
-  SnapshotController snapshots(io, paths, registry, vms);
-  SupervisorContext context{registry,   vms,           snapshots, table, dir.path(),
-                            dir.path(), socket.path(), 0,         {},    shutdown.fulfiller};
-  SupervisorServer server(context, io.provider->getTimer());
-  auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
+  ServedSupervisor served(socket, registry, table, dir.path());
 
-  auto verdictOf = [&](int fd) {
-    auto in = io.lowLevelProvider->wrapInputFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-    return std::string(in->readAllText(4096).wait(io.waitScope).cStr());
-  };
-  EXPECT_EQ(verdictOf(bob), "ok");
-  EXPECT_EQ(verdictOf(alice), "ok");
+  EXPECT_EQ(served.verdictOf(bob), "ok");
+  EXPECT_EQ(served.verdictOf(alice), "ok");
   while (::waitpid(-1, nullptr, 0) > 0) {
   }
 
   Caller root{0, 0, 1};
   EXPECT_TRUE(registry.find(root, "web-a"));
   EXPECT_TRUE(registry.find(root, "web-b"));
-  EXPECT_FALSE(shutdown.promise.poll(io.waitScope));
+  EXPECT_FALSE(served.shutdown.promise.poll(served.io.waitScope));
 }
 
 // A raw connection to `socket`, for a client that speaks no RPC at all.
@@ -234,29 +253,13 @@ TEST(PeerCredentialsTest, AFloodingClientCannotWedgeTheSupervisor) {
   ::close(release[0]);
   ::close(go[0]);
 
-  auto io = kj::setupAsyncIo();
-  auto listener = io.lowLevelProvider->wrapListenSocketFd(
-      socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  auto shutdown = kj::newPromiseAndFulfiller<void>();
-  Paths paths{dir.path(), dir.path(), dir.path()};
-  NetdClient netd(io, paths);
-  VmController vms(io, registry, paths, netd);
-  SnapshotController snapshots(io, paths, registry, vms);
-  SupervisorContext context{registry,   vms,  snapshots, table, dir.path(),
-                            dir.path(), path, 0,         {},    shutdown.fulfiller};
-  SupervisorServer server(context, io.provider->getTimer());
-  auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
-
-  auto readAll = [&](int fd) {
-    auto in = io.lowLevelProvider->wrapInputFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-    return std::string(in->readAllText(4096).wait(io.waitScope).cStr());
-  };
-  EXPECT_EQ(readAll(flooded[0]), "ok");
+  ServedSupervisor served(socket, registry, table, dir.path());
+  EXPECT_EQ(served.verdictOf(flooded[0]), "ok");
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   ::close(go[1]);
-  EXPECT_EQ(readAll(alice), "ok");
+  EXPECT_EQ(served.verdictOf(alice), "ok");
   ::close(release[1]);
-  EXPECT_EQ(readAll(bob), "ok");
+  EXPECT_EQ(served.verdictOf(bob), "ok");
   while (::waitpid(-1, nullptr, 0) > 0) {
   }
 }

@@ -54,6 +54,16 @@ class CliTest : public ::testing::Test, protected testing::FcvmInstance {
     std::ofstream(dataDir() / "vms" / (id + ".json")) << record.dump();
   }
 
+  // A worker that died: a reaped child's pid and start time.
+  static std::pair<pid_t, uint64_t> deadWorker() {
+    pid_t dead = ::fork();
+    if (dead == 0) ::_exit(0);
+    auto start = processStartTime(dead);
+    ::waitpid(dead, nullptr, 0);
+    if (!start) throw std::runtime_error("no start time for a child");
+    return {dead, *start};
+  }
+
   std::vector<std::string> names(const json& list) {
     std::vector<std::string> out;
     for (const auto& vm : list) out.push_back(vm.at("name"));
@@ -135,13 +145,8 @@ TEST_F(CliTest, UsersSeeAndRemoveOnlyTheirOwnVms) {
 // Re-adoption of live workers is tested with real VMs (vm_e2e_test); here, records whose worker
 // died while no supervisor ran, and a restart taking over the state table.
 TEST_F(CliTest, RestartedSupervisorFailsOrphansAndTakesOverTheStateTable) {
-  // A reaped child stands in for a worker that died.
-  pid_t dead = ::fork();
-  if (dead == 0) ::_exit(0);
-  auto deadStart = processStartTime(dead);
-  ASSERT_TRUE(deadStart);
-  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
-  writeRecord("2222222222222222", "orphan", 0, "running", dead, *deadStart);
+  auto [dead, deadStart] = deadWorker();
+  writeRecord("2222222222222222", "orphan", 0, "running", dead, deadStart);
   writeRecord("3333333333333333", "done", 0, "stopped");
 
   auto first = fcvmJson({"supervisor", "start", "--json"});
@@ -189,12 +194,8 @@ TEST_F(CliTest, AfterAHostRestartTheSupervisorMountsTheStorageAndFailsVmsThatRan
     ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
   } unmount{storage};
   std::ofstream(dataDir() / "boot-id") << "00000000-0000-0000-0000-000000000000\n";
-  pid_t dead = ::fork();
-  if (dead == 0) ::_exit(0);
-  auto deadStart = processStartTime(dead);
-  ASSERT_TRUE(deadStart);
-  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
-  writeRecord("4444444444444444", "before-reboot", 0, "running", dead, *deadStart);
+  auto [dead, deadStart] = deadWorker();
+  writeRecord("4444444444444444", "before-reboot", 0, "running", dead, deadStart);
 
   fcvmJson({"supervisor", "start", "--json"});
   struct stat mounted {

@@ -20,6 +20,7 @@
 
 #include "agent/frame_io.h"
 #include "agent/messages.h"
+#include "tests/support/fuzz_seeds.h"
 
 namespace {
 
@@ -95,12 +96,7 @@ void writeSeeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    if (std::strncmp((*argv)[i], "-write_seeds=", 13) == 0) {
-      writeSeeds((*argv)[i] + 13);
-      std::exit(0);
-    }
-  }
+  fcvm::testing::writeSeedsIfAsked(*argc, *argv, writeSeeds);
   return 0;
 }
 

@@ -27,6 +27,7 @@
 #include "fuse-pipe/protocol.h"
 #include "fuse-pipe/request_handler.h"
 #include "fuse-pipe/transport.h"
+#include "tests/support/fuzz_seeds.h"
 
 namespace fp = fcvm::fusepipe;
 namespace fs = std::filesystem;
@@ -238,12 +239,7 @@ void writeSeeds(const fs::path& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    if (std::strncmp((*argv)[i], "-write_seeds=", 13) == 0) {
-      writeSeeds((*argv)[i] + 13);
-      std::exit(0);
-    }
-  }
+  fcvm::testing::writeSeedsIfAsked(*argc, *argv, writeSeeds);
   spdlog::set_level(spdlog::level::off);
   // Writes, truncations and fallocate beyond 8 MiB fail with EFBIG instead of filling the disk.
   rlimit size{8u << 20, 8u << 20};

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "tests/support/fuzz_seeds.h"
 #include "uffd-server/uffd_handshake.h"
 
 namespace {
@@ -81,12 +82,7 @@ void writeSeeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  for (int i = 1; i < *argc; ++i) {
-    if (std::strncmp((*argv)[i], "-write_seeds=", 13) == 0) {
-      writeSeeds((*argv)[i] + 13);
-      std::exit(0);
-    }
-  }
+  fcvm::testing::writeSeedsIfAsked(*argc, *argv, writeSeeds);
   return 0;
 }
 
