@@ -73,6 +73,17 @@ std::string errorOf(std::function<void()> call) {
   }
 }
 
+// A supervisor's records and state table in a directory every uid may reach.
+struct SupervisorFiles {
+  SupervisorFiles() { ::chmod(dir.path().c_str(), 0755); }
+
+  testing::TempDir dir;
+  ipc::StateTableWriter table =
+      ipc::StateTableWriter::open(dir / "state", ipc::TableCapacity{8, 2, 2}, 0600);
+  RecordStore store{dir / "vms"};
+  VmRegistry registry{table, store};
+};
+
 // The real supervisor server on `socket`, in this process's event loop, over `registry`. Made
 // after the callers are forked (they must not inherit an event loop).
 struct ServedSupervisor {
@@ -109,11 +120,10 @@ struct ServedSupervisor {
 
 TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
-  testing::TempDir dir;
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
-  auto table = ipc::StateTableWriter::open(dir / "state", ipc::TableCapacity{8, 2, 2}, 0600);
-  RecordStore store(dir / "vms");
-  VmRegistry registry(table, store);
+  SupervisorFiles files;
+  auto& dir = files.dir;
+  auto& table = files.table;
+  auto& registry = files.registry;
   for (auto [owner, name] : {std::pair{kAlice, "web-a"}, std::pair{kBob, "web-b"}}) {
     auto vm = registry.create(owner, name, "img");
     vm.state = ipc::VmState::kStopped;
@@ -190,11 +200,10 @@ bool closedByServer(int fd) {
 // all the while.
 TEST(PeerCredentialsTest, AFloodingClientCannotWedgeTheSupervisor) {
   ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
-  testing::TempDir dir;
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
-  auto table = ipc::StateTableWriter::open(dir / "state", ipc::TableCapacity{8, 2, 2}, 0600);
-  RecordStore store(dir / "vms");
-  VmRegistry registry(table, store);
+  SupervisorFiles files;
+  auto& dir = files.dir;
+  auto& table = files.table;
+  auto& registry = files.registry;
   ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
   int flooded[2], release[2], go[2];
   ASSERT_EQ(::pipe2(flooded, O_CLOEXEC), 0);
