@@ -73,7 +73,7 @@ std::string errorOf(std::function<void()> call) {
   }
 }
 
-// A supervisor's records and state table in a directory every uid may reach.
+// A supervisor's records, state table and socket in a directory every uid may reach.
 struct SupervisorFiles {
   SupervisorFiles() { ::chmod(dir.path().c_str(), 0755); }
 
@@ -82,21 +82,29 @@ struct SupervisorFiles {
       ipc::StateTableWriter::open(dir / "state", ipc::TableCapacity{8, 2, 2}, 0600);
   RecordStore store{dir / "vms"};
   VmRegistry registry{table, store};
+  ipc::ListeningSocket socket{dir / "supervisor.sock", 0666};
 };
 
-// The real supervisor server on `socket`, in this process's event loop, over `registry`. Made
-// after the callers are forked (they must not inherit an event loop).
+// The real supervisor server on the files' socket, in this process's event loop. Made after the
+// callers are forked (they must not inherit an event loop).
 struct ServedSupervisor {
-  ServedSupervisor(ipc::ListeningSocket& socket, VmRegistry& registry,
-                   const ipc::StateTableWriter& table, const std::filesystem::path& dir)
+  explicit ServedSupervisor(SupervisorFiles& files)
       : listener(io.lowLevelProvider->wrapListenSocketFd(
-            socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
-        paths{dir, dir, dir},
+            files.socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
+        paths{files.dir.path(), files.dir.path(), files.dir.path()},
         netd(io, paths),
-        vms(io, registry, paths, netd),
-        snapshots(io, paths, registry, vms),
-        context{registry, vms,           snapshots, table, dir,
-                dir,      socket.path(), 0,         {},    shutdown.fulfiller},
+        vms(io, files.registry, paths, netd),
+        snapshots(io, paths, files.registry, vms),
+        context{files.registry,
+                vms,
+                snapshots,
+                files.table,
+                files.dir.path(),
+                files.dir.path(),
+                files.socket.path(),
+                0,
+                {},
+                shutdown.fulfiller},
         server(context, io.provider->getTimer()),
         serving(server.listen(*listener).eagerlyEvaluate(nullptr)) {}
 
@@ -121,17 +129,14 @@ struct ServedSupervisor {
 TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
   ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
   SupervisorFiles files;
-  auto& dir = files.dir;
-  auto& table = files.table;
   auto& registry = files.registry;
   for (auto [owner, name] : {std::pair{kAlice, "web-a"}, std::pair{kBob, "web-b"}}) {
     auto vm = registry.create(owner, name, "img");
     vm.state = ipc::VmState::kStopped;
     registry.update(vm);
   }
-  ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
 
-  int bob = spawnCaller(kBob, socket.path(), [](auto& s, auto& io) -> std::string {
+  int bob = spawnCaller(kBob, files.socket.path(), [](auto& s, auto& io) -> std::string {
     auto& ws = io.waitScope;
     if (names(s, ws) != std::vector<std::string>{"web-b"}) return "bob listed other VMs";
     auto get = errorOf([&] {
@@ -150,7 +155,7 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     if (stop.find("may not stop") == std::string::npos) return "bob stopped it: " + stop;
     return "ok";
   });
-  int alice = spawnCaller(kAlice, socket.path(), [](auto& s, auto& io) -> std::string {
+  int alice = spawnCaller(kAlice, files.socket.path(), [](auto& s, auto& io) -> std::string {
     auto& ws = io.waitScope;
     if (names(s, ws) != std::vector<std::string>{"web-a"}) return "alice listed other VMs";
     auto req = s.getVmRequest();
@@ -160,7 +165,7 @@ TEST(PeerCredentialsTest, SecondUidCannotSeeOrChangeFirstUidsVms) {
     return "ok";
   });
 
-  ServedSupervisor served(socket, registry, table, dir.path());
+  ServedSupervisor served(files);
 
   EXPECT_EQ(served.verdictOf(bob), "ok");
   EXPECT_EQ(served.verdictOf(alice), "ok");
@@ -201,15 +206,11 @@ bool closedByServer(int fd) {
 TEST(PeerCredentialsTest, AFloodingClientCannotWedgeTheSupervisor) {
   ASSERT_EQ(::geteuid(), 0u) << "this test switches uids and must run as root";
   SupervisorFiles files;
-  auto& dir = files.dir;
-  auto& table = files.table;
-  auto& registry = files.registry;
-  ipc::ListeningSocket socket(dir / "supervisor.sock", 0666);
   int flooded[2], release[2], go[2];
   ASSERT_EQ(::pipe2(flooded, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(release, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
-  auto path = socket.path();
+  auto path = files.socket.path();
 
   int bob = spawnCaller(kBob, path, [&](auto& s, auto& io) -> std::string {
     ::close(flooded[0]);
@@ -262,7 +263,7 @@ TEST(PeerCredentialsTest, AFloodingClientCannotWedgeTheSupervisor) {
   ::close(release[0]);
   ::close(go[0]);
 
-  ServedSupervisor served(socket, registry, table, dir.path());
+  ServedSupervisor served(files);
   EXPECT_EQ(served.verdictOf(flooded[0]), "ok");
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   ::close(go[1]);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/process_identity.h"
+#include "base/spawn.h"
 #include "base/subprocess.h"
 #include "tests/support/fcvm_instance.h"
 
@@ -54,14 +55,17 @@ class CliTest : public ::testing::Test, protected testing::FcvmInstance {
     std::ofstream(dataDir() / "vms" / (id + ".json")) << record.dump();
   }
 
-  // A worker that died: a reaped child's pid and start time.
+  // A worker that died: a reaped child's pid and start time (read while it is unreaped, so
+  // /proc still has it).
   static std::pair<pid_t, uint64_t> deadWorker() {
-    pid_t dead = ::fork();
-    if (dead == 0) ::_exit(0);
-    auto start = processStartTime(dead);
-    ::waitpid(dead, nullptr, 0);
+    SpawnSpec spec;
+    spec.argv = {"/bin/true"};
+    auto child = spawn(spec);
+    pid_t pid = child.pid();
+    auto start = processStartTime(pid);
+    child.wait();
     if (!start) throw std::runtime_error("no start time for a child");
-    return {dead, *start};
+    return {pid, *start};
   }
 
   std::vector<std::string> names(const json& list) {
