@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-unit test-asan fuzz bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
+.PHONY: all deps build install test test-unit test-asan fuzz bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
 
 all: build
 
@@ -16,6 +16,11 @@ $(BUILD)/build.ninja:
 
 build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# Installs into $(DESTDIR)$(PREFIX): bin/fcvm, libexec/fcvm/, the systemd units (cmake/Install.cmake).
+PREFIX ?= /usr/local
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
 # Every test, then the unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
 test: build

@@ -1,8 +1,12 @@
 #include "base/log.h"
 
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <unistd.h>
 
+#include <mutex>
+
+#include "base/capped_file.h"
 #include "base/error.h"
 
 namespace fcvm {
@@ -15,7 +19,36 @@ std::string loggerName(std::string_view component, std::string_view vm) {
   return fmt::format("{} vm={}", component, vm.empty() ? "-" : vm);
 }
 
+void pointStdioAt(int fd) {
+  ::dup3(fd, STDOUT_FILENO, 0);
+  ::dup3(fd, STDERR_FILENO, 0);
+}
+
+// spdlog's rotating_file_sink would rotate the file but leave stdout and stderr on the old one,
+// where a writer other than spdlog would grow it unseen; this sink moves them along.
+class CappedFileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  CappedFileSink(const std::string& path, uint64_t cap) : file_(path, cap, pointStdioAt) {
+    pointStdioAt(file_.fd());
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    file_.append(std::string_view(line.data(), line.size()));
+  }
+  void flush_() override {}  // every line is its own write(2)
+
+ private:
+  CappedFile file_;
+};
+
 }  // namespace
+
+uint64_t processLogCap() {
+  return logCapFromEnvironment("FCVM_LOG_MAX_BYTES", kDefaultProcessLogCap, kMinProcessLogCap);
+}
 
 void initLogging(std::string_view component, const LogOptions& options) {
   gComponent = component;
@@ -23,7 +56,7 @@ void initLogging(std::string_view component, const LogOptions& options) {
   if (options.file.empty()) {
     sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>(spdlog::color_mode::automatic);
   } else {
-    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file);
+    sink = std::make_shared<CappedFileSink>(options.file, processLogCap());
   }
   auto logger = std::make_shared<spdlog::logger>(loggerName(component, ""), sink);
   logger->set_pattern(kPattern);

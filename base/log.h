@@ -5,15 +5,25 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 
 namespace fcvm {
 
+// A process log's cap on disk (the file and its rotated .1), unless FCVM_LOG_MAX_BYTES says
+// otherwise; the same cap bounds each VM's console log.
+inline constexpr uint64_t kDefaultProcessLogCap = uint64_t{16} << 20;
+inline constexpr uint64_t kMinProcessLogCap = uint64_t{64} << 10;
+uint64_t processLogCap();
+
 struct LogOptions {
   spdlog::level::level_enum level = spdlog::level::info;
-  std::string file;  // append here instead of stderr when set
+  // Append here instead of stderr when set, rotating at half of processLogCap(). The process's
+  // stdout and stderr are pointed at the file too (and again after each rotation), so that what
+  // is written there directly (a crash report, a child's output) is capped with the rest.
+  std::string file;
 };
 
 // Installs the process-wide default logger for `component` (supervisor, worker, netd, cli, ...).

@@ -4,7 +4,11 @@
 #include <fmt/format.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
+
+#include <map>
+#include <sstream>
 
 #include "base/error.h"
 #include "base/reflink.h"
@@ -109,6 +113,39 @@ HostCheck volumesCheck() {
                       kHostSocket)};
 }
 
+// Root's supervisor as a systemd service (the units `make install` puts in place), or on demand.
+HostCheck serviceCheck() {
+  if (sd_booted() <= 0) {
+    return {"service", true, false,
+            "systemd does not run this host: fcvm starts root's supervisor on demand"};
+  }
+  auto systemctl = findInPath("systemctl");
+  if (!systemctl) return {"service", false, false, "systemd runs this host, but systemctl is gone"};
+  auto state = [&systemctl](const std::string& unit) {
+    auto r =
+        runCommand({*systemctl, "show", "--property=LoadState,ActiveState,UnitFileState", unit},
+                   CommandOptions::withTimeout(kToolTimeout));
+    std::map<std::string, std::string> properties;
+    std::istringstream lines(r.output);
+    for (std::string line; std::getline(lines, line);) {
+      auto eq = line.find('=');
+      if (eq != std::string::npos) properties[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    return properties;
+  };
+  auto socket = state("fcvm-supervisor.socket");
+  if (socket["LoadState"] != "loaded") {
+    return {"service", false, false,
+            "fcvm-supervisor.socket is not installed (make install, then systemctl enable --now "
+            "fcvm-supervisor.socket); root's supervisor starts on demand"};
+  }
+  auto service = state("fcvm-supervisor.service");
+  bool listening = socket["ActiveState"] == "active";
+  return {"service", listening, false,
+          fmt::format("fcvm-supervisor.socket {} ({}), fcvm-supervisor.service {}",
+                      socket["ActiveState"], socket["UnitFileState"], service["ActiveState"])};
+}
+
 }  // namespace
 
 bool DoctorReport::healthy() const {
@@ -131,6 +168,7 @@ DoctorReport runDoctor(const Paths& paths) {
   report.checks.push_back(reflinkCheck(paths));
   report.checks.push_back(userfaultfdCheck());
   report.checks.push_back(volumesCheck());
+  report.checks.push_back(serviceCheck());
   report.checks.push_back(toolCheck("slirp4netns", "slirp4netns", false, "rootless networking"));
   report.checks.push_back(toolCheck("iptables", "iptables", false, "port forwarding"));
   report.checks.push_back(toolCheck("podman", "podman", false, "images from host storage"));

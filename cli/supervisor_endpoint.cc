@@ -56,22 +56,36 @@ void launch(const Paths& paths, std::chrono::milliseconds readyTimeout) {
       checkSys(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), "open {}",
                log.string())));
   spec.fds = {{1, logFd.get()}, {2, logFd.get()}, {3, readyWrite.get()}};
-  // Its own session, and not ours to kill: the supervisor outlives this CLI.
+  // Its own session: the supervisor outlives this CLI once it is ready. Until then it is ours: one
+  // that fails or hangs is gone (killed if need be, and reaped) before this CLI says so.
   spec.newSession = true;
-  spawn(spec).release();
+  ChildProcess supervisor = spawn(spec);
   readyWrite.reset();
 
+  // One line: "ready", or "error: <why>" from a supervisor that could not start.
   pollfd pfd{readyRead.get(), POLLIN, 0};
   int n = retryEintr([&] { return ::poll(&pfd, 1, static_cast<int>(readyTimeout.count())); });
   checkSys(n, "wait for fcvm-supervisor");
-  char buf[16] = {};
-  ssize_t got = n == 0 ? 0 : retryEintr([&] { return ::read(readyRead.get(), buf, sizeof buf); });
-  if (got <= 0 || std::string_view(buf, static_cast<size_t>(got)) != "ready\n") {
-    std::string last = lastLine(log);
-    throw Error(fmt::format("fcvm-supervisor {} (log {}){}",
-                            n == 0 ? "did not become ready in time" : "failed to start",
-                            log.string(), last.empty() ? "" : ": " + last));
+  std::string line;
+  char buf[4096];
+  while (n > 0 && line.find('\n') == std::string::npos && line.size() < sizeof buf) {
+    ssize_t got = retryEintr([&] { return ::read(readyRead.get(), buf, sizeof buf); });
+    if (got <= 0) break;
+    line.append(buf, static_cast<size_t>(got));
   }
+  line = line.substr(0, line.find('\n'));
+  if (line == "ready") {
+    supervisor.release();
+    return;
+  }
+  supervisor.waitFor(std::chrono::seconds(5));
+  if (line.starts_with("error: ")) {
+    throw Error(fmt::format("fcvm-supervisor could not start: {}", line.substr(7)));
+  }
+  std::string last = lastLine(log);
+  throw Error(fmt::format("fcvm-supervisor {} (log {}){}",
+                          n == 0 ? "did not become ready in time" : "failed to start", log.string(),
+                          last.empty() ? "" : ": " + last));
 }
 
 }  // namespace

@@ -29,31 +29,8 @@ bool readFully(int fd, void* buf, size_t n, uint64_t offset) {
 
 }  // namespace
 
-std::filesystem::path previousLogOf(const std::filesystem::path& path) {
-  auto previous = path;
-  previous += ".1";
-  return previous;
-}
-
 ContainerLogWriter::ContainerLogWriter(const std::filesystem::path& path, uint64_t cap)
-    : path_(path),
-      cap_(std::max(cap, kMinContainerLogCap)),
-      fd_(static_cast<int>(checkSys(
-          ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
-          "open {}", path.string()))) {
-  struct stat st {};
-  checkSys(::fstat(fd_.get(), &st), "stat {}", path.string());
-  size_ = static_cast<uint64_t>(st.st_size);
-}
-
-void ContainerLogWriter::rotate() {
-  auto previous = previousLogOf(path_);
-  checkSys(::rename(path_.c_str(), previous.c_str()), "rename {}", path_.string());
-  fd_.reset(static_cast<int>(checkSys(
-      ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600),
-      "open {}", path_.string())));
-  size_ = 0;
-}
+    : file_(path, std::max(cap, kMinContainerLogCap)) {}
 
 void ContainerLogWriter::append(rpc::OutputKind kind, std::string_view data) {
   while (!data.empty()) {
@@ -64,12 +41,7 @@ void ContainerLogWriter::append(rpc::OutputKind kind, std::string_view data) {
     for (int i = 0; i < 4; ++i) header[i] = static_cast<unsigned char>(length >> (8 * i));
     header[4] = static_cast<unsigned char>(kind);
     iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(chunk.data()), chunk.size()}};
-    size_t want = sizeof header + chunk.size();
-    if (size_ > 0 && size_ + want > cap_ / 2) rotate();
-    ssize_t n = retryEintr([&] { return ::writev(fd_.get(), iov, 2); });
-    checkSys(n, "write {}", path_.string());
-    if (static_cast<size_t>(n) != want) throw Error("short write to " + path_.string());
-    size_ += want;
+    file_.append(iov);
   }
 }
 
@@ -149,12 +121,20 @@ kj::Promise<void> sendChunks(kj::Own<UniqueFd> fd, uint64_t offset, rpc::OutputS
 }  // namespace
 
 kj::Promise<void> sendTextFile(const std::filesystem::path& path, rpc::OutputSink::Client sink) {
-  auto fd = kj::heap<UniqueFd>(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!*fd) {
-    if (errno == ENOENT) return kj::READY_NOW;
-    throw SysError(errno, "open " + path.string());
-  }
-  return sendChunks(kj::mv(fd), 0, kj::mv(sink));
+  auto open = [](const std::filesystem::path& p) {
+    auto fd = kj::heap<UniqueFd>(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!*fd && errno != ENOENT) throw SysError(errno, "open " + p.string());
+    return fd;
+  };
+  // Both opened now, as ContainerLogReader does: a rotation meanwhile changes nothing read.
+  auto previous = open(previousLogOf(path));
+  auto current = open(path);
+  auto sendCurrent = [current = kj::mv(current), sink]() mutable -> kj::Promise<void> {
+    if (!*current) return kj::READY_NOW;
+    return sendChunks(kj::mv(current), 0, kj::mv(sink));
+  };
+  if (!*previous) return sendCurrent();
+  return sendChunks(kj::mv(previous), 0, sink).then(kj::mv(sendCurrent));
 }
 
 }  // namespace fcvm::ipc

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/capped_file.h"
 #include "base/unique_fd.h"
 #include "ipc/common.capnp.h"
 
@@ -35,9 +36,6 @@ struct LogRecord {
 inline constexpr uint64_t kDefaultContainerLogCap = uint64_t{64} << 20;
 inline constexpr uint64_t kMinContainerLogCap = uint64_t{4} << 20;
 
-// The rotated file beside `path` (container.log.1).
-std::filesystem::path previousLogOf(const std::filesystem::path& path);
-
 class ContainerLogWriter {
  public:
   // `cap`: bytes kept on disk at most (at least kMinContainerLogCap).
@@ -46,15 +44,10 @@ class ContainerLogWriter {
   // Appends one record (data split into records of at most kMaxLogRecordBytes).
   void append(rpc::OutputKind kind, std::string_view data);
   // The current file's size: what a reader that starts now reads of it.
-  uint64_t size() const { return size_; }
+  uint64_t size() const { return file_.size(); }
 
  private:
-  void rotate();
-
-  std::filesystem::path path_;
-  uint64_t cap_;
-  UniqueFd fd_;
-  uint64_t size_ = 0;
+  CappedFile file_;
 };
 
 class ContainerLogReader {
@@ -76,7 +69,8 @@ class ContainerLogReader {
   File previous_, current_;
 };
 
-// Writes a plain text file (a console or worker log) to `sink` as stdout, in 64 KiB chunks.
+// Writes a plain text log (a console or worker log: its rotated file, then the current one) to
+// `sink` as stdout, in 64 KiB chunks.
 kj::Promise<void> sendTextFile(const std::filesystem::path& path, rpc::OutputSink::Client sink);
 
 // Writes every record of `reader` to `sink`, one write in flight at a time.

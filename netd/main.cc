@@ -16,13 +16,15 @@ int main(int argc, char** argv) {
   app.add_option("--runtime-dir", runtimeDir, "The supervisor's runtime dir")->required();
   app.add_option("--ready-fd", readyFd, "Write 'ready' or 'error: ...' to this fd");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
+  std::string logFile;
+  app.add_option("--log-file", logFile, "Append logs here (capped, rotated) instead of stderr");
   bool removeAll = false;
   app.add_flag("--remove-all", removeAll,
                "Remove every network on record and exit (no netd may be running for this data "
                "dir)");
   CLI11_PARSE(app, argc, argv);
   try {
-    fcvm::initLogging("netd", {fcvm::parseLogLevel(logLevel), ""});
+    fcvm::initLogging("netd", {fcvm::parseLogLevel(logLevel), logFile});
     fcvm::netd::NetdOptions options;
     options.paths.dataDir = dataDir;
     options.paths.runtimeDir = runtimeDir;

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "base/error.h"
+#include "base/free_space.h"
 #include "setup/artifact_store.h"
 #include "setup/debian_mirror.h"
 #include "setup/guest_kernel.h"
@@ -43,6 +44,9 @@ std::string mib(uint64_t bytes) { return fmt::format("{:.0f} MiB", bytes / 10485
 
 }  // namespace
 
+// What a first setup writes at most: the rootfs tree and its ext4 image, packages, the kernel.
+constexpr uint64_t kSetupSpace = uint64_t{2} << 30;
+
 SetupReport runSetup(const SetupOptions& options) {
   if (::geteuid() != 0) {
     throw Error("fcvm setup needs root (it runs debootstrap and creates device nodes)");
@@ -52,6 +56,12 @@ SetupReport runSetup(const SetupOptions& options) {
   ensureOwnedDirectory(paths.dataDir, 0755);
   ensureOwnedDirectory(paths.logDir(), 0755);
   std::string log = (paths.logDir() / "setup.log").string();
+  // A first setup (or --force) refuses to start short of space rather than failing in debootstrap.
+  // The data dir's file system is the one to check: a loopback storage is a sparse file on it.
+  if (options.force || !currentArtifacts(paths.dataDir)) {
+    requireFreeSpace(paths.dataDir, kSetupSpace,
+                     "the guest artifacts (kernel, initramfs, a bookworm rootfs with podman)");
+  }
   SetupReport report;
   report.steps.push_back(step(options, "storage", "a file system that can reflink VM disks", [&] {
     auto storage = ensureReflinkStorage(paths.dataDir, log);

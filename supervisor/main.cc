@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
   int readyFd = -1;
   app.add_option("--data-dir", dataDir, "Durable records and artifacts (default: see fcvm --help)");
   app.add_option("--runtime-dir", runtimeDir, "Socket, locks and the shared state table");
-  app.add_option("--log-file", logFile, "Append logs here instead of stderr");
+  app.add_option("--log-file", logFile, "Append logs here (capped, rotated) instead of stderr");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   app.add_option("--ready-fd", readyFd, "Write 'ready' to this fd once listening (used by fcvm)");
   CLI11_PARSE(app, argc, argv);

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/paths.h"
 #include "base/unique_fd.h"
+#include "supervisor/record_format.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -51,10 +52,8 @@ void assignField(ipc::FixedString<N>& field, const json& j, const char* key) {
   }
 }
 
-ipc::VmRecord fromJson(const json& j) {
-  if (j.at("version").get<int>() != kRecordVersion) {
-    throw Error(fmt::format("record version {} is not {}", j.at("version").dump(), kRecordVersion));
-  }
+ipc::VmRecord fromJson(const json& j, const std::filesystem::path& file) {
+  checkRecordFormat(j.at("version").get<int>(), kRecordVersion, file);
   ipc::VmRecord r;
   assignField(r.id, j, "id");
   if (!isRecordId(r.id.view())) throw Error("bad id");
@@ -118,9 +117,11 @@ std::vector<ipc::VmRecord> RecordStore::loadAll() const {
     if (path.extension() != ".json" || !entry.is_regular_file()) continue;
     try {
       std::ifstream in(path);
-      auto record = fromJson(json::parse(in));
+      auto record = fromJson(json::parse(in), path);
       if (path.stem() != record.id.view()) throw Error("file name does not match its id");
       records.push_back(record);
+    } catch (const NewerFormatError&) {
+      throw;
     } catch (const std::exception& e) {
       spdlog::warn("ignoring damaged VM record {}: {}", path.string(), e.what());
     }

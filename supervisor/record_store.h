@@ -14,7 +14,8 @@ class RecordStore {
  public:
   explicit RecordStore(std::filesystem::path dir);
 
-  // Every record that parses and validates; a damaged file is logged and left in place.
+  // Every record that parses and validates; a damaged file is logged and left in place. Throws
+  // NewerFormatError for a record of a newer fcvm (record_format.h).
   std::vector<ipc::VmRecord> loadAll() const;
   void save(const ipc::VmRecord& record) const;
   void remove(std::string_view id) const;

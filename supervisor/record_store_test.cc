@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "supervisor/record_format.h"
 #include "tests/support/temp_dir.h"
 
 namespace fcvm::supervisor {
@@ -58,6 +59,29 @@ TEST(RecordStoreTest, DamagedFilesAreSkippedNotTrusted) {
   auto all = store.loadAll();
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].name.view(), "web");
+}
+
+// A record of a newer fcvm (after a downgrade) stops the load with a clear error: skipping it
+// would let this fcvm reuse its name or remove its disk as a leftover.
+TEST(RecordStoreTest, ARecordOfANewerFcvmIsRefusedNotSkipped) {
+  testing::TempDir dir;
+  RecordStore store(dir / "vms");
+  store.save(sample());
+  auto future = dir / "vms" / "ffffffffffffffff.json";
+  std::ofstream(future)
+      << R"({"version":99,"id":"ffffffffffffffff","name":"x","owner_uid":1,"state":"running",)"
+      << R"("health":"unknown","image":"","reason":"","network":"","worker_pid":1,)"
+      << R"("worker_start_time":1,"created_at_ns":1,"updated_at_ns":1,"something_new":true})";
+  try {
+    store.loadAll();
+    FAIL() << "a record in format 99 was loaded";
+  } catch (const NewerFormatError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              future.string() +
+                  " is in format 99, newer than this fcvm's 1: a newer fcvm wrote it; run that "
+                  "one (fcvm never converts records back)");
+  }
+  EXPECT_TRUE(std::filesystem::exists(future));
 }
 
 TEST(RecordStoreTest, RefusesIdsThatAreNotIds) {

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/paths.h"
+#include "supervisor/record_format.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -54,11 +55,8 @@ json toJson(const SnapshotMeta& m) {
           {"qemu_version", m.qemuVersion}};
 }
 
-SnapshotMeta fromJson(const json& j) {
-  auto format = j.at("format").get<int>();
-  if (format > kFormat) {
-    throw Error(fmt::format("format {} is newer than this fcvm's {}", format, kFormat));
-  }
+SnapshotMeta fromJson(const json& j, const std::filesystem::path& file) {
+  checkRecordFormat(j.at("format").get<int>(), kFormat, file);
   SnapshotMeta m;
   m.id = j.at("id").get<std::string>();
   m.tag = j.at("tag").get<std::string>();
@@ -138,11 +136,13 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
     }
     try {
       std::ifstream in(entry.path() / "snapshot.json");
-      auto meta = fromJson(json::parse(in));
+      auto meta = fromJson(json::parse(in), entry.path() / "snapshot.json");
       if (meta.id != name) throw Error("its id is not its directory's name");
       if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
       meta.volumes = ipc::readVmSpecFile(specOf(name).string()).volumes;
       out.push_back(std::move(meta));
+    } catch (const NewerFormatError&) {
+      throw;
     } catch (const std::exception& e) {
       spdlog::warn("snapshot {} is unreadable ({}); left alone", entry.path().string(), e.what());
     }

@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 
 #include "base/error.h"
 #include "base/ids.h"
 #include "base/unique_fd.h"
+#include "ipc/activated_socket.h"
 #include "ipc/listening_socket.h"
+#include "ipc/ready_pipe.h"
 #include "setup/reflink_storage.h"
 #include "supervisor/host_boot.h"
 #include "supervisor/netd_client.h"
@@ -40,22 +43,12 @@ UniqueFd takeInstanceLock(const std::filesystem::path& path) {
   return fd;
 }
 
-void signalReady(int fd) {
-  static constexpr char kReady[] = "ready\n";
-  if (retryEintr([&] { return ::write(fd, kReady, sizeof kReady - 1); }) == -1) {
-    spdlog::warn("could not signal readiness on fd {}: {}", fd, errnoText(errno));
-  }
-  ::close(fd);
-}
-
 kj::Promise<void> stopOnSignal(kj::UnixEventPort& port, int signo) {
   return port.onSignal(signo).then(
       [](siginfo_t info) { spdlog::info("stopping on signal {}", info.si_signo); });
 }
 
-}  // namespace
-
-int runSupervisor(const DaemonOptions& options) {
+int serve(const DaemonOptions& options, bool& ready) {
   const Paths& paths = options.paths;
   bool root = ::geteuid() == 0;
   // Root's runtime dir must be reachable by every user (its socket is how they reach fcvm); a
@@ -107,21 +100,33 @@ int runSupervisor(const DaemonOptions& options) {
   SnapshotController snapshots(io, paths, registry, vms);
   snapshots.adopt();
 
-  ipc::ListeningSocket socket(paths.supervisorSocket(), root ? 0666 : 0600);
+  // systemd's socket (fcvm-supervisor.socket) if it started us: it owns the path and keeps it
+  // across our restarts. Otherwise our own, removed when we stop.
+  auto socketPath = paths.supervisorSocket();
+  std::optional<ipc::ListeningSocket> ownSocket;
+  int listenFd = -1;
+  if (auto activated = ipc::takeActivatedSocket(socketPath)) {
+    listenFd = activated->release();
+    spdlog::info("started by systemd: its socket {}", socketPath.string());
+  } else {
+    ownSocket.emplace(socketPath, root ? 0666 : 0600);
+    listenFd = ownSocket->releaseFd();
+  }
+  // Not ALREADY_NONBLOCK: systemd's socket blocks; kj makes it non-blocking.
   auto listener = io.lowLevelProvider->wrapListenSocketFd(
-      socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
-                              kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+      listenFd,
+      kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP | kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
   SupervisorContext context{
-      registry,         vms,           snapshots,    table,    paths.dataDir,
-      paths.runtimeDir, socket.path(), realtimeNs(), adoption, shutdown.fulfiller};
+      registry,         vms,        snapshots,    table,    paths.dataDir,
+      paths.runtimeDir, socketPath, realtimeNs(), adoption, shutdown.fulfiller};
   SupervisorServer server(context, io.provider->getTimer());
   auto serving = server.listen(*listener);
 
-  spdlog::info("listening on {}", socket.path().string());
-  if (options.readyFd) signalReady(*options.readyFd);
+  spdlog::info("listening on {}", socketPath.string());
+  ipc::reportReady(options.readyFd);
+  ready = true;
 
   shutdown.promise.exclusiveJoin(stopOnSignal(io.unixEventPort, SIGTERM))
       .exclusiveJoin(stopOnSignal(io.unixEventPort, SIGINT))
@@ -129,6 +134,22 @@ int runSupervisor(const DaemonOptions& options) {
       .wait(io.waitScope);
   spdlog::info("fcvm-supervisor stopped");
   return 0;
+}
+
+}  // namespace
+
+int runSupervisor(const DaemonOptions& options) {
+  // Why it could not start goes to whoever waits on the ready pipe (the CLI, which prints it).
+  bool ready = false;
+  try {
+    return serve(options, ready);
+  } catch (const Error& e) {
+    if (!ready) ipc::reportFailure(options.readyFd, e.what());
+    throw;
+  } catch (const kj::Exception& e) {
+    if (!ready) ipc::reportFailure(options.readyFd, e.getDescription().cStr());
+    throw;
+  }
 }
 
 }  // namespace fcvm::supervisor

@@ -47,7 +47,7 @@ kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec
                "open {}", log)));
   spec.fds[1] = spec.fds[2] = logFd.get();
   spec.fds[kReadyFd] = writeEnd.get();
-  spec.argv.insert(spec.argv.end(), {"--ready-fd", std::to_string(kReadyFd)});
+  spec.argv.insert(spec.argv.end(), {"--ready-fd", std::to_string(kReadyFd), "--log-file", log});
   // Its own session: the daemon outlives this supervisor by design (a restarted one re-adopts it).
   spec.newSession = true;
   auto child = spawn(spec);

@@ -23,7 +23,8 @@ struct LaunchedProcess {
 };
 using LaunchedWorker = LaunchedProcess;
 
-// Starts `spec` in its own session with its output appended to `log` and a ready pipe as fd 3,
+// Starts `spec` in its own session with its output appended to `log` (and `--log-file log`, so that
+// it caps and rotates the file itself) and a ready pipe as fd 3,
 // which the daemon writes "ready" to once it serves, or "error: <why>" and exits. Resolves then;
 // fails with the daemon's one-line reason otherwise (after reaping it). `what` names it.
 kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec,

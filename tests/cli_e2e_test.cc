@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -18,6 +19,7 @@
 #include "base/spawn.h"
 #include "base/subprocess.h"
 #include "tests/support/fcvm_instance.h"
+#include "tests/support/tmpfs_mount.h"
 
 namespace fcvm {
 namespace {
@@ -37,9 +39,10 @@ class CliTest : public ::testing::Test, protected testing::FcvmInstance {
 
   // A durable record as a supervisor would have left it.
   void writeRecord(const std::string& id, const std::string& name, uid_t owner,
-                   const std::string& state, pid_t workerPid = 0, uint64_t workerStart = 0) {
+                   const std::string& state, pid_t workerPid = 0, uint64_t workerStart = 0,
+                   int version = 1) {
     std::filesystem::create_directories(dataDir() / "vms");
-    json record = {{"version", 1},
+    json record = {{"version", version},
                    {"id", id},
                    {"name", name},
                    {"owner_uid", owner},
@@ -114,11 +117,41 @@ TEST_F(CliTest, DoctorJsonNamesTheAcceleratorAndWhy) {
   EXPECT_FALSE(accel.at("reason").get<std::string>().empty());
   std::set<std::string> checks;
   for (const auto& c : report.at("checks")) checks.insert(c.at("name"));
-  for (const char* name :
-       {"qemu", "kvm", "reflink", "userfaultfd", "volumes", "slirp4netns", "iptables", "podman"}) {
+  for (const char* name : {"qemu", "kvm", "reflink", "userfaultfd", "volumes", "service",
+                           "slirp4netns", "iptables", "podman"}) {
     EXPECT_TRUE(checks.count(name)) << name;
   }
   EXPECT_TRUE(report.at("healthy").get<bool>()) << report.dump(2);
+}
+
+// After a downgrade, the older fcvm's supervisor refuses to start on a newer fcvm's records and
+// says so in one line, instead of ignoring them (and reusing their names, or removing their disks).
+TEST_F(CliTest, ARecordOfANewerFcvmStopsTheSupervisorWithAClearError) {
+  writeRecord("00000000000000f1", "from-the-future", 0, "running", 0, 0, 99);
+  auto r = fcvm({"ls"});
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.output.find("00000000000000f1.json is in format 99, newer than this fcvm's 1: a "
+                          "newer fcvm wrote it; run that one"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_TRUE(supervisorPids().empty());
+  EXPECT_TRUE(std::filesystem::exists(dataDir() / "vms" / "00000000000000f1.json"));
+}
+
+// A first `fcvm setup` on a file system without room for the artifacts says so before it starts,
+// instead of failing in debootstrap with a half-built rootfs.
+TEST_F(CliTest, SetupRefusesToStartShortOfSpace) {
+  testing::TmpfsMount small(dataDir(), 64);
+  auto r = fcvm({"setup"});
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.output.find("not enough free space in " + dataDir().string() +
+                          " for the guest artifacts (kernel, initramfs, a bookworm rootfs with "
+                          "podman): "),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find(" MiB free, 2048 MiB needed"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dataDir() / "storage.btrfs"));
 }
 
 TEST_F(CliTest, UsersSeeAndRemoveOnlyTheirOwnVms) {

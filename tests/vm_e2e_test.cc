@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -18,6 +19,7 @@
 
 #include "tests/support/fcvm_instance.h"
 #include "tests/support/running_command.h"
+#include "tests/support/tmpfs_mount.h"
 #include "tests/support/vm_fixture.h"
 
 namespace fcvm {
@@ -153,18 +155,22 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
 }
 
 // A container that prints far more than the log's cap leaves at most the cap on disk, and `logs`
-// still shows its newest output, up to the last line.
-TEST_F(VmTest, EndlessOutputStaysUnderTheLogCapAndLogsShowTheNewest) {
-  constexpr uint64_t kCap = 4 << 20;  // the least a cap may be
+// still shows its newest output, up to the last line. The same for a guest that floods its serial
+// console (hostile, or a kernel in trouble): the worker caps console.log as it records it.
+TEST_F(VmTest, EndlessOutputStaysUnderTheLogCapsAndLogsShowTheNewest) {
+  constexpr uint64_t kCap = 4 << 20;           // the least a container log's cap may be
+  constexpr uint64_t kConsoleCap = 256 << 10;  // FCVM_LOG_MAX_BYTES: console and process logs
   auto started = fcvm({"supervisor", "start"}, std::nullopt,
-                      {"FCVM_CONTAINER_LOG_MAX_BYTES=" + std::to_string(kCap)});
+                      {"FCVM_CONTAINER_LOG_MAX_BYTES=" + std::to_string(kCap),
+                       "FCVM_LOG_MAX_BYTES=" + std::to_string(kConsoleCap)});
   ASSERT_EQ(started.exitCode, 0) << started.output;
-  runDetached("chatty", {"sh", "-c",
-                         "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 12000000; "
-                         "echo; echo the-last-line"});
+  ok({"podman", "run", "-d", "--privileged", "--name", "chatty", testing::kTestImage, "sh", "-c",
+      "head -c 1000000 /dev/zero | tr '\\0' x > /dev/ttyS0; echo the-console-end > /dev/ttyS0; "
+      "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 12000000; echo; echo the-last-line"});
   waitFor("chatty", "ended");
   std::string id = inspect("chatty").at("id");
-  auto log = fcvm_.dataDir() / "vms" / id / "container.log";
+  auto vmDir = fcvm_.dataDir() / "vms" / id;
+  auto log = vmDir / "container.log";
   auto previous = log;
   previous += ".1";
   ASSERT_TRUE(std::filesystem::exists(previous)) << "the log never rotated";
@@ -181,8 +187,43 @@ TEST_F(VmTest, EndlessOutputStaysUnderTheLogCapAndLogsShowTheNewest) {
   EXPECT_TRUE(shown.ends_with("0123456789abcdefghijklmnopqrstuvwxyz\nthe-last-line\n") ||
               shown.ends_with("\nthe-last-line\n"))
       << shown.substr(shown.size() > 200 ? shown.size() - 200 : 0);
+
+  auto console = vmDir / "console.log";
+  auto previousConsole = console;
+  previousConsole += ".1";
+  ASSERT_TRUE(std::filesystem::exists(previousConsole)) << "the console log never rotated";
+  EXPECT_LE(std::filesystem::file_size(console) + std::filesystem::file_size(previousConsole),
+            kConsoleCap);
+  logsOptions.outputFile = (fcvm_.dir() / "console.out").string();
+  ASSERT_EQ(runCommand({FcvmInstance::binary(), "logs", "--name", "chatty", "--source", "console"},
+                       logsOptions)
+                .exitCode,
+            0);
+  auto consoleShown = readFile(logsOptions.outputFile);
+  EXPECT_LE(consoleShown.size(), kConsoleCap);
+  auto end = consoleShown.find("the-console-end");
+  ASSERT_NE(end, std::string::npos) << "the newest console output is not shown";
+  EXPECT_NE(consoleShown.rfind(std::string(1000, 'x'), end), std::string::npos);
+
   ok({"rm", "--name", "chatty"});
   EXPECT_FALSE(std::filesystem::exists(previous));
+  EXPECT_FALSE(std::filesystem::exists(previousConsole));
+}
+
+// Guest RAM is a file on tmpfs: a VM whose memory does not fit there is refused before it starts
+// (rather than QEMU dying of SIGBUS once the guest touches the missing pages), and nothing of it
+// is left.
+TEST_F(VmTest, AVmWhoseMemoryDoesNotFitIsRefusedBeforeItStarts) {
+  testing::TmpfsMount small(fcvm_.memoryDir(), 64);
+  auto r = fcvm({"podman", "run", "--rm", "--mem", "256", testing::kTestImage, "true"});
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.output.find("not enough free space in " + fcvm_.memoryDir().string() +
+                          " for the VM's 256 MiB of guest memory: "),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
 }
 
 TEST_F(VmTest, TheImagesHealthcheckDecidesHealth) {
@@ -274,6 +315,81 @@ TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
   }
   for (const auto& n : names) ok({"rm", "-f", "--name", n});
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+  EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
+}
+
+// `make install`'s layout (cmake --install into a DESTDIR) runs a VM with nothing from the build
+// tree: the CLI, supervisor and worker are the installed ones. Its systemd units pass systemd's
+// own check, and the supervisor takes its socket from systemd (systemd-socket-activate plays the
+// service manager's part: it binds the socket and starts the supervisor on the first client),
+// re-adopting the VM that outlived the supervisor before it.
+TEST_F(VmTest, TheInstalledLayoutRunsVmsAndSystemdStartsItsSupervisorOnTheFirstClient) {
+  auto destdir = fcvm_.dir() / "destdir";
+  CommandOptions install = CommandOptions::withTimeout(std::chrono::minutes(2));
+  install.extraEnv = {"DESTDIR=" + destdir.string()};
+  auto installed =
+      runCommand({"cmake", "--install", FCVM_BUILD_DIR, "--prefix", "/usr/local"}, install);
+  ASSERT_EQ(installed.exitCode, 0) << installed.output;
+  auto prefix = destdir / "usr/local";
+  auto libexec = prefix / "libexec/fcvm";
+  for (const char* name : {"fcvm", "fcvm-supervisor", "fcvm-worker", "fcvm-netd",
+                           "fcvm-uffd-server", "fc-agent", "fuse-pipe"}) {
+    EXPECT_TRUE(std::filesystem::is_regular_file(libexec / name)) << name;
+  }
+  EXPECT_EQ(std::filesystem::read_symlink(prefix / "bin/fcvm"), "../libexec/fcvm/fcvm");
+  auto units = prefix / "lib/systemd/system";
+  EXPECT_NE(readFile(units / "fcvm-supervisor.service")
+                .find("\nExecStart=/usr/local/libexec/fcvm/fcvm-supervisor\n"),
+            std::string::npos);
+  // Only our units: the staged root has no sysinit.target and the like to check against.
+  auto verify = runCommand(
+      {"systemd-analyze", "verify", "--man=no", "--recursive-errors=no",
+       "--root=" + destdir.string(), "/usr/local/lib/systemd/system/fcvm-supervisor.socket",
+       "/usr/local/lib/systemd/system/fcvm-supervisor.service"},
+      install);
+  EXPECT_EQ(verify.exitCode, 0) << verify.output;
+
+  CommandOptions asUser = CommandOptions::withTimeout(testing::kVmDeadline);
+  asUser.extraEnv = fcvm_.env();
+  auto fcvm = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), (prefix / "bin/fcvm").string());
+    auto r = runCommand(args, asUser);
+    EXPECT_EQ(r.exitCode, 0) << args[1] << ": " << r.output;
+    return r.output;
+  };
+  EXPECT_TRUE(json::parse(fcvm({"version", "--json"})).contains("version"));
+  auto doctor = json::parse(fcvm({"doctor", "--json"}));
+  EXPECT_TRUE(doctor.at("healthy").get<bool>()) << doctor.dump(2);
+  fcvm({"podman", "run", "-d", "--name", "installed", testing::kTestImage, "sleep", "600"});
+  fcvm({"wait", "--name", "installed", "--condition", "running"});
+  auto exeOf = [](pid_t pid) {
+    return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe");
+  };
+  for (const char* program : {"fcvm-supervisor", "fcvm-worker"}) {
+    auto pids = fcvm_.processesOf(program);
+    ASSERT_EQ(pids.size(), 1u) << program;
+    EXPECT_EQ(exeOf(pids[0]), libexec / program);
+  }
+
+  // Stopping the supervisor leaves the VM running, as `systemctl stop` (KillMode=process) does.
+  fcvm({"supervisor", "stop"});
+  ASSERT_EQ(fcvm_.processesOf("fcvm-worker").size(), 1u);
+  std::vector<std::string> activate = {"/usr/bin/systemd-socket-activate", "-l",
+                                       fcvm_.socket().string(), "-E", "PATH"};
+  for (const auto& e : fcvm_.env()) activate.insert(activate.end(), {"-E", e});
+  activate.insert(activate.end(),
+                  {(libexec / "fcvm-supervisor").string(), "--log-file", fcvm_.log().string()});
+  std::string command;
+  for (const auto& word : activate) command += " '" + word + "'";
+  // Its "Listening on" (stderr) says the socket is there before any client comes.
+  RunningCommand manager({"/bin/sh", "-c", "exec" + command + " 2>&1"}, {});
+  ASSERT_TRUE(manager.readUntil("Listening on"));
+  EXPECT_EQ(fcvm({"exec", "--name", "installed", "--", "echo", "adopted"}), "adopted\n");
+  EXPECT_EQ(fcvm_.countInLog("started by systemd"), 1);
+  fcvm({"rm", "-f", "--name", "installed"});
+  fcvm({"supervisor", "stop"});
+  int status = manager.finish();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
 }
 

@@ -23,9 +23,11 @@ int main(int argc, char** argv) {
   app.add_option("--owner", owner, "The snapshot owner's uid")->required();
   app.add_option("--ready-fd", readyFd, "Write 'ready' or 'error: ...' to this fd");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
+  std::string logFile;
+  app.add_option("--log-file", logFile, "Append logs here (capped, rotated) instead of stderr");
   CLI11_PARSE(app, argc, argv);
   try {
-    fcvm::initLogging("uffd-server", {fcvm::parseLogLevel(logLevel), ""});
+    fcvm::initLogging("uffd-server", {fcvm::parseLogLevel(logLevel), logFile});
     options.image = image;
     options.socket = socket;
     options.uffdSocket = uffdSocket;

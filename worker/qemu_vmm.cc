@@ -73,10 +73,11 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                          disk.path.string(), disk.readOnly ? ",readonly=on" : ""),
                              "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
   }
-  if (!config.consoleLog.empty()) {
-    argv.insert(argv.end(),
-                {"-chardev", fmt::format("file,id=console,path={}", config.consoleLog.string()),
-                 "-serial", "chardev:console"});
+  if (config.consoleFd >= 0 || !config.consoleLog.empty()) {
+    auto backend = config.consoleFd >= 0
+                       ? fmt::format("socket,id=console,fd={}", config.consoleFd)
+                       : fmt::format("file,id=console,path={}", config.consoleLog.string());
+    argv.insert(argv.end(), {"-chardev", backend, "-serial", "chardev:console"});
   }
   if (!config.channels.empty()) {
     // 8 ports unless more are named (volumes): a snapshot's device state records the number.

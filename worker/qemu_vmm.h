@@ -61,7 +61,11 @@ struct QemuConfig {
   std::string kernelCommandLine;
   std::vector<ExtraDisk> extraDisks;
   std::vector<SerialChannel> channels;
-  std::filesystem::path consoleLog;  // the guest's serial console (ttyS0)
+  // The guest's serial console (ttyS0): QEMU's number of a connected socket it inherits
+  // (inheritedFds), whose other end records it; else the file `consoleLog`, which also names
+  // QEMU's own diagnostics (consoleLog + ".qemu").
+  int consoleFd = -1;
+  std::filesystem::path consoleLog;
   std::string extraKernelArgs;
   std::map<int, int> inheritedFds;  // QEMU's fd number -> ours, for fds named on its command line
   NetworkDevice network;

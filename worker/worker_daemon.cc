@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,8 +14,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/capped_file.h"
 #include "base/error.h"
+#include "base/free_space.h"
 #include "base/host_port.h"
+#include "base/log.h"
 #include "base/process_identity.h"
 #include "ipc/agent.capnp.h"
 #include "ipc/guest_network.h"
@@ -24,6 +28,7 @@
 #include "ipc/vm_spec.h"
 #include "setup/artifact_store.h"
 #include "worker/accelerator.h"
+#include "worker/console_recorder.h"
 #include "worker/image_cache.h"
 #include "worker/qemu_vmm.h"
 #include "worker/seccomp_policy.h"
@@ -41,7 +46,11 @@ constexpr unsigned kSupervisorFds = 3;
 // The descriptor numbers QEMU finds the snapshot's memory image (a clone) and its TAP (bridged) at.
 constexpr int kCloneMemoryFd = 3;
 constexpr int kQemuTapFd = 4;
-constexpr int kFirstQemuVolumeFd = 5;  // and on, one per volume
+constexpr int kQemuConsoleFd = 5;
+// The least free space a VM starts with on the storage: its disk shares the base image's extents
+// and grows only as the guest writes, but podman's own state in the guest needs that much at once.
+constexpr uint64_t kMinFreeForVmDisk = uint64_t{512} << 20;
+constexpr int kFirstQemuVolumeFd = 6;  // and on, one per volume
 
 // What a worker prepares before its event loop exists.
 struct PreparedVm {
@@ -56,6 +65,7 @@ struct PreparedVm {
   std::string restoreInfo;  // what its clones need (JSON): the machine, the health check
   std::optional<RestoreFrom> restore;
   std::vector<VolumeServer> volumes;  // live as long as the worker (and die with it)
+  UniqueFd console;                   // our end of the serial console's socket pair
 };
 
 // Removes the VM's runtime directory (sockets) and guest memory file on every way out of the
@@ -97,6 +107,12 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
   control->socket = vm.control->path();
   config.qmpSocket = vm.qmp->path();
   config.consoleLog = vmDir / "console.log";
+  int console[2];
+  checkSys(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console), "socketpair");
+  vm.console.reset(console[0]);
+  UniqueFd qemuConsole(console[1]);
+  config.consoleFd = kQemuConsoleFd;
+  config.inheritedFds[kQemuConsoleFd] = qemuConsole.get();
   vm.qemu = std::make_unique<QemuProcess>(config);
   {
     std::ofstream out(run.path() / "qemu.pid");
@@ -234,6 +250,12 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
     throw Error(fmt::format("no guest artifacts in {}: run `fcvm setup` as root first",
                             paths.dataDir.string()));
   }
+  // Refused now rather than failing half way: guest RAM is a file on tmpfs, where running short
+  // would kill QEMU with SIGBUS in mid-run; the disk needs room for the guest's first writes.
+  ensureOwnedDirectory(paths.memoryDir, 0700);
+  requireFreeSpace(paths.memoryDir, uint64_t{spec.memoryMib} << 20,
+                   fmt::format("the VM's {} MiB of guest memory", spec.memoryMib));
+  requireFreeSpace(paths.storageDir(), kMinFreeForVmDisk, "a VM's disk");
   auto accel = chooseAccelerator({artifacts->kernel, paths.accelProbeCache()},
                                  parseAccelRequest(spec.accel));
   spdlog::info("accelerator {}: {}", accel.name, accel.reason);
@@ -263,7 +285,6 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   config.initramfs = artifacts->initramfs;
   config.rootDisk = disk.path;
   // Guest RAM in a shared file, so the VM can be snapshotted and its clones share its pages.
-  ensureOwnedDirectory(paths.memoryDir, 0700);
   config.memoryFile = paths.vmMemoryFile(options.id);
   config.extraDisks.push_back({image.disk, true});
   config.extraKernelArgs = "fcvm.images=/dev/vdb";
@@ -321,6 +342,7 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
     }
   }
   if (options.memoryFd < 0) throw Error("a clone needs its snapshot's memory (--memory-fd)");
+  requireFreeSpace(paths.storageDir(), kMinFreeForVmDisk, "a VM's disk");
 
   auto diskDir = paths.vmDiskDir(options.id);
   std::filesystem::create_directories(diskDir);
@@ -367,22 +389,6 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   return vm;
 }
 
-// The container log's cap: FCVM_CONTAINER_LOG_MAX_BYTES in the supervisor's environment (which
-// its workers inherit), else the default.
-uint64_t containerLogCap() {
-  const char* text = std::getenv("FCVM_CONTAINER_LOG_MAX_BYTES");
-  if (text == nullptr) return ipc::kDefaultContainerLogCap;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long cap = std::strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || cap < ipc::kMinContainerLogCap) {
-    spdlog::warn("FCVM_CONTAINER_LOG_MAX_BYTES={} is not a number of bytes >= {}; using {}", text,
-                 ipc::kMinContainerLogCap, ipc::kDefaultContainerLogCap);
-    return ipc::kDefaultContainerLogCap;
-  }
-  return cap;
-}
-
 kj::Own<kj::ConnectionReceiver> wrapListener(kj::AsyncIoContext& io, ipc::ListeningSocket& s) {
   return io.lowLevelProvider->wrapListenSocketFd(s.releaseFd(),
                                                  kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
@@ -416,6 +422,8 @@ int runWorker(const WorkerOptions& options) {
   ::signal(SIGINT, SIG_IGN);  // the supervisor decides when a VM stops, not a terminal
   auto io = kj::setupAsyncIo();
 
+  // Before the runner, so it records to the end of QEMU's output.
+  ConsoleRecorder console(io, std::move(vm.console), vmDir / "console.log", processLogCap());
   RunnerParts parts;
   parts.vmName = spec.name;
   parts.vmm = std::move(vm.qemu);
@@ -424,7 +432,9 @@ int runWorker(const WorkerOptions& options) {
   parts.healthCheck = vm.healthCheck;
   if (!spec.healthCheckUrl.empty()) parts.httpCheck = ipc::parseHttpCheck(spec.healthCheckUrl);
   parts.containerLog = vmDir / "container.log";
-  parts.containerLogCap = containerLogCap();
+  // Set in the supervisor's environment, which its workers inherit.
+  parts.containerLogCap = logCapFromEnvironment(
+      "FCVM_CONTAINER_LOG_MAX_BYTES", ipc::kDefaultContainerLogCap, ipc::kMinContainerLogCap);
   parts.finalStateFile = vmDir / "final-state.json";
   parts.qmp = wrapListener(io, *vm.qmp);
   parts.memoryFile = vm.memoryFile;
