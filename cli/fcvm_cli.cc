@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -54,6 +55,8 @@ struct Options {
   std::optional<std::string> socket;
   bool json = false;
   bool force = false;
+  bool all = false;      // system prune --all
+  bool verbose = false;  // system df -v
   bool follow = false;
   unsigned timeoutSeconds = 10;
   std::string condition = "running";
@@ -94,6 +97,51 @@ class Commands {
       if (serves.getServes().size() > 0) ctx_.out << "\n" << serveTable(serves.getServes());
     }
     return 0;
+  }
+
+  int systemDf() {
+    SupervisorSession session(connect(true));
+    auto reply = session.api().diskUsageRequest().send().wait(session.waitScope());
+    if (opt_.json) {
+      auto usage = diskUsageToJson(reply.getUsage());
+      // podman's -v adds the items; in JSON as an object, so the plain form stays a list.
+      if (opt_.verbose) usage = {{"usage", usage}, {"items", storageItemsToJson(reply.getItems())}};
+      ctx_.out << usage.dump(2) << "\n";
+    } else {
+      ctx_.out << diskUsageTable(reply.getUsage());
+      if (opt_.verbose) ctx_.out << "\n" << storageItemsTable(reply.getItems());
+    }
+    return 0;
+  }
+
+  int systemPrune() {
+    if (!opt_.force) confirmPrune();
+    SupervisorSession session(connect(true));
+    auto request = session.api().pruneRequest();
+    request.setAll(opt_.all);
+    auto reply = request.send().wait(session.waitScope());
+    if (opt_.json) {
+      ctx_.out << pruneReportToJson(reply.getReport()).dump(2) << "\n";
+    } else {
+      ctx_.out << pruneReportText(reply.getReport());
+    }
+    return 0;
+  }
+
+  // podman's question before a prune; without a terminal to ask on, -f must say yes.
+  void confirmPrune() {
+    if (::isatty(STDIN_FILENO) != 1) {
+      throw Error("system prune removes data: pass -f to confirm (stdin is not a terminal)");
+    }
+    ctx_.err << "WARNING! This will remove:\n"
+             << "  - all your stopped and failed VMs (their disks and logs)\n"
+             << "  - guest artifacts that no VM or snapshot uses (root)\n";
+    if (opt_.all) ctx_.err << "  - image disks that no VM or snapshot uses (root)\n";
+    ctx_.err << "Are you sure you want to continue? [y/N] ";
+    ctx_.err.flush();
+    std::string answer;
+    std::getline(std::cin, answer);
+    if (answer != "y" && answer != "Y" && answer != "yes") throw Error("nothing was removed");
   }
 
   int inspect() {
@@ -802,6 +850,31 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
                                    "fuse, network tools");
   addJsonFlag(doctor, opt);
   on(doctor, [&] { return commands.doctor(); });
+
+  auto system =
+      app.add_subcommand("system", "What fcvm keeps on disk, and removing what is unused");
+  system->require_subcommand(1);
+  auto systemDf = system->add_subcommand("df",
+                                         "Disk used by artifacts, image disks, VMs, "
+                                         "snapshots and logs, and what a prune would free");
+  systemDf->add_flag("-v,--verbose", opt.verbose, "List every item: path, size, owner, in use");
+  addJsonFlag(systemDf, opt);
+  systemDf->footer(
+      "Your VMs and snapshots (root: everyone's) and the shared artifacts and image disks. ACTIVE "
+      "counts what is in use: the current artifacts and any a running VM or a snapshot names, the "
+      "disks and logs of VMs that have not ended. Sizes are blocks allocated: a reflinked disk "
+      "counts the extents it shares too.");
+  on(systemDf, [&] { return commands.systemDf(); });
+  auto systemPrune = system->add_subcommand("prune", "Remove stopped VMs and unused artifacts");
+  systemPrune->add_flag("-a,--all", opt.all, "Also remove image disks that no VM or snapshot uses");
+  systemPrune->add_flag("-f,--force", opt.force, "Do not ask for confirmation");
+  addJsonFlag(systemPrune, opt);
+  systemPrune->footer(
+      "Removes your stopped and failed VMs (root: everyone's), as rm does. Root (or a user's own "
+      "supervisor) also removes guest artifacts that are not the current set and that no running "
+      "VM or snapshot names, and with --all image disks that none names; they are made again when "
+      "needed. Snapshots stay: 'fcvm snapshot rm' removes them.");
+  on(systemPrune, [&] { return commands.systemPrune(); });
 
   auto supervisor = app.add_subcommand("supervisor", "The fcvm-supervisor daemon");
   supervisor->require_subcommand(1);

@@ -68,6 +68,8 @@ TEST(FcvmCliTest, EveryCommandAnswersHelp) {
                                        {"snapshot", "serve"},
                                        {"snapshot", "run"},
                                        {"doctor"},
+                                       {"system", "df"},
+                                       {"system", "prune"},
                                        {"supervisor", "status"},
                                        {"supervisor", "start"},
                                        {"supervisor", "stop"}}) {

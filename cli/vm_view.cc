@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <time.h>
 
+#include <map>
+
 namespace fcvm::cli {
 namespace {
 
@@ -140,6 +142,99 @@ std::string vmTable(capnp::List<rpc::VmInfo>::Reader vms) {
                        formatTimestamp(vm.getCreatedAtNs()), network.empty() ? "-" : network,
                        ports.empty() ? "-" : ports);
   }
+  return out;
+}
+
+std::string formatBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, kUnits[unit]);
+}
+
+nlohmann::json diskUsageToJson(capnp::List<rpc::DiskUsage>::Reader usage) {
+  auto out = nlohmann::json::array();
+  for (auto row : usage) {
+    out.push_back({{"kind", row.getKind().cStr()},
+                   {"total", row.getTotal()},
+                   {"active", row.getActive()},
+                   {"bytes", row.getBytes()},
+                   {"reclaimable_bytes", row.getReclaimable()}});
+  }
+  return out;
+}
+
+std::string diskUsageTable(capnp::List<rpc::DiskUsage>::Reader usage) {
+  static const std::map<std::string, std::string> kTitles = {{"artifacts", "Artifacts"},
+                                                             {"images", "Image disks"},
+                                                             {"vm_disks", "VM disks"},
+                                                             {"snapshots", "Snapshots"},
+                                                             {"logs", "Logs"}};
+  std::string out = fmt::format("{:<12} {:>6} {:>7} {:>11}  {}\n", "TYPE", "TOTAL", "ACTIVE",
+                                "SIZE", "RECLAIMABLE");
+  for (auto row : usage) {
+    auto title = kTitles.find(row.getKind().cStr());
+    unsigned percent = row.getBytes() == 0
+                           ? 0
+                           : static_cast<unsigned>(row.getReclaimable() * 100 / row.getBytes());
+    out += fmt::format("{:<12} {:>6} {:>7} {:>11}  {} ({}%)\n",
+                       title == kTitles.end() ? row.getKind().cStr() : title->second,
+                       row.getTotal(), row.getActive(), formatBytes(row.getBytes()),
+                       formatBytes(row.getReclaimable()), percent);
+  }
+  return out;
+}
+
+nlohmann::json storageItemsToJson(capnp::List<rpc::StorageItem>::Reader items) {
+  auto out = nlohmann::json::array();
+  for (auto item : items) {
+    out.push_back({{"kind", item.getKind().cStr()},
+                   {"path", item.getPath().cStr()},
+                   {"owner", item.getOwner().cStr()},
+                   {"bytes", item.getBytes()},
+                   {"in_use", item.getInUse()}});
+  }
+  return out;
+}
+
+std::string storageItemsTable(capnp::List<rpc::StorageItem>::Reader items) {
+  std::string out =
+      fmt::format("{:<10} {:<6} {:>11}  {:<16}  {}\n", "KIND", "IN USE", "SIZE", "OWNER", "PATH");
+  for (auto item : items) {
+    out += fmt::format("{:<10} {:<6} {:>11}  {:<16}  {}\n", item.getKind().cStr(),
+                       item.getInUse() ? "yes" : "no", formatBytes(item.getBytes()),
+                       item.getOwner().size() > 0 ? item.getOwner().cStr() : "-",
+                       item.getPath().cStr());
+  }
+  return out;
+}
+
+nlohmann::json pruneReportToJson(rpc::PruneReport::Reader report) {
+  auto vms = nlohmann::json::array();
+  for (auto name : report.getVms()) vms.push_back(name.cStr());
+  nlohmann::json out = {{"vms", vms},
+                        {"artifacts", report.getArtifacts()},
+                        {"images", report.getImages()},
+                        {"reclaimed_bytes", report.getReclaimedBytes()}};
+  if (report.getSkipped().size() > 0) out["skipped"] = report.getSkipped().cStr();
+  return out;
+}
+
+std::string pruneReportText(rpc::PruneReport::Reader report) {
+  std::string out;
+  if (report.getVms().size() > 0) {
+    out += "Removed VMs:\n";
+    for (auto name : report.getVms()) out += fmt::format("  {}\n", name.cStr());
+  }
+  out += fmt::format("Removed {} artifact{} and {} image disk{}\n", report.getArtifacts(),
+                     report.getArtifacts() == 1 ? "" : "s", report.getImages(),
+                     report.getImages() == 1 ? "" : "s");
+  if (report.getSkipped().size() > 0) out += fmt::format("Left: {}\n", report.getSkipped().cStr());
+  out += fmt::format("Total reclaimed space: {}\n", formatBytes(report.getReclaimedBytes()));
   return out;
 }
 

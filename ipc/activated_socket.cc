@@ -15,6 +15,7 @@ std::optional<UniqueFd> takeActivatedSocket(const std::filesystem::path& expecte
   if (n == 0) return std::nullopt;
   // Ours from here on, whatever is wrong with them.
   std::vector<UniqueFd> passed;
+  passed.reserve(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) passed.emplace_back(SD_LISTEN_FDS_START + i);
   if (n != 1) {
     throw Error(fmt::format("systemd passed {} sockets; fcvm-supervisor listens on one ({})", n,

@@ -150,4 +150,34 @@ interface Supervisor {
   listServes @16 () -> (serves :List(ServeInfo));
   # The snapshot `tag`, or the one the serve process `servePid` serves, as runClone finds it.
   inspectSnapshot @17 (tag :Text, servePid :Int32) -> (snapshot :SnapshotInfo);
+  # What fcvm keeps on disk, by kind (`fcvm system df`): the caller's own VMs and snapshots (root:
+  # all), and the shared artifacts and image disks.
+  diskUsage @18 () -> (usage :List(DiskUsage), items :List(StorageItem));
+  # Removes the caller's ended VMs (root: everyone's), then what nothing uses of the shared kinds
+  # (root, or a user's own supervisor): artifacts, and with `all` image disks too.
+  prune @19 (all :Bool) -> (report :PruneReport);
+}
+
+struct DiskUsage {
+  kind @0 :Text;             # artifacts, images, vm_disks, snapshots, logs
+  total @1 :UInt32;          # items of the kind
+  active @2 :UInt32;         # in use
+  bytes @3 :UInt64;          # allocated on disk
+  reclaimable @4 :UInt64;    # what `fcvm system prune --all` would free
+}
+
+struct StorageItem {         # one of what DiskUsage counts (`fcvm system df -v`)
+  kind @0 :Text;
+  path @1 :Text;
+  owner @2 :Text;            # the VM or snapshot id it belongs to; empty for shared items
+  bytes @3 :UInt64;
+  inUse @4 :Bool;
+}
+
+struct PruneReport {
+  vms @0 :List(Text);        # names of the VMs removed
+  artifacts @1 :UInt32;
+  images @2 :UInt32;
+  reclaimedBytes @3 :UInt64;
+  skipped @4 :Text;          # why shared items were left this time, if they were
 }

@@ -4,9 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <map>
+
 #include "base/error.h"
 #include "ipc/file_handle.h"
 #include "ipc/rpc_error.h"
+#include "supervisor/storage_inventory.h"
+#include "supervisor/storage_pruner.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -25,6 +29,24 @@ kj::Promise<void> answer(F&& body) {
   } catch (const Error& e) {
     return ipc::rpcError(e.what());
   }
+}
+
+// Root, or the user whose own supervisor this is: the shared kinds of storage (artifacts, image
+// disks, the process logs) are theirs to see whole and to prune.
+bool ownsSharedStorage(const Caller& caller) {
+  return caller.isRoot() || caller.uid == ::geteuid();
+}
+
+// What of the storage `caller` is shown: the shared artifacts and image disks to everyone (they
+// are what each user's VMs boot), a VM's or snapshot's to its owner, the rest to its owner.
+bool isShownTo(const StorageItem& item, const Caller& caller) {
+  if (item.kind == StorageKind::kArtifacts || item.kind == StorageKind::kImages) return true;
+  if (!item.ownerUid) return ownsSharedStorage(caller);
+  return caller.mayAccess(*item.ownerUid);
+}
+
+bool hasEnded(const ipc::VmRecord& r) {
+  return r.state == ipc::VmState::kStopped || r.state == ipc::VmState::kFailed;
 }
 
 void fill(rpc::ServeInfo::Builder out, const ServeView& v, const std::string& tag) {
@@ -350,6 +372,94 @@ kj::Promise<void> SupervisorService::listServes(ListServesContext call) {
     fill(list[i], serves[i], context_.snapshots.tagOf(serves[i].snapshotId));
   }
   return kj::READY_NOW;
+}
+
+kj::Promise<void> SupervisorService::diskUsage(DiskUsageContext call) {
+  return answer([&] {
+    auto inventory = takeInventory(paths(), context_.registry.visibleTo(Caller{}));
+    struct Row {
+      uint32_t total = 0, active = 0;
+      uint64_t bytes = 0, reclaimable = 0;
+    };
+    std::map<StorageKind, Row> rows;
+    std::vector<const StorageItem*> shown;
+    for (const auto& item : inventory.items) {
+      if (!isShownTo(item, caller_)) continue;
+      shown.push_back(&item);
+      auto& row = rows[item.kind];
+      ++row.total;
+      row.bytes += item.bytes;
+      if (item.inUse) {
+        ++row.active;
+      } else {
+        row.reclaimable += item.bytes;
+      }
+    }
+    auto list = call.getResults().initUsage(static_cast<unsigned>(std::size(kStorageKinds)));
+    for (unsigned i = 0; i < list.size(); ++i) {
+      const auto& row = rows[kStorageKinds[i]];
+      list[i].setKind(nameOf(kStorageKinds[i]));
+      list[i].setTotal(row.total);
+      list[i].setActive(row.active);
+      list[i].setBytes(row.bytes);
+      list[i].setReclaimable(row.reclaimable);
+    }
+    auto items = call.getResults().initItems(static_cast<unsigned>(shown.size()));
+    for (unsigned i = 0; i < items.size(); ++i) {
+      items[i].setKind(nameOf(shown[i]->kind));
+      items[i].setPath(shown[i]->path.string());
+      items[i].setOwner(shown[i]->ownerId.value_or(""));
+      items[i].setBytes(shown[i]->bytes);
+      items[i].setInUse(shown[i]->inUse);
+    }
+  });
+}
+
+kj::Promise<void> SupervisorService::prune(PruneContext call) {
+  return answer([&] {
+    bool all = call.getParams().getAll();
+    struct Pruned {
+      std::vector<std::string> vms;
+      uint64_t bytes = 0;
+    };
+    auto pruned = kj::heap<Pruned>();
+    auto before = takeInventory(paths(), context_.registry.visibleTo(Caller{}));
+    // The caller's ended VMs go as `rm` removes them (records, disk, logs), one after another.
+    kj::Promise<void> removed = kj::READY_NOW;
+    for (const auto& record : context_.registry.visibleTo(caller_)) {
+      if (!hasEnded(record)) continue;
+      std::string id(record.id.view()), name(record.name.view());
+      for (const auto& item : before.items) {
+        bool ofVm = item.kind == StorageKind::kVmDisks || item.kind == StorageKind::kLogs;
+        if (ofVm && item.ownerId == id) pruned->bytes += item.bytes;
+      }
+      removed = removed.then([this, name, &vms = pruned->vms] {
+        return context_.vms.remove(caller_, name, false).then([name, &vms] {
+          vms.push_back(name);
+        });
+      });
+    }
+    return removed.then([this, call, all, pruned = kj::mv(pruned)]() mutable {
+      auto report = call.getResults().initReport();
+      SharedPruneResult shared;
+      if (ownsSharedStorage(caller_)) {
+        shared = pruneShared(paths(), takeInventory(paths(), context_.registry.visibleTo(Caller{})),
+                             all);
+      } else {
+        shared.skipped = "artifacts and image disks are shared: root prunes them";
+      }
+      auto vms = report.initVms(static_cast<unsigned>(pruned->vms.size()));
+      for (unsigned i = 0; i < vms.size(); ++i) vms.set(i, pruned->vms[i]);
+      report.setArtifacts(shared.artifacts);
+      report.setImages(shared.images);
+      report.setReclaimedBytes(pruned->bytes + shared.bytes);
+      report.setSkipped(shared.skipped);
+      spdlog::info("uid {} pruned {} VMs, {} artifacts, {} image disks ({} MiB){}", caller_.uid,
+                   vms.size(), shared.artifacts, shared.images,
+                   (pruned->bytes + shared.bytes) >> 20,
+                   shared.skipped.empty() ? "" : "; " + shared.skipped);
+    });
+  });
 }
 
 }  // namespace fcvm::supervisor

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "base/paths.h"
 #include "ipc/supervisor.capnp.h"
 #include "supervisor/caller.h"
 #include "supervisor/snapshot_controller.h"
@@ -50,8 +51,12 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> runClone(RunCloneContext context) override;
   kj::Promise<void> listServes(ListServesContext context) override;
   kj::Promise<void> inspectSnapshot(InspectSnapshotContext context) override;
+  kj::Promise<void> diskUsage(DiskUsageContext context) override;
+  kj::Promise<void> prune(PruneContext context) override;
 
  private:
+  Paths paths() const { return Paths{context_.dataDir, context_.runtimeDir, {}}; }
+
   SupervisorContext& context_;
   const Caller caller_;
 };

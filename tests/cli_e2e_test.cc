@@ -154,6 +154,93 @@ TEST_F(CliTest, SetupRefusesToStartShortOfSpace) {
   EXPECT_FALSE(std::filesystem::exists(dataDir() / "storage.btrfs"));
 }
 
+// `system df` counts what is on disk and what of it is in use; `system prune` removes exactly
+// what nothing uses: ended VMs (the caller's own; root: all), artifacts that are neither current
+// nor named by a snapshot, and with --all image disks no snapshot names. Snapshots, the current
+// artifacts and whatever a snapshot names stay. (A running QEMU's files: VmTest.DetachedRun...)
+TEST_F(CliTest, SystemDfCountsWhatIsUsedAndPruneRemovesExactlyTheRest) {
+  constexpr uid_t kBob = 60013;
+  auto storage = dataDir() / "storage";
+  auto write = [](const std::filesystem::path& file, size_t bytes) {
+    std::filesystem::create_directories(file.parent_path());
+    std::ofstream(file) << std::string(bytes, 'x');
+  };
+  auto artifacts = storage / "artifacts";
+  for (const char* file : {"kernel/k1/vmlinux", "initramfs/i1/initramfs.cpio",
+                           "rootfs/r1/rootfs.ext4", "kernel/k0/vmlinux", "rootfs/r0/rootfs.ext4"}) {
+    write(artifacts / file, 64 << 10);
+  }
+  std::ofstream(artifacts / "current.json")
+      << json{{"kernel", "k1"}, {"initramfs", "i1"}, {"rootfs", "r1"}, {"kernel_version", "1"}};
+  write(storage / "images/v4-named/store.ext4", 64 << 10);
+  write(storage / "images/v4-unused/store.ext4", 64 << 10);
+  auto snapshot = storage / "snapshots/5555555555555555";
+  write(snapshot / "memory.img", 64 << 10);
+  std::ofstream(snapshot / "restore.json")
+      << json{{"machine",
+               {{"kernel", (artifacts / "kernel/k0/vmlinux").string()},
+                {"extra_disks", {{{"path", (storage / "images/v4-named/store.ext4").string()}}}}}}};
+  writeRecord("00000000000000a1", "mine-old", 0, "stopped");
+  writeRecord("00000000000000b1", "bobs-old", kBob, "stopped");  // a failed VM's disk goes at once
+  for (const char* id : {"00000000000000a1", "00000000000000b1"}) {
+    write(storage / "vms" / id / "rootfs.ext4", 64 << 10);
+    write(dataDir() / "vms" / id / "console.log", 4 << 10);
+  }
+  auto row = [](const json& usage, const std::string& kind) {
+    for (const auto& r : usage) {
+      if (r.at("kind") == kind) return r;
+    }
+    throw std::runtime_error("no row " + kind + " in " + usage.dump());
+  };
+
+  auto usage = fcvmJson({"system", "df", "--json"});
+  EXPECT_EQ(row(usage, "artifacts").at("total"), 5);
+  EXPECT_EQ(row(usage, "artifacts").at("active"), 4);
+  EXPECT_EQ(row(usage, "images").at("total"), 2);
+  EXPECT_EQ(row(usage, "images").at("active"), 1);
+  EXPECT_EQ(row(usage, "vm_disks").at("total"), 2);
+  EXPECT_EQ(row(usage, "vm_disks").at("active"), 0);
+  EXPECT_GE(row(usage, "vm_disks").at("reclaimable_bytes").get<uint64_t>(), 2u * (64 << 10));
+  EXPECT_EQ(row(usage, "snapshots").at("total"), 1);
+  auto bobs = fcvmJson({"system", "df", "--json"}, kBob);
+  EXPECT_EQ(row(bobs, "vm_disks").at("total"), 1);  // only Bob's own
+  EXPECT_EQ(row(bobs, "snapshots").at("total"), 0);
+  EXPECT_EQ(row(bobs, "artifacts").at("total"), 5);  // shared
+
+  auto unconfirmed = fcvm({"system", "prune"});
+  EXPECT_EQ(unconfirmed.exitCode, 1);
+  EXPECT_NE(unconfirmed.output.find("pass -f to confirm"), std::string::npos) << unconfirmed.output;
+
+  auto byBob = fcvmJson({"system", "prune", "-f", "--json"}, kBob);
+  EXPECT_EQ(byBob.at("vms"), json::array({"bobs-old"}));
+  EXPECT_EQ(byBob.at("artifacts"), 0);
+  EXPECT_NE(byBob.at("skipped").get<std::string>().find("root prunes them"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(storage / "vms/00000000000000b1"));
+  EXPECT_TRUE(std::filesystem::exists(storage / "vms/00000000000000a1"));
+  EXPECT_TRUE(std::filesystem::exists(artifacts / "rootfs/r0"));
+
+  auto byRoot = fcvmJson({"system", "prune", "-f", "--json"});
+  EXPECT_EQ(byRoot.at("vms"), json::array({"mine-old"}));
+  EXPECT_EQ(byRoot.at("artifacts"), 1);
+  EXPECT_EQ(byRoot.at("images"), 0);
+  EXPECT_GE(byRoot.at("reclaimed_bytes").get<uint64_t>(), 2u * (64 << 10));
+  EXPECT_FALSE(std::filesystem::exists(storage / "vms/00000000000000a1"));
+  EXPECT_FALSE(std::filesystem::exists(dataDir() / "vms/00000000000000a1"));
+  EXPECT_FALSE(std::filesystem::exists(artifacts / "rootfs/r0"));
+  EXPECT_TRUE(std::filesystem::exists(storage / "images/v4-unused"));
+
+  auto everything = fcvmJson({"system", "prune", "--all", "-f", "--json"});
+  EXPECT_EQ(everything.at("vms"), json::array());
+  EXPECT_EQ(everything.at("images"), 1);
+  EXPECT_FALSE(std::filesystem::exists(storage / "images/v4-unused"));
+  for (const char* kept :
+       {"artifacts/kernel/k1", "artifacts/initramfs/i1", "artifacts/rootfs/r1",
+        "artifacts/kernel/k0", "images/v4-named", "snapshots/5555555555555555"}) {
+    EXPECT_TRUE(std::filesystem::exists(storage / kept)) << kept;
+  }
+  EXPECT_EQ(fcvmJson({"ls", "--json"}), json::array());
+}
+
 TEST_F(CliTest, UsersSeeAndRemoveOnlyTheirOwnVms) {
   constexpr uid_t kAlice = 60011, kBob = 60012;
   writeRecord("00000000000000a1", "web-a", kAlice, "stopped");

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "tests/support/fcvm_instance.h"
@@ -108,6 +109,34 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   auto qemuModes = seccompModesOf(qemus[0]);
   EXPECT_FALSE(qemuModes.empty());
   for (const auto& mode : qemuModes) EXPECT_EQ(mode, "2");
+
+  // What the running VM uses is in use: the kernel and the image disk its QEMU names. A prune
+  // leaves them, and the VM, which has not ended.
+  std::string cmdline = readFile("/proc/" + std::to_string(qemus[0]) + "/cmdline");
+  std::vector<std::string> args;
+  for (size_t at = 0; at < cmdline.size(); at = cmdline.find('\0', at) + 1) {
+    args.push_back(cmdline.substr(at, cmdline.find('\0', at) - at));
+  }
+  auto kernel = std::find(args.begin(), args.end(), "-kernel");
+  ASSERT_NE(kernel, args.end());
+  auto kernelDir = std::filesystem::path(*(kernel + 1)).parent_path();
+  auto imageDrive = std::find_if(args.begin(), args.end(), [](const std::string& a) {
+    return a.find("/images/") != std::string::npos;
+  });
+  ASSERT_NE(imageDrive, args.end());
+  auto imageFile = imageDrive->substr(imageDrive->find("file=") + 5);
+  auto imageDir = std::filesystem::path(imageFile.substr(0, imageFile.find(','))).parent_path();
+  auto df = json::parse(ok({"system", "df", "-v", "--json"}));
+  std::set<std::string> inUse;
+  for (const auto& item : df.at("items")) {
+    if (item.at("in_use").get<bool>()) inUse.insert(item.at("path").get<std::string>());
+  }
+  EXPECT_TRUE(inUse.count(kernelDir.string())) << kernelDir << " " << df.dump(2);
+  EXPECT_TRUE(inUse.count(imageDir.string())) << imageDir << " " << df.dump(2);
+  auto pruned = json::parse(ok({"system", "prune", "-f", "--json"}));
+  EXPECT_EQ(pruned.at("vms"), json::array());
+  EXPECT_TRUE(std::filesystem::exists(imageFile.substr(0, imageFile.find(','))));
+  EXPECT_EQ(inspect("web").at("state"), "healthy");
 
   // stdin piped through, in the guest OS.
   CommandOptions pipeOptions;
