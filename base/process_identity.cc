@@ -27,7 +27,16 @@ std::optional<uint64_t> processStartTime(pid_t pid) {
 
 bool isSameProcessAlive(pid_t pid, uint64_t startTime) {
   auto now = processStartTime(pid);
-  return now && *now == startTime;
+  if (!now || *now != startTime) return false;
+  // A zombie is dead, only not reaped yet: under an init that does not reap (a container's), a
+  // killed worker's pid would otherwise pass for a live one.
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return false;
+  char state = line[close + 2];
+  return state != 'Z' && state != 'X';
 }
 
 }  // namespace fcvm

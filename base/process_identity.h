@@ -12,7 +12,7 @@ namespace fcvm {
 // no such process exists.
 std::optional<uint64_t> processStartTime(pid_t pid);
 
-// True when `pid` is alive and is the process that started at `startTime`.
+// True when `pid` is alive (not a zombie) and is the process that started at `startTime`.
 bool isSameProcessAlive(pid_t pid, uint64_t startTime);
 
 }  // namespace fcvm

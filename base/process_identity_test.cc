@@ -17,6 +17,10 @@ TEST(ProcessIdentityTest, KnowsSelfAndForgetsTheDead) {
   if (child == 0) ::_exit(0);
   auto childStart = processStartTime(child);
   ASSERT_TRUE(childStart);
+  // Exited but not reaped (a zombie, as under an init that does not reap): dead already.
+  siginfo_t exited{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(child), &exited, WEXITED | WNOWAIT), 0);
+  EXPECT_FALSE(isSameProcessAlive(child, *childStart));
   ASSERT_EQ(::waitpid(child, nullptr, 0), child);
   EXPECT_FALSE(isSameProcessAlive(child, *childStart));
   EXPECT_FALSE(processStartTime(-1));

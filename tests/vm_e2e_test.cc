@@ -422,6 +422,44 @@ TEST_F(VmTest, TheInstalledLayoutRunsVmsAndSystemdStartsItsSupervisorOnTheFirstC
   EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
 }
 
+// A host restart, as far as it can be had without one: every fcvm process and QEMU killed, the
+// runtime and memory dirs gone, a new boot id. (The storage mount's return is
+// CliTest.AfterAHostRestart...: this storage is shared with other tests.) The next command
+// starts a supervisor that fails the VM that ran with the reason, and a run needs no setup.
+TEST_F(VmTest, AfterAHostRestartRunningVmsShowWhyTheyEndedAndRunsNeedNoSetup) {
+  runDetached("before", {"sleep", "600"});
+  waitFor("before", "running");
+  // The supervisor first, and dead before the rest: one that saw its worker die would record it.
+  for (const auto& programs : std::vector<std::vector<std::string>>{
+           {"fcvm-supervisor"}, {"fcvm-worker", "qemu-system", "fcvm-netd"}}) {
+    std::vector<int> pidfds;
+    for (const auto& program : programs) {
+      for (pid_t pid : fcvm_.processesOf(program)) {
+        int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (pidfd < 0) continue;  // gone already
+        pidfds.push_back(pidfd);
+        ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+      }
+    }
+    ASSERT_FALSE(pidfds.empty()) << programs[0];
+    for (int pidfd : pidfds) {
+      pollfd dead{pidfd, POLLIN, 0};
+      ASSERT_EQ(::poll(&dead, 1, -1), 1);
+      ::close(pidfd);
+    }
+  }
+  std::filesystem::remove_all(fcvm_.runtimeDir());
+  std::filesystem::remove_all(fcvm_.memoryDir());
+  std::ofstream(fcvm_.dataDir() / "boot-id") << "00000000-0000-0000-0000-000000000000\n";
+
+  auto vm = inspect("before");
+  EXPECT_EQ(vm.at("state"), "failed");
+  EXPECT_EQ(vm.at("reason"), "the host restarted");
+  EXPECT_EQ(ok({"podman", "run", "--rm", testing::kTestImage, "echo", "after"}), "after\n");
+  ok({"rm", "--name", "before"});
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+}
+
 // Images are read with the rights of the user who runs the VM, never the supervisor's (root's):
 // another user gets neither root's private archive nor an image from root's podman storage, but
 // runs what it can read itself: its own archive, and its own rootless podman storage.
