@@ -5,8 +5,15 @@
 #include <string>
 
 namespace fcvm {
+namespace {
 
-std::optional<uint64_t> processStartTime(pid_t pid) {
+// The state (field 3) and start time (field 22) of /proc/PID/stat.
+struct ProcessStat {
+  char state = '?';
+  uint64_t startTime = 0;
+};
+
+std::optional<ProcessStat> readStat(pid_t pid) {
   if (pid <= 0) return std::nullopt;
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
@@ -15,28 +22,30 @@ std::optional<uint64_t> processStartTime(pid_t pid) {
   auto close = line.rfind(')');
   if (close == std::string::npos) return std::nullopt;
   std::istringstream rest(line.substr(close + 1));
+  ProcessStat stat;
   std::string field;
-  // Fields 3..21 precede the start time.
-  for (int i = 3; i <= 21; ++i) {
+  if (!(rest >> stat.state)) return std::nullopt;
+  // Fields 4..21 precede the start time.
+  for (int i = 4; i <= 21; ++i) {
     if (!(rest >> field)) return std::nullopt;
   }
-  uint64_t startTime = 0;
-  if (!(rest >> startTime)) return std::nullopt;
-  return startTime;
+  if (!(rest >> stat.startTime)) return std::nullopt;
+  return stat;
+}
+
+}  // namespace
+
+std::optional<uint64_t> processStartTime(pid_t pid) {
+  auto stat = readStat(pid);
+  if (!stat) return std::nullopt;
+  return stat->startTime;
 }
 
 bool isSameProcessAlive(pid_t pid, uint64_t startTime) {
-  auto now = processStartTime(pid);
-  if (!now || *now != startTime) return false;
+  auto stat = readStat(pid);
   // A zombie is dead, only not reaped yet: under an init that does not reap (a container's), a
   // killed worker's pid would otherwise pass for a live one.
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 >= line.size()) return false;
-  char state = line[close + 2];
-  return state != 'Z' && state != 'X';
+  return stat && stat->startTime == startTime && stat->state != 'Z' && stat->state != 'X';
 }
 
 }  // namespace fcvm

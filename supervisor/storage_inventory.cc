@@ -8,6 +8,7 @@
 
 #include "base/process_identity.h"
 #include "setup/artifact_store.h"
+#include "supervisor/worker_launcher.h"
 
 namespace fcvm::supervisor {
 namespace {
@@ -34,10 +35,10 @@ void addPathsOfArgument(const std::string& arg, std::set<std::filesystem::path>&
 // The files VM `id`'s QEMU names, if it runs: false if there is no QEMU to read.
 bool addFilesOfRunningQemu(const Paths& paths, const std::string& id,
                            std::set<std::filesystem::path>& out) {
-  std::ifstream pidFile(paths.vmRunDir(id) / "qemu.pid");
-  pid_t pid = 0;
-  uint64_t startTime = 0;
-  if (!(pidFile >> pid >> startTime) || !isSameProcessAlive(pid, startTime)) return false;
+  auto qemu = recordedQemu(paths, id);
+  if (!qemu || !isSameProcessAlive(qemu->pid, qemu->startTime)) return false;
+  pid_t pid = qemu->pid;
+  uint64_t startTime = qemu->startTime;
   std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
   std::string all((std::istreambuf_iterator<char>(cmdline)), {});
   // The pid may have gone between the two reads: it must still be the same process.

@@ -255,15 +255,13 @@ void VmController::workerExited(const std::string& id) {
   if (vm == nullptr) return;
   // A worker killed outright leaves QEMU to die of its parent-death signal; the VM has ended only
   // once QEMU is gone too.
-  std::ifstream in(paths_.vmRunDir(id) / "qemu.pid");
-  ipc::ProcessId qemu;
-  if (in >> qemu.pid >> qemu.startTime) {
+  if (auto qemu = recordedQemu(paths_, id)) {
     struct Watch {  // the observer goes before the fd it watches
       UniqueFd pidfd;
       kj::Own<kj::UnixEventPort::FdObserver> observer;
     };
     auto watch = kj::heap<Watch>();
-    watch->pidfd = openPidfd(qemu);
+    watch->pidfd = openPidfd(*qemu);
     if (watch->pidfd) {
       ::syscall(SYS_pidfd_send_signal, watch->pidfd.get(), SIGKILL, nullptr, 0);
       watch->observer = kj::heap<kj::UnixEventPort::FdObserver>(

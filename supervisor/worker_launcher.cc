@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "base/error.h"
 #include "base/install_layout.h"
 #include "base/process_identity.h"
@@ -35,6 +37,13 @@ UniqueFd openPidfd(const ipc::ProcessId& process) {
   // The pid may have been reused before the open: check again now that the pidfd pins it.
   if (!isSameProcessAlive(process.pid, process.startTime)) return UniqueFd();
   return pidfd;
+}
+
+std::optional<ipc::ProcessId> recordedQemu(const Paths& paths, const std::string& id) {
+  std::ifstream in(paths.vmRunDir(id) / "qemu.pid");
+  ipc::ProcessId qemu;
+  if (!(in >> qemu.pid >> qemu.startTime)) return std::nullopt;
+  return qemu;
 }
 
 kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec,

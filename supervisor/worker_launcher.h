@@ -6,6 +6,7 @@
 #include <kj/async-io.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "base/paths.h"
@@ -50,5 +51,9 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
 // A pidfd for the process `process` names (a worker found at adoption, a worker's QEMU), or an
 // invalid fd if that process is gone (its pid may have been reused: the start time must match).
 UniqueFd openPidfd(const ipc::ProcessId& process);
+
+// The QEMU that VM `id`'s worker started, as it recorded it (<run dir>/qemu.pid); none if none
+// was recorded. Whether it still runs is the caller's to check (openPidfd, isSameProcessAlive).
+std::optional<ipc::ProcessId> recordedQemu(const Paths& paths, const std::string& id);
 
 }  // namespace fcvm::supervisor
