@@ -38,7 +38,7 @@ constexpr int kSupervisorStopTimeoutMs = 15000;
 
 struct RunArgs {
   std::string image, workdir, user, accel = "auto", healthCmd, healthCheck, network = "auto",
-                                    pull = "missing";
+                                    pull = "missing", restart = "no";
   bool tlsVerify = true;
   std::vector<std::string> command, env, ports, maps, dns;
   bool detach = false, privileged = false, rm = false, verbose = false;
@@ -537,6 +537,7 @@ class Commands {
     spec.ports = parsedPorts();
     for (const auto& m : run.maps) spec.volumes.push_back(ipc::parseVolumeMapping(m));
     spec.dns = run.dns;
+    spec.restart = ipc::parseRestartPolicy(run.restart);
     ipc::encodeVmSpec(spec, out);
   }
 
@@ -692,6 +693,11 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   podmanRun->add_option("--name", opt.name, "VM name (unique per user; default: generated)");
   podmanRun->add_flag("-d,--detach", run.detach, "Print the name and return at once");
   podmanRun->add_flag("--rm", run.rm, "Remove the VM's disk and records when it exits");
+  podmanRun
+      ->add_option("--restart", run.restart,
+                   "no|always|on-failure[:N]|unless-stopped: start the VM again (from its image) "
+                   "when it ends, also after a host restart (always); needs -d")
+      ->capture_default_str();
   podmanRun->add_option("--cpu", run.cpus, "vCPUs")->capture_default_str();
   podmanRun->add_option("--mem", run.memMib, "Guest memory in MiB")->capture_default_str();
   // Repeatable options take one value each time, so what follows is the image and its command.
@@ -785,7 +791,8 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
 
   auto wait = app.add_subcommand("wait", "Wait until a VM is running, healthy or has ended");
   addNameOption(wait, opt);
-  wait->add_option("--condition", opt.condition, "running|healthy|ended")
+  wait->add_option("--condition", opt.condition,
+                   "running|healthy|ended (for good: not while --restart starts it again)")
       ->capture_default_str()
       ->check(CLI::IsMember({"running", "healthy", "ended"}));
   addJsonFlag(wait, opt);

@@ -59,6 +59,8 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
       {"worker_pid", vm.getWorkerPid()},
       {"created_at", formatTimestamp(vm.getCreatedAtNs())},
       {"updated_at", formatTimestamp(vm.getUpdatedAtNs())},
+      {"restart_policy", vm.getRestartPolicy().size() > 0 ? vm.getRestartPolicy().cStr() : "no"},
+      {"restart_count", vm.getRestartCount()},
   };
   if (vm.getHasExitCode()) j["exit_code"] = vm.getExitCode();
   nlohmann::json ports = nlohmann::json::array();

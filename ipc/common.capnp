@@ -11,6 +11,7 @@ enum VmState {
   healthy @3;
   stopped @4;
   failed @5;
+  restarting @6;  # ended, and its restart policy starts it again (after a back-off delay)
 }
 
 enum Health {
@@ -51,6 +52,14 @@ enum NetworkMode {
   none @3;      # loopback only
 }
 
+# When a VM that ended is started again (podman's --restart). A stop or rm by its owner is final.
+enum RestartPolicy {
+  no @0;
+  always @1;         # however it ended, and after a host restart
+  onFailure @2;      # when it failed or its container exited non-zero; not after a host restart
+  unlessStopped @3;  # as always (a stop by its owner is final for every policy)
+}
+
 # Desired configuration of one VM and its container, as the user asked for it.
 struct VmSpec {
   name @0 :Text;
@@ -70,6 +79,8 @@ struct VmSpec {
   network @14 :NetworkMode;
   dns @15 :List(Text);      # resolvers for the guest instead of the host's (IPv4)
   healthCheck @16 :Text;    # http://[HOST]:PORT/PATH, GET from the host; 2xx/3xx is healthy
+  restart @17 :RestartPolicy;
+  restartMaxRetries @18 :UInt32;  # onFailure: at most this many restarts in a row; 0: no limit
 }
 
 # A file the client opened with its own rights, passed as an fd (SCM_RIGHTS) along with this

@@ -6,7 +6,7 @@ namespace fcvm::ipc {
 namespace {
 
 constexpr std::array<std::string_view, kVmStateMax + 1> kVmStateNames = {
-    "free", "creating", "booting", "running", "healthy", "stopped", "failed"};
+    "free", "creating", "booting", "running", "healthy", "stopped", "failed", "restarting"};
 constexpr std::array<std::string_view, kHealthMax + 1> kHealthNames = {"unknown", "starting",
                                                                        "healthy", "unhealthy"};
 

@@ -21,8 +21,9 @@ enum class VmState : uint8_t {
   kHealthy,
   kStopped,
   kFailed,
+  kRestarting,  // ended; its restart policy starts it again after a delay
 };
-inline constexpr uint8_t kVmStateMax = static_cast<uint8_t>(VmState::kFailed);
+inline constexpr uint8_t kVmStateMax = static_cast<uint8_t>(VmState::kRestarting);
 
 enum class Health : uint8_t { kUnknown = 0, kStarting, kHealthy, kUnhealthy };
 inline constexpr uint8_t kHealthMax = static_cast<uint8_t>(Health::kUnhealthy);
@@ -49,7 +50,7 @@ struct VmRecord {
   uint8_t hasExitCode = 0;
   uint8_t autoRemove = 0;  // records and disk go when it ends (run --rm)
   int32_t exitCode = 0;
-  uint32_t reserved1 = 0;
+  uint32_t restartCount = 0;  // how many times its restart policy started it again
   ProcessId worker;
   FixedString<128> image;
   FixedString<128> reason;     // why it failed, or empty

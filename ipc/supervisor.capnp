@@ -25,6 +25,8 @@ struct VmInfo {
   snapshot @13 :Text;        # a clone: the tag of the snapshot it was started from
   ports @14 :List(Common.PortMapping);  # published on the host
   volumes @15 :List(Common.Volume);     # --map directories
+  restartPolicy @16 :Text;   # no, always, on-failure[:N], unless-stopped
+  restartCount @17 :UInt32;  # how many times its restart policy started it again
 }
 
 # A snapshot's serve process (fcvm-uffd-server).

@@ -140,6 +140,52 @@ std::vector<std::string> readPodmanEnvFile(const std::string& path) {
   return out;
 }
 
+RestartPolicy parseRestartPolicy(const std::string& textForm) {
+  using Kind = RestartPolicy::Kind;
+  auto colon = textForm.find(':');
+  auto name = textForm.substr(0, colon);
+  RestartPolicy policy;
+  if (name == "no") {
+    policy.kind = Kind::kNo;
+  } else if (name == "always") {
+    policy.kind = Kind::kAlways;
+  } else if (name == "on-failure") {
+    policy.kind = Kind::kOnFailure;
+  } else if (name == "unless-stopped") {
+    policy.kind = Kind::kUnlessStopped;
+  } else {
+    throw Error(
+        fmt::format("--restart {}: use no, always, on-failure[:N] or unless-stopped", textForm));
+  }
+  if (colon != std::string::npos) {
+    auto count = textForm.substr(colon + 1);
+    if (policy.kind != Kind::kOnFailure) {
+      throw Error(fmt::format("--restart {}: only on-failure takes a retry count", textForm));
+    }
+    if (count.empty() || count.size() > 6 ||
+        count.find_first_not_of("0123456789") != std::string::npos) {
+      throw Error(fmt::format("--restart {}: '{}' is not a retry count", textForm, count));
+    }
+    policy.maxRetries = static_cast<uint32_t>(std::stoul(count));
+  }
+  return policy;
+}
+
+std::string toString(const RestartPolicy& policy) {
+  switch (policy.kind) {
+    case RestartPolicy::Kind::kNo:
+      return "no";
+    case RestartPolicy::Kind::kAlways:
+      return "always";
+    case RestartPolicy::Kind::kOnFailure:
+      return policy.maxRetries == 0 ? "on-failure"
+                                    : fmt::format("on-failure:{}", policy.maxRetries);
+    case RestartPolicy::Kind::kUnlessStopped:
+      return "unless-stopped";
+  }
+  return "no";
+}
+
 VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   VmSpec s;
   s.name = text(in.getName(), "the name", 63);
@@ -224,6 +270,26 @@ VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
     s.dns.push_back(text(d, "a resolver", 15));
     if (!isIpv4(s.dns.back()))
       throw Error(fmt::format("--dns {} is not an IPv4 address", s.dns.back()));
+  }
+  switch (in.getRestart()) {
+    case rpc::RestartPolicy::NO:
+      s.restart.kind = RestartPolicy::Kind::kNo;
+      break;
+    case rpc::RestartPolicy::ALWAYS:
+      s.restart.kind = RestartPolicy::Kind::kAlways;
+      break;
+    case rpc::RestartPolicy::ON_FAILURE:
+      s.restart.kind = RestartPolicy::Kind::kOnFailure;
+      break;
+    case rpc::RestartPolicy::UNLESS_STOPPED:
+      s.restart.kind = RestartPolicy::Kind::kUnlessStopped;
+      break;
+    default:
+      throw Error("unknown restart policy");
+  }
+  s.restart.maxRetries = in.getRestartMaxRetries();
+  if (s.restart.maxRetries != 0 && s.restart.kind != RestartPolicy::Kind::kOnFailure) {
+    throw Error("only --restart on-failure takes a retry count");
   }
   return s;
 }
@@ -394,6 +460,11 @@ void encodeVmSpec(const VmSpec& s, rpc::VmSpec::Builder out) {
   out.setHealthCheck(s.healthCheckUrl);
   auto dns = out.initDns(static_cast<unsigned>(s.dns.size()));
   for (unsigned i = 0; i < dns.size(); ++i) dns.set(i, s.dns[i]);
+  static_assert(static_cast<uint16_t>(rpc::RestartPolicy::UNLESS_STOPPED) ==
+                    static_cast<uint16_t>(RestartPolicy::Kind::kUnlessStopped),
+                "the wire's and the spec's restart policies are listed in the same order");
+  out.setRestart(static_cast<rpc::RestartPolicy>(static_cast<uint16_t>(s.restart.kind)));
+  out.setRestartMaxRetries(s.restart.maxRetries);
 }
 
 void writeVmSpecFile(const VmSpec& spec, const std::string& path) {

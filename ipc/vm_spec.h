@@ -28,6 +28,20 @@ struct VolumeMapping {
   bool operator==(const VolumeMapping&) const = default;
 };
 
+// When a VM that ended is started again (--restart, podman's flag). A stop or rm by the owner is
+// final whatever the policy.
+struct RestartPolicy {
+  enum class Kind : uint8_t { kNo, kAlways, kOnFailure, kUnlessStopped };
+  Kind kind = Kind::kNo;
+  uint32_t maxRetries = 0;  // kOnFailure: at most this many restarts in a row; 0: no limit
+
+  bool operator==(const RestartPolicy&) const = default;
+};
+
+// `no|always|on-failure[:N]|unless-stopped`. Throws fcvm::Error naming the problem.
+RestartPolicy parseRestartPolicy(const std::string& text);
+std::string toString(const RestartPolicy& policy);
+
 struct VmSpec {
   std::string name;
   std::string image;
@@ -46,6 +60,7 @@ struct VmSpec {
   std::vector<VolumeMapping> volumes;
   std::vector<std::string> dns;  // IPv4 resolvers instead of the host's
   std::string healthCheckUrl;    // http://[HOST]:PORT/PATH; empty: none
+  RestartPolicy restart;
 };
 
 // An HTTP health check's target. HOST defaults to the host's loopback, where a published port of

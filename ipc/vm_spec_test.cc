@@ -58,5 +58,46 @@ TEST(VolumeMappingTest, DecodedSpecsAreCheckedLikeTheCommandLine) {
   EXPECT_THROW(decodeVmSpec(relative.getRoot<rpc::VmSpec>().asReader()), Error);
 }
 
+TEST(RestartPolicyTest, PodmansSpellingsRoundTripThroughTheWire) {
+  using Kind = RestartPolicy::Kind;
+  EXPECT_EQ(parseRestartPolicy("no"), (RestartPolicy{Kind::kNo, 0}));
+  EXPECT_EQ(parseRestartPolicy("always"), (RestartPolicy{Kind::kAlways, 0}));
+  EXPECT_EQ(parseRestartPolicy("on-failure"), (RestartPolicy{Kind::kOnFailure, 0}));
+  EXPECT_EQ(parseRestartPolicy("on-failure:3"), (RestartPolicy{Kind::kOnFailure, 3}));
+  EXPECT_EQ(parseRestartPolicy("unless-stopped"), (RestartPolicy{Kind::kUnlessStopped, 0}));
+  for (const char* text : {"no", "always", "on-failure", "on-failure:3", "unless-stopped"}) {
+    VmSpec spec;
+    spec.image = "img";
+    spec.restart = parseRestartPolicy(text);
+    EXPECT_EQ(toString(spec.restart), text);
+    capnp::MallocMessageBuilder message;
+    encodeVmSpec(spec, message.initRoot<rpc::VmSpec>());
+    EXPECT_EQ(decodeVmSpec(message.getRoot<rpc::VmSpec>().asReader()).restart, spec.restart);
+  }
+}
+
+TEST(RestartPolicyTest, BadPoliciesNameTheProblem) {
+  auto errorOf = [](const std::string& text) -> std::string {
+    try {
+      parseRestartPolicy(text);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(errorOf("sometimes"),
+            "--restart sometimes: use no, always, on-failure[:N] or unless-stopped");
+  EXPECT_EQ(errorOf("always:2"), "--restart always:2: only on-failure takes a retry count");
+  EXPECT_EQ(errorOf("on-failure:"), "--restart on-failure:: '' is not a retry count");
+  EXPECT_EQ(errorOf("on-failure:-1"), "--restart on-failure:-1: '-1' is not a retry count");
+
+  VmSpec spec;  // a count with another policy, as a client could send it
+  spec.image = "img";
+  spec.restart = {RestartPolicy::Kind::kAlways, 2};
+  capnp::MallocMessageBuilder message;
+  encodeVmSpec(spec, message.initRoot<rpc::VmSpec>());
+  EXPECT_THROW(decodeVmSpec(message.getRoot<rpc::VmSpec>().asReader()), Error);
+}
+
 }  // namespace
 }  // namespace fcvm::ipc

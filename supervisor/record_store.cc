@@ -42,6 +42,7 @@ json toJson(const ipc::VmRecord& r) {
   if (r.hasExitCode) j["exit_code"] = r.exitCode;
   if (r.autoRemove) j["auto_remove"] = true;
   if (!r.snapshotId.view().empty()) j["snapshot_id"] = r.snapshotId.view();
+  if (r.restartCount != 0) j["restart_count"] = r.restartCount;
   return j;
 }
 
@@ -74,6 +75,7 @@ ipc::VmRecord fromJson(const json& j, const std::filesystem::path& file) {
   r.updatedAtNs = j.at("updated_at_ns").get<int64_t>();
   r.autoRemove = j.value("auto_remove", false) ? 1 : 0;
   if (j.contains("snapshot_id")) assignField(r.snapshotId, j, "snapshot_id");
+  r.restartCount = j.value("restart_count", uint32_t{0});
   if (j.contains("exit_code")) {
     r.hasExitCode = 1;
     r.exitCode = j.at("exit_code").get<int32_t>();

@@ -20,6 +20,7 @@ ipc::VmRecord sample() {
   r.state = ipc::VmState::kStopped;
   r.hasExitCode = 1;
   r.exitCode = 7;
+  r.restartCount = 2;
   r.worker = {1234, 0, 99};
   r.createdAtNs = 5;
   r.updatedAtNs = 6;

@@ -301,6 +301,8 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
     throw Error(fmt::format("snapshot '{}' has no network: -p needs one", meta->tag));
   }
   spec.ports = r.ports;
+  // A clone's start needs its snapshot's serve process, which a restart would not have.
+  spec.restart = {};
   auto record = vms_.create(caller, spec, r.autoRemove, meta->id);
   auto vmId = record.id.str();
   spdlog::info("uid {} runs clone {} ({}) of snapshot '{}'{}", caller.uid, spec.name, vmId,

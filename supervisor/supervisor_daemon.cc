@@ -95,7 +95,7 @@ int serve(const DaemonOptions& options, bool& ready) {
                table.adopted() ? "adopted" : "new", adoption.records, adoption.live,
                adoption.orphaned);
 
-  vms.adoptLive();
+  vms.adoptLive(adoption, hostRestarted);
   netd.adopt(vms.bridgedVms());
   SnapshotController snapshots(io, paths, registry, vms);
   snapshots.adopt();

@@ -127,6 +127,7 @@ void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r) {
   out.setWorkerPid(r.worker.pid);
   out.setCreatedAtNs(r.createdAtNs);
   out.setUpdatedAtNs(r.updatedAtNs);
+  out.setRestartCount(r.restartCount);
 }
 
 void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, SupervisorContext& context) {
@@ -135,6 +136,7 @@ void fill(rpc::VmInfo::Builder out, const ipc::VmRecord& r, SupervisorContext& c
   const auto& spec = context.vms.specOf(r.id.str());
   ipc::encodePorts(spec.ports, out.initPorts(static_cast<unsigned>(spec.ports.size())));
   ipc::encodeVolumes(spec.volumes, out.initVolumes(static_cast<unsigned>(spec.volumes.size())));
+  out.setRestartPolicy(ipc::toString(spec.restart));
 }
 
 std::string textParam(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
@@ -218,8 +220,12 @@ kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
         .then([this, call, spec = std::move(spec), output = kj::mv(output),
                image = kj::mv(image)]() mutable {
           auto params = call.getParams();
-          return context_.vms.run(caller_, std::move(spec), kj::mv(output), params.getDetach(),
-                                  params.getAutoRemove(), std::move(*image));
+          try {
+            return context_.vms.run(caller_, std::move(spec), kj::mv(output), params.getDetach(),
+                                    params.getAutoRemove(), std::move(*image));
+          } catch (const Error& e) {  // else kj would pass it on as "std::exception: ..."
+            return kj::Promise<RunResult>(ipc::rpcError(e.what()));
+          }
         })
         .then([call](RunResult result) mutable {
           auto results = call.getResults();

@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/ids.h"
+#include "base/spawn.h"
 #include "ipc/container_log.h"
 #include "ipc/rpc_error.h"
 #include "supervisor/netd_client.h"
@@ -54,6 +55,15 @@ const char* conditionName(rpc::WaitCondition condition) {
       return "ended";
   }
   return "?";
+}
+
+// How a VM ended, in a few words, for its reason while it restarts.
+std::string describeEnd(const ipc::VmRecord& r) {
+  if (r.state == ipc::VmState::kFailed) {
+    return r.reason.view().empty() ? "failed" : fmt::format("failed: {}", r.reason.view());
+  }
+  if (r.hasExitCode) return fmt::format("exited with code {}", r.exitCode);
+  return "stopped";
 }
 
 void removeTree(const std::filesystem::path& path) {
@@ -105,6 +115,11 @@ class VmLeaseImpl final : public rpc::VmLease::Server {
 
 }  // namespace
 
+struct VmController::Waiter {
+  rpc::WaitCondition condition;
+  kj::Own<kj::PromiseFulfiller<ipc::VmRecord>> fulfiller;
+};
+
 struct VmController::LiveVm {
   std::string id;
   UniqueFd pidfd;
@@ -112,11 +127,17 @@ struct VmController::LiveVm {
   kj::Own<ipc::RpcClient> connection;
   kj::Maybe<rpc::Worker::Client> worker;
   bool child = false;  // started by this supervisor (so it reaps it), not adopted
-  struct Waiter {
-    rpc::WaitCondition condition;
-    kj::Own<kj::PromiseFulfiller<ipc::VmRecord>> fulfiller;
-  };
+  std::chrono::steady_clock::time_point startedAt = std::chrono::steady_clock::now();
   std::vector<Waiter> waiters;
+};
+
+// A VM in state restarting: waiting out its delay, then starting its worker again.
+struct VmController::PendingRestart {
+  ipc::VmRecord ended;          // how it ended: what it stays if its owner stops it meanwhile
+  std::vector<Waiter> waiters;  // for the next start
+  bool starting = false;        // past the delay: its worker is being started
+  std::optional<uint32_t> stopTimeoutMs;  // its owner stopped it while it started
+  kj::Canceler delay;
 };
 
 VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths,
@@ -159,11 +180,16 @@ bool VmController::settleOrphan(ipc::VmRecord& record) const {
   }
 }
 
-void VmController::adoptLive() {
+void VmController::adoptLive(const AdoptionSummary& adoption, bool hostRestarted) {
+  const auto& orphans = adoption.orphanedIds;
   for (const auto& record : registry_.visibleTo(Caller{})) {
     std::string id = record.id.str();
     if (ended(record.state)) {
-      tasks_.add(cleanUp(record));
+      if (std::find(orphans.begin(), orphans.end(), id) != orphans.end()) {
+        settleEnd(record, hostRestarted ? EndCause::kHostRestarted : EndCause::kEnded, false, {});
+      } else {
+        tasks_.add(cleanUp(record));
+      }
       continue;
     }
     LaunchedWorker worker{record.worker, openPidfd(record.worker)};
@@ -173,8 +199,7 @@ void VmController::adoptLive() {
         failed.state = ipc::VmState::kFailed;
         failed.reason.assignTruncated("worker exited while the supervisor was starting");
       }
-      registry_.update(failed);
-      tasks_.add(cleanUp(failed));
+      settleEnd(failed, EndCause::kEnded, false, {});
       continue;
     }
     track(id, kj::mv(worker));
@@ -286,49 +311,191 @@ void VmController::finishEnded(const std::string& id) {
                                         : fmt::format(" (signal {})", info.si_status);
     }
   }
-  auto record = registry_.byId(id);
-  std::optional<ipc::VmRecord> final;
-  kj::Promise<void> teardown = kj::READY_NOW;
-  if (record) {
-    final = *record;
-    if (!ended(final->state)) {
-      if (!settleOrphan(*final)) {
-        final->state = ipc::VmState::kFailed;
-        final->health = ipc::Health::kUnknown;
-        final->reason.assignTruncated(how);
-      }
+  if (auto record = registry_.byId(id)) {
+    auto final = *record;
+    if (!ended(final.state) && !settleOrphan(final)) {
+      final.state = ipc::VmState::kFailed;
+      final.health = ipc::Health::kUnknown;
+      final.reason.assignTruncated(how);
     }
-    registry_.update(*final);
-    spdlog::info("VM {} ({}) ended: {}{}", final->name.view(), id, ipc::toString(final->state),
-                 final->reason.view().empty() ? "" : fmt::format(" ({})", final->reason.view()));
-    teardown = cleanUp(*final);
-    if (onEnded_) onEnded_(*final);
+    // A VM adopted from an earlier supervisor ran for an unknown time: not a quick end.
+    bool quick = vm->child && std::chrono::steady_clock::now() - vm->startedAt < kQuickEnd;
+    settleEnd(final, EndCause::kEnded, quick, kj::mv(vm->waiters));
+  } else {
+    tellEnded(vm->waiters, std::nullopt);
   }
-  // Waiters learn the end only once nothing of the VM is left but its records (its network is
-  // taken down by netd, asynchronously); so do those who ask meanwhile (teardownOf).
-  auto forked = teardown.fork();
-  auto done = forked.addBranch();
-  teardowns_.insert_or_assign(id, kj::mv(forked));
-  auto waiters = kj::mv(vm->waiters);
-  tasks_.add(done.then([this, id, final, waiters = kj::mv(waiters)]() mutable {
-    teardowns_.erase(id);
-    for (auto& waiter : waiters) {
-      if (!final) {
-        waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
-      } else if (waiter.condition == rpc::WaitCondition::ENDED) {
-        waiter.fulfiller->fulfill(ipc::VmRecord(*final));
-      } else {
-        waiter.fulfiller->reject(ipc::rpcError(kj::str(
-            "VM '", final->name.str().c_str(), "' ended (", ipc::toString(final->state).data(),
-            final->reason.view().empty() ? "" : ": ", final->reason.str().c_str(),
-            ") before it was ", conditionName(waiter.condition))));
-      }
-    }
-  }));
   // This runs inside the VM's own exit observer: free it once that callback has returned.
   auto owned = kj::mv(live_[id]);
   live_.erase(id);
   tasks_.add(kj::evalLater([owned = kj::mv(owned)]() {}));
+}
+
+void VmController::settleEnd(ipc::VmRecord final, EndCause cause, bool quick,
+                             std::vector<Waiter> waiters) {
+  auto id = final.id.str();
+  if (stoppedByOwner(id)) cause = EndCause::kStoppedByOwner;
+  uint32_t& quickEnds = quickEnds_[id];
+  quickEnds = quick ? quickEnds + 1 : 0;
+  std::optional<std::chrono::milliseconds> delay;
+  if (!final.autoRemove) delay = restartDelay(specOf(id).restart, final, cause, quickEnds);
+  spdlog::info("VM {} ({}) ended: {}{}", final.name.view(), id, ipc::toString(final.state),
+               final.reason.view().empty() ? "" : fmt::format(" ({})", final.reason.view()));
+
+  // A VM that restarts has not ended for good: its waiters (`wait`, also for "ended") wait on.
+  std::vector<Waiter> told;
+  if (delay) {
+    auto pending = kj::heap<PendingRestart>();
+    pending->ended = final;
+    pending->waiters = kj::mv(waiters);
+    // Else an adoption would take the old run's end for the restarted one's.
+    std::error_code ignored;
+    std::filesystem::remove(paths_.vmDir(id) / "final-state.json", ignored);
+    auto restarting = final;
+    restarting.state = ipc::VmState::kRestarting;
+    restarting.health = ipc::Health::kUnknown;
+    restarting.reason.assignTruncated(fmt::format("{}; restart {} in {} s", describeEnd(final),
+                                                  final.restartCount + 1,
+                                                  (delay->count() + 999) / 1000));
+    registry_.update(restarting);
+    spdlog::info("VM {} ({}) restarts in {} ms (restart policy {})", final.name.view(), id,
+                 delay->count(), ipc::toString(specOf(id).restart));
+    restarts_[id] = kj::mv(pending);
+  } else {
+    told = kj::mv(waiters);
+    registry_.update(final);
+  }
+  auto teardown = cleanUp(final);
+  if (onEnded_) onEnded_(final);
+
+  // Waiters learn the end only once nothing of the VM is left but its records (its network is
+  // taken down by netd, asynchronously); so do those who ask meanwhile (teardownOf). A restart
+  // starts only then too: its network takes the place of the old one.
+  auto forked = teardown.fork();
+  if (delay) {
+    auto delayed = forked.addBranch()
+                       .catch_([](kj::Exception&& e) {
+                         spdlog::warn("cleanup before a restart: {}", e.getDescription().cStr());
+                       })
+                       .then([this, ms = delay->count()] {
+                         return io_.provider->getTimer().afterDelay(ms * kj::MILLISECONDS);
+                       });
+    tasks_.add(restarts_[id]
+                   ->delay.wrap(kj::mv(delayed))
+                   .then([this, id] { relaunch(id); },
+                         [](kj::Exception&&) {
+                           // called off by a stop or rm
+                         }));
+  }
+  auto done = forked.addBranch();
+  teardowns_.insert_or_assign(id, kj::mv(forked));
+  tasks_.add(done.then([this, id, final, told = kj::mv(told)]() mutable {
+    teardowns_.erase(id);
+    tellEnded(told, final);
+  }));
+}
+
+void VmController::tellEnded(std::vector<Waiter>& waiters,
+                             const std::optional<ipc::VmRecord>& final) {
+  for (auto& waiter : waiters) {
+    if (!final) {
+      waiter.fulfiller->reject(ipc::rpcError("the VM was removed"));
+    } else if (waiter.condition == rpc::WaitCondition::ENDED) {
+      waiter.fulfiller->fulfill(ipc::VmRecord(*final));
+    } else {
+      waiter.fulfiller->reject(ipc::rpcError(kj::str(
+          "VM '", final->name.str().c_str(), "' ended (", ipc::toString(final->state).data(),
+          final->reason.view().empty() ? "" : ": ", final->reason.str().c_str(), ") before it was ",
+          conditionName(waiter.condition))));
+    }
+  }
+  waiters.clear();
+}
+
+kj::Own<VmController::PendingRestart> VmController::takeRestart(const std::string& id) {
+  auto it = restarts_.find(id);
+  if (it == restarts_.end()) return {};
+  auto pending = kj::mv(it->second);
+  restarts_.erase(it);
+  return pending;
+}
+
+void VmController::relaunch(const std::string& id) {
+  auto it = restarts_.find(id);
+  auto record = registry_.byId(id);
+  if (it == restarts_.end() || !record || record->state != ipc::VmState::kRestarting) return;
+  it->second->starting = true;
+  record->restartCount += 1;
+  registry_.update(*record);
+  // Booted from its image again, as at its first start: the old disk goes.
+  removeTree(paths_.vmDiskDir(id));
+  const ipc::VmSpec spec = specOf(id);
+  // Its owner's rights as the user database has them now (there is no client to ask).
+  WorkerInputs inputs{Credentials::ofUser(record->ownerUid, record->ownerUid), -1, {}, -1, -1, {}};
+  spdlog::info("VM {} ({}): restart {} (restart policy {})", record->name.view(), id,
+               record->restartCount, ipc::toString(spec.restart));
+  tasks_.add(startWorker(id, spec, inputs)
+                 .then(
+                     [this, id](LaunchedWorker worker) {
+                       auto pending = takeRestart(id);
+                       auto record = registry_.byId(id);
+                       if (!record || !pending) {
+                         ::syscall(SYS_pidfd_send_signal, worker.pidfd.get(), SIGKILL, nullptr, 0);
+                         return;
+                       }
+                       record->worker = worker.identity;
+                       registry_.update(*record);
+                       track(id, kj::mv(worker));
+                       auto& vm = *live(id);
+                       connect(vm, nullptr);
+                       vm.waiters = kj::mv(pending->waiters);
+                       if (pending->stopTimeoutMs)
+                         tasks_.add(stopLive(vm, *pending->stopTimeoutMs));
+                     },
+                     [this, id](kj::Exception&& e) {
+                       auto pending = takeRestart(id);
+                       auto record = registry_.byId(id);
+                       if (!record) return;
+                       record->state = ipc::VmState::kFailed;
+                       record->health = ipc::Health::kUnknown;
+                       record->hasExitCode = 0;
+                       record->reason.assignTruncated(
+                           fmt::format("restart failed: {}", e.getDescription().cStr()));
+                       std::vector<Waiter> waiters;
+                       if (pending) waiters = kj::mv(pending->waiters);
+                       settleEnd(*record, EndCause::kEnded, true, kj::mv(waiters));
+                     }));
+}
+
+kj::Promise<ipc::VmRecord> VmController::stopRestarting(PendingRestart& pending,
+                                                        uint32_t timeoutMs) {
+  auto id = pending.ended.id.str();
+  if (pending.starting) {  // stopped as soon as its worker is up
+    pending.stopTimeoutMs = timeoutMs;
+    auto pair = kj::newPromiseAndFulfiller<ipc::VmRecord>();
+    pending.waiters.push_back({rpc::WaitCondition::ENDED, kj::mv(pair.fulfiller)});
+    return kj::mv(pair.promise);
+  }
+  auto owned = takeRestart(id);  // its delay is cancelled with it
+  auto ended = owned->ended;
+  registry_.update(ended);
+  spdlog::info("VM {} ({}): its restart was called off by a stop; it stays {}", ended.name.view(),
+               id, ipc::toString(ended.state));
+  return teardownOf(id).then([ended, waiters = kj::mv(owned->waiters)]() mutable {
+    tellEnded(waiters, ended);
+    return ended;
+  });
+}
+
+void VmController::markStoppedByOwner(const std::string& id) {
+  auto marker = paths_.vmDir(id) / "stopped-by-owner";
+  std::ofstream out(marker);
+  if (!out)
+    spdlog::warn("could not write {}: a restart policy may start the VM again", marker.string());
+}
+
+bool VmController::stoppedByOwner(const std::string& id) const {
+  std::error_code ignored;
+  return std::filesystem::exists(paths_.vmDir(id) / "stopped-by-owner", ignored);
 }
 
 const ipc::VmSpec& VmController::specOf(const std::string& id) {
@@ -369,6 +536,7 @@ kj::Promise<void> VmController::cleanUp(const ipc::VmRecord& record) {
     if (ended_.size() > kMaxRememberedEnds) ended_.erase(ended_.begin());
     registry_.erase(id);
     specs_.erase(id);
+    quickEnds_.erase(id);
   }
   return network;
 }
@@ -406,12 +574,12 @@ void VmController::discard(const std::string& id) {
   removeTree(paths_.vmDir(id));
   registry_.erase(id);
   specs_.erase(id);
+  quickEnds_.erase(id);
 }
 
-kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::VmSpec& spec,
-                                            WorkerInputs inputs,
-                                            kj::Maybe<rpc::OutputSink::Client> output,
-                                            bool detach) {
+kj::Promise<LaunchedWorker> VmController::startWorker(const std::string& id,
+                                                      const ipc::VmSpec& spec,
+                                                      WorkerInputs inputs) {
   kj::Promise<UniqueFd> network = UniqueFd();
   if (spec.network == "bridged") {
     network = netd_.createNetwork(id, spec.ports, spec.dns).then([this, id](VmNetwork network) {
@@ -423,11 +591,17 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
       return std::move(network.tap);
     });
   }
-  return network
-      .then([this, id, inputs](UniqueFd tap) mutable {
-        inputs.tap = tap.get();
-        return launchWorker(io_, paths_, id, inputs).attach(std::move(tap));
-      })
+  return network.then([this, id, inputs](UniqueFd tap) mutable {
+    inputs.tap = tap.get();
+    return launchWorker(io_, paths_, id, inputs).attach(std::move(tap));
+  });
+}
+
+kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::VmSpec& spec,
+                                            WorkerInputs inputs,
+                                            kj::Maybe<rpc::OutputSink::Client> output,
+                                            bool detach) {
+  return startWorker(id, spec, kj::mv(inputs))
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);
@@ -453,6 +627,20 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
 kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
                                          kj::Maybe<rpc::OutputSink::Client> output, bool detach,
                                          bool autoRemove, ImageInputs image) {
+  if (spec.restart.kind != ipc::RestartPolicy::Kind::kNo) {
+    // A restart starts the VM with no client: only what the supervisor can reach on its own.
+    if (autoRemove) throw Error("--restart and --rm conflict: a VM that restarts is kept");
+    if (!detach) throw Error("--restart needs -d: a foreground VM ends with its client");
+    if (ipc::isArchiveImage(spec.image)) {
+      throw Error(
+          "--restart cannot restart an image archive: only the client can open the archive");
+    }
+    if (!spec.volumes.empty()) {
+      throw Error(
+          "--restart cannot be used with --map: the directories are opened with the client's "
+          "rights, and a restart has no client");
+    }
+  }
   auto record = create(caller, spec, autoRemove, "");
   std::string id = record.id.str();
   try {
@@ -522,6 +710,9 @@ kj::Promise<ipc::VmRecord> VmController::stop(const Caller& caller, const std::s
   auto record = visible(caller, name);
   auto id = record.id.str();
   auto* vm = live(id);
+  auto restart = restarts_.find(id);
+  if (vm != nullptr || restart != restarts_.end()) markStoppedByOwner(id);
+  if (restart != restarts_.end()) return stopRestarting(*restart->second, timeoutMs);
   if (vm == nullptr) return teardownOf(id).then([record]() { return record; });  // ended
   spdlog::info("uid {} stops VM {} ({})", caller.uid, name, id);
   return stopLive(*vm, timeoutMs).then([this, id, record]() {
@@ -542,6 +733,7 @@ kj::Promise<void> VmController::remove(const Caller& caller, const std::string& 
     removeTree(paths_.vmDir(id));
     registry_.erase(id);
     specs_.erase(id);
+    quickEnds_.erase(id);
     spdlog::info("uid {} removed VM {} ({})", uid, name, id);
   };
   auto* vm = live(id);
@@ -549,6 +741,10 @@ kj::Promise<void> VmController::remove(const Caller& caller, const std::string& 
   if (!force) {
     throw Error(fmt::format("VM '{}' is {}; stop it first or use rm -f", name,
                             ipc::toString(record.state)));
+  }
+  markStoppedByOwner(id);
+  if (auto restart = restarts_.find(id); restart != restarts_.end()) {
+    return stopRestarting(*restart->second, 0).ignoreResult().then(kj::mv(removeEnded));
   }
   if (vm == nullptr) return teardownOf(id).then(kj::mv(removeEnded));
   return stopLive(*vm, 0).then(kj::mv(removeEnded));
@@ -580,6 +776,11 @@ kj::Promise<ipc::VmRecord> VmController::waitFor(const Caller& caller, const std
   auto record = visible(caller, name);
   if (reached(record, condition)) {
     return teardownOf(record.id.str()).then([record]() { return record; });
+  }
+  if (auto restart = restarts_.find(record.id.str()); restart != restarts_.end()) {
+    auto pair = kj::newPromiseAndFulfiller<ipc::VmRecord>();
+    restart->second->waiters.push_back({condition, kj::mv(pair.fulfiller)});
+    return kj::mv(pair.promise);
   }
   auto* vm = live(record.id.str());
   if (vm == nullptr) {

@@ -1,12 +1,14 @@
 // The supervisor's side of running VMs: starts a worker per VM, keeps a connection to each live
 // worker, turns the workers' state reports into registry updates, notices workers that die, and
 // cleans up after every VM however it ended (runtime dir always; disk when it failed; disk and
-// records with run --rm). Callers are checked against the registry's ownership rules first.
+// records with run --rm), and starts again a VM whose restart policy says so (supervisor/
+// restart_rule.h). Callers are checked against the registry's ownership rules first.
 #pragma once
 
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +24,7 @@
 #include "ipc/worker.capnp.h"
 #include "supervisor/caller.h"
 #include "supervisor/netd_client.h"
+#include "supervisor/restart_rule.h"
 #include "supervisor/vm_registry.h"
 #include "supervisor/worker_launcher.h"
 
@@ -46,8 +49,10 @@ class VmController : private kj::TaskSet::ErrorHandler {
 
   // How a VM whose worker died while no supervisor ran has ended, from its final state file.
   bool settleOrphan(ipc::VmRecord& record) const;
-  // After the registry's adoption: reconnects to every live worker and cleans up ended VMs.
-  void adoptLive();
+  // After the registry's adoption: reconnects to every live worker, cleans up ended VMs, and
+  // restarts those that ended while no supervisor ran (the adoption's orphans) as their restart
+  // policy says.
+  void adoptLive(const AdoptionSummary& adoption, bool hostRestarted);
 
   kj::Promise<RunResult> run(const Caller& caller, ipc::VmSpec spec,
                              kj::Maybe<rpc::OutputSink::Client> output, bool detach,
@@ -93,6 +98,8 @@ class VmController : private kj::TaskSet::ErrorHandler {
 
  private:
   struct LiveVm;
+  struct Waiter;
+  struct PendingRestart;
 
   ipc::VmRecord visible(const Caller& caller, const std::string& name) const;
   LiveVm* live(const std::string& id);
@@ -101,6 +108,21 @@ class VmController : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> stopLive(LiveVm& vm, uint32_t timeoutMs);
   void workerExited(const std::string& id);
   void finishEnded(const std::string& id);
+  // VM `final.id` ended as `final`: records it and cleans up, then restarts it if its policy
+  // says so (its waiters wait on: it has not ended for good) or tells every waiter.
+  void settleEnd(ipc::VmRecord final, EndCause cause, bool quick, std::vector<Waiter> waiters);
+  void relaunch(const std::string& id);
+  kj::Own<PendingRestart> takeRestart(const std::string& id);  // null if none
+  // Tells those waiting on a VM that it ended as `final` (none: it was removed).
+  static void tellEnded(std::vector<Waiter>& waiters, const std::optional<ipc::VmRecord>& final);
+  // Calls off a pending restart on the owner's stop: the VM stays as it ended.
+  kj::Promise<ipc::VmRecord> stopRestarting(PendingRestart& pending, uint32_t timeoutMs);
+  // A stop or rm by the owner is final for every restart policy, across supervisor restarts.
+  void markStoppedByOwner(const std::string& id);
+  bool stoppedByOwner(const std::string& id) const;
+  // The worker's start: the VM's network from netd (bridged), then the process.
+  kj::Promise<LaunchedWorker> startWorker(const std::string& id, const ipc::VmSpec& spec,
+                                          WorkerInputs inputs);
   kj::Promise<void> cleanUp(const ipc::VmRecord& record);  // resolves once its network is gone
   // Resolves once VM `id`'s cleanup after its end is done (at once if none is under way): an
   // ended VM is observed as ended (wait, rm, stop) only with nothing of it left but records.
@@ -118,7 +140,9 @@ class VmController : private kj::TaskSet::ErrorHandler {
   std::function<void(const ipc::VmRecord&)> onEnded_;
   std::map<std::string, ipc::VmSpec> specs_;                  // by VM id, read once
   std::map<std::string, kj::ForkedPromise<void>> teardowns_;  // cleanups under way, by VM id
-  kj::TaskSet tasks_{*this};
+  std::map<std::string, kj::Own<PendingRestart>> restarts_;   // VMs in state restarting, by id
+  std::map<std::string, uint32_t> quickEnds_;  // by VM id: ends in a row soon after the start
+  kj::TaskSet tasks_{*this};                   // last: its tasks go before what they use
 };
 
 }  // namespace fcvm::supervisor

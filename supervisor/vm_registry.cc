@@ -41,6 +41,7 @@ AdoptionSummary VmRegistry::adopt(const std::function<bool(ipc::VmRecord&)>& set
         ++summary.live;
       } else {
         ++summary.orphaned;
+        summary.orphanedIds.push_back(record.id.str());
         if (!settle || !settle(record)) {
           record.state = ipc::VmState::kFailed;
           record.reason.assignTruncated("worker exited while the supervisor was down");

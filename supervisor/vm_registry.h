@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,7 @@ struct AdoptionSummary {
   uint32_t records = 0;   // durable records found
   uint32_t live = 0;      // VMs whose worker is still running, re-adopted as they are
   uint32_t orphaned = 0;  // active VMs whose worker died meanwhile, now marked failed
+  std::vector<std::string> orphanedIds;  // their ids
 };
 
 class VmRegistry {

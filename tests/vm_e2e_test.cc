@@ -273,6 +273,26 @@ TEST_F(VmTest, NamesAreUniqueAndRmRefusesARunningVmUnlessForced) {
   EXPECT_EQ(clash.exitCode, 1);
   EXPECT_NE(clash.output.find("a VM named 'busy' already exists"), std::string::npos)
       << clash.output;
+  // A restart has no client: what only a client can give is refused up front, before any VM.
+  auto volume = fcvm_.dir() / "volume";
+  std::filesystem::create_directories(volume);
+  for (const auto& [args, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--rm", "-d"}, "--restart and --rm conflict: a VM that restarts is kept"},
+           {{}, "--restart needs -d: a foreground VM ends with its client"},
+           {{"-d", "--map", volume.string() + ":/data"},
+            "--restart cannot be used with --map: the directories are opened with the client's "
+            "rights, and a restart has no client"}}) {
+    std::vector<std::string> run = {"podman", "run", "--restart", "always"};
+    run.insert(run.end(), args.begin(), args.end());
+    run.insert(run.end(), {testing::kTestImage, "true"});
+    auto refusedRun = fcvm(run);
+    EXPECT_EQ(refusedRun.exitCode, 1);
+    EXPECT_EQ(refusedRun.output, "fcvm: error: " + error + "\n");
+  }
+  auto badPolicy = fcvm({"podman", "run", "-d", "--restart", "sometimes", testing::kTestImage});
+  EXPECT_EQ(badPolicy.exitCode, 1);
+  EXPECT_EQ(badPolicy.output,
+            "fcvm: error: --restart sometimes: use no, always, on-failure[:N] or unless-stopped\n");
   auto refused = fcvm({"rm", "--name", "busy"});
   EXPECT_EQ(refused.exitCode, 1);
   EXPECT_NE(refused.output.find("stop it first or use rm -f"), std::string::npos) << refused.output;
@@ -425,10 +445,25 @@ TEST_F(VmTest, TheInstalledLayoutRunsVmsAndSystemdStartsItsSupervisorOnTheFirstC
 // A host restart, as far as it can be had without one: every fcvm process and QEMU killed, the
 // runtime and memory dirs gone, a new boot id. (The storage mount's return is
 // CliTest.AfterAHostRestart...: this storage is shared with other tests.) The next command
-// starts a supervisor that fails the VM that ran with the reason, and a run needs no setup.
-TEST_F(VmTest, AfterAHostRestartRunningVmsShowWhyTheyEndedAndRunsNeedNoSetup) {
+// starts a supervisor that fails the VM that ran with the reason, starts the --restart always
+// one again, and a run needs no setup. Before that, restart policies at work: on-failure:1
+// restarts a failing container once, then it stays ended.
+TEST_F(VmTest, AfterAHostRestartRunningVmsShowWhyTheyEndedAndRestartAlwaysOnesRunAgain) {
   runDetached("before", {"sleep", "600"});
+  ok({"podman", "run", "-d", "--restart", "always", "--name", "always", testing::kTestImage, "sh",
+      "-c", "echo run; sleep 600"});
+  ok({"podman", "run", "-d", "--restart", "on-failure:1", "--name", "flaky", testing::kTestImage,
+      "sh", "-c", "echo attempt; exit 3"});
+  // "ended" is for good: through its one restart.
+  EXPECT_EQ(ok({"wait", "--name", "flaky", "--condition", "ended"}), "stopped 3\n");
+  auto flaky = inspect("flaky");
+  EXPECT_EQ(flaky.at("restart_count"), 1);
+  EXPECT_EQ(flaky.at("restart_policy"), "on-failure:1");
+  EXPECT_EQ(ok({"logs", "--name", "flaky"}), "attempt\nattempt\n");  // both runs, in order
   waitFor("before", "running");
+  waitFor("always", "running");
+  EXPECT_EQ(inspect("always").at("restart_count"), 0);
+
   // The supervisor first, and dead before the rest: one that saw its worker die would record it.
   for (const auto& programs : std::vector<std::vector<std::string>>{
            {"fcvm-supervisor"}, {"fcvm-worker", "qemu-system", "fcvm-netd"}}) {
@@ -456,7 +491,21 @@ TEST_F(VmTest, AfterAHostRestartRunningVmsShowWhyTheyEndedAndRunsNeedNoSetup) {
   EXPECT_EQ(vm.at("state"), "failed");
   EXPECT_EQ(vm.at("reason"), "the host restarted");
   EXPECT_EQ(ok({"podman", "run", "--rm", testing::kTestImage, "echo", "after"}), "after\n");
-  ok({"rm", "--name", "before"});
+  waitFor("always", "running");
+  auto always = inspect("always");
+  EXPECT_EQ(always.at("restart_count"), 1);
+  EXPECT_EQ(always.at("restart_policy"), "always");
+  EXPECT_EQ(ok({"exec", "-c", "--name", "always", "--", "echo", "up"}), "up\n");
+  EXPECT_EQ(ok({"logs", "--name", "always"}), "run\nrun\n");
+
+  // A stop by its owner is final, for the restart policy and for the next supervisor too.
+  ok({"stop", "--name", "always"});
+  EXPECT_EQ(inspect("always").at("state"), "stopped");
+  ok({"supervisor", "stop"});
+  auto stopped = inspect("always");
+  EXPECT_EQ(stopped.at("state"), "stopped");
+  EXPECT_EQ(stopped.at("restart_count"), 1);
+  for (const char* name : {"before", "always", "flaky"}) ok({"rm", "--name", name});
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
 }
 

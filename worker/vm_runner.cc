@@ -73,6 +73,8 @@ const char* stateName(rpc::VmState s) {
       return "stopped";
     case rpc::VmState::FAILED:
       return "failed";
+    case rpc::VmState::RESTARTING:  // the supervisor's, never a worker's
+      return "restarting";
   }
   return "unknown";
 }
