@@ -280,5 +280,94 @@ TEST_F(SnapshotTest, ASupervisorKilledMidSnapshotLeavesItWholeOrAbsentAndIsReado
   EXPECT_TRUE(fcvm_.processesOf("fcvm-uffd-server").empty());
 }
 
+// The authorization matrix: each request of the supervisor's API (supervisor.capnp, through the
+// CLI command that makes it) by the owner of a VM, a snapshot, a serve process and a clone, by
+// another user, and by root. The other user is answered as if none of them existed and changes
+// nothing of them; root may do what the owner may.
+TEST_F(SnapshotTest, EveryRequestIsAnsweredAccordingToWhoAsks) {
+  constexpr uid_t kOwner = testing::kOtherUid, kIntruder = 65533;
+  ok({"supervisor", "start"});  // root's, host-wide: both users reach it
+  auto archive = testImageArchive("owners.tar", kOwner);
+  const std::vector<std::string> env = {"HOME=" + otherUsersHome().string()};
+  auto as = [&](uid_t uid, const std::vector<std::string>& args) {
+    return fcvm_.fcvm(args, uid, testing::kVmDeadline, "", env);
+  };
+  auto okAs = [&](uid_t uid, const std::vector<std::string>& args) {
+    auto r = as(uid, args);
+    EXPECT_EQ(r.exitCode, 0) << args[0] << " " << args[1] << ": " << r.output;
+    return r.output;
+  };
+
+  okAs(kOwner, {"podman", "run", "-d", "--name", "vm", "oci-archive:" + archive.string(), "sh",
+                "-c", "echo owned; sleep 600"});
+  okAs(kOwner, {"wait", "--name", "vm", "--condition", "healthy"});
+  okAs(kOwner, {"snapshot", "create", "--name", "vm", "--tag", "snap"});
+  okAs(kOwner, {"snapshot", "run", "--from", "snap", "--name", "clone", "-d"});
+  auto ownersVm = json::parse(okAs(kOwner, {"inspect", "--name", "vm"}));
+  auto workerPid = std::to_string(ownersVm.at("worker_pid").get<int>());
+  auto ownersSnapshot = snapshotLs(kOwner).at(0);
+  auto serve = ownersSnapshot.at("serve");
+  auto servePid = std::to_string(serve.at("pid").get<int>());
+
+  // Another user: every request that names them is refused as if they did not exist.
+  const std::string noVm = "fcvm: error: no VM named 'vm'\n";
+  const std::string noSnapshot = "fcvm: error: no snapshot tagged 'snap'\n";
+  for (const auto& [args, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"inspect", "--name", "vm"}, noVm},                                        // getVm
+           {{"exec", "--name", "vm", "--", "true"}, noVm},                             // exec
+           {{"logs", "--name", "vm"}, noVm},                                           // logs
+           {{"wait", "--name", "vm", "--condition", "ended"}, noVm},                   // waitVm
+           {{"stop", "--name", "vm"}, noVm},                                           // stopVm
+           {{"rm", "-f", "--name", "vm"}, noVm},                                       // removeVm
+           {{"snapshot", "create", "--name", "vm", "--tag", "mine"}, noVm},            // create...
+           {{"snapshot", "create", "--pid", workerPid, "--tag", "mine"},               // ...by pid
+            "fcvm: error: no VM of yours has its worker at pid " + workerPid + "\n"},  //
+           {{"snapshot", "serve", "snap", "-d"}, noSnapshot},                          // serve
+           {{"snapshot", "stop", "snap"}, noSnapshot},                                 // stopServe
+           {{"snapshot", "run", "--from", "snap", "-d"}, noSnapshot},                  // runClone
+           {{"snapshot", "run", "--pid", servePid, "-d"},                              // ...by pid
+            "fcvm: error: no snapshot of yours is served by pid " + servePid + "\n"},  //
+           {{"snapshot", "rm", "-f", "snap"}, noSnapshot},                             // remove
+       }) {
+    auto r = as(kIntruder, args);
+    EXPECT_EQ(r.exitCode, 1) << args[0] << " " << args[1];
+    EXPECT_EQ(r.output, error) << args[0] << " " << args[1];
+  }
+  auto shutdown = as(kIntruder, {"supervisor", "stop"});  // shutdown
+  EXPECT_EQ(shutdown.exitCode, 1);
+  EXPECT_NE(shutdown.output.find("may not stop"), std::string::npos) << shutdown.output;
+  // Lists (listVms, listSnapshots with their serves, status, diskUsage) show none of it.
+  EXPECT_EQ(json::parse(okAs(kIntruder, {"ls", "--json"})), json::array());
+  EXPECT_EQ(snapshotLs(kIntruder), json::array());
+  EXPECT_EQ(json::parse(okAs(kIntruder, {"supervisor", "status", "--json"})).at("vms"), 0);
+  auto usage = json::parse(okAs(kIntruder, {"system", "df", "-v", "--json"}));
+  auto cloneId = json::parse(okAs(kOwner, {"inspect", "--name", "clone"})).at("id");
+  for (const auto& item : usage.at("items")) {
+    for (const auto& id : {ownersVm.at("id"), cloneId, ownersSnapshot.at("id")}) {
+      EXPECT_EQ(item.at("path").get<std::string>().find(id.get<std::string>()), std::string::npos)
+          << item.dump();
+    }
+  }
+  // A prune (prune) removes nothing of the owner's, not even an ended clone.
+  okAs(kOwner, {"stop", "--name", "clone"});
+  okAs(kIntruder, {"system", "prune", "-f"});
+  EXPECT_EQ(json::parse(okAs(kOwner, {"inspect", "--name", "clone"})).at("state"), "stopped");
+
+  // Root may do what the owner may.
+  auto rootSees = fcvm_.fcvmJson({"ls", "--json"});
+  EXPECT_EQ(rootSees.size(), 2u) << rootSees.dump();
+  EXPECT_EQ(inspect("vm").at("owner_uid"), kOwner);
+  EXPECT_EQ(ok({"exec", "-c", "--name", "vm", "--", "echo", "root"}), "root\n");
+  EXPECT_EQ(ok({"logs", "--name", "vm"}), "owned\n");
+  EXPECT_EQ(snapshotLs().size(), 1u);
+
+  // And the owner, all of it.
+  EXPECT_EQ(okAs(kOwner, {"exec", "--name", "vm", "--", "echo", "mine"}), "mine\n");
+  okAs(kOwner, {"snapshot", "rm", "-f", "snap"});
+  okAs(kOwner, {"rm", "-f", "--name", "vm"});
+  okAs(kOwner, {"rm", "--name", "clone"});
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+}
+
 }  // namespace
 }  // namespace fcvm
