@@ -45,6 +45,15 @@ Paths Paths::resolve(uid_t uid, const Environment& env) {
   } else {
     paths.memoryDir = uid == 0 ? "/dev/shm/fcvm" : "/dev/shm/fcvm-" + std::to_string(uid);
   }
+  if (auto file = env("FCVM_CONFIG")) {
+    paths.configFile = *file;
+  } else if (uid == 0) {
+    paths.configFile = "/etc/fcvm/config.json";
+  } else if (auto xdg = env("XDG_CONFIG_HOME")) {
+    paths.configFile = std::filesystem::path(*xdg) / "fcvm/config.json";
+  } else if (auto home = env("HOME")) {
+    paths.configFile = std::filesystem::path(*home) / ".config/fcvm/config.json";
+  }
   if (paths.dataDir.is_relative() || paths.runtimeDir.is_relative() ||
       paths.memoryDir.is_relative()) {
     throw Error(fmt::format("data dir '{}' and runtime dir '{}' must be absolute paths",

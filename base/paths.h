@@ -26,6 +26,9 @@ struct Paths {
   // Guest RAM files (tmpfs): FCVM_MEMORY_DIR, else /dev/shm/fcvm (root) or /dev/shm/fcvm-<uid>.
   // Not the runtime dir: /run is a small tmpfs on most hosts (and no tmpfs at all on some).
   std::filesystem::path memoryDir;
+  // The supervisor's configuration (quotas): FCVM_CONFIG, else /etc/fcvm/config.json (root) or
+  // $XDG_CONFIG_HOME/fcvm/config.json (~/.config). Its absence means no quotas.
+  std::filesystem::path configFile;
 
   static Paths resolve(uid_t uid, const Environment& env);
 

@@ -91,7 +91,7 @@ struct ServedSupervisor {
   explicit ServedSupervisor(SupervisorFiles& files)
       : listener(io.lowLevelProvider->wrapListenSocketFd(
             files.socket.releaseFd(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP)),
-        paths{files.dir.path(), files.dir.path(), files.dir.path()},
+        paths{files.dir.path(), files.dir.path(), files.dir.path(), {}},
         netd(io, paths),
         vms(io, files.registry, paths, netd),
         snapshots(io, paths, files.registry, vms),

@@ -131,13 +131,15 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
         "letter or digit",
         tag));
   }
+  QuotaUsage usage;  // a snapshot is its VM owner's, whoever takes it
   for (const auto* set : {&ready_, &creating_}) {
     for (const auto& [id, meta] : *set) {
-      if (meta.tag == tag && meta.ownerUid == record->ownerUid) {
-        throw Error(fmt::format("a snapshot tagged '{}' already exists", tag));
-      }
+      if (meta.ownerUid != record->ownerUid) continue;
+      if (meta.tag == tag) throw Error(fmt::format("a snapshot tagged '{}' already exists", tag));
+      usage.snapshots += 1;
     }
   }
+  vms_.quotas().checkSnapshot(record->ownerUid, usage);
   SnapshotMeta meta;
   meta.id = randomHexId();
   meta.tag = tag;

@@ -80,7 +80,7 @@ int serve(const DaemonOptions& options, bool& ready) {
   ::signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
   NetdClient netd(io, paths);
-  VmController vms(io, registry, paths, netd);
+  VmController vms(io, registry, paths, netd, UserQuotas::load(paths.configFile));
   AdoptionSummary adoption = registry.adopt([&vms, hostRestarted](ipc::VmRecord& record) {
     if (vms.settleOrphan(record)) return true;
     if (!hostRestarted) return false;

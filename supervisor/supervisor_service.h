@@ -55,7 +55,7 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> prune(PruneContext context) override;
 
  private:
-  Paths paths() const { return Paths{context_.dataDir, context_.runtimeDir, {}}; }
+  Paths paths() const { return Paths{context_.dataDir, context_.runtimeDir, {}, {}}; }
 
   SupervisorContext& context_;
   const Caller caller_;

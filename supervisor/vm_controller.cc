@@ -141,8 +141,12 @@ struct VmController::PendingRestart {
 };
 
 VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths,
-                           NetdClient& netd)
-    : io_(io), registry_(registry), paths_(std::move(paths)), netd_(netd) {}
+                           NetdClient& netd, UserQuotas quotas)
+    : io_(io),
+      registry_(registry),
+      paths_(std::move(paths)),
+      netd_(netd),
+      quotas_(std::move(quotas)) {}
 
 VmController::~VmController() = default;
 
@@ -546,6 +550,13 @@ ipc::VmRecord VmController::create(const Caller& caller, ipc::VmSpec& spec, bool
   if (spec.name.empty()) spec.name = "vm-" + randomHexId().substr(0, 8);
   // The network: a root caller's VMs are bridged, anyone else's rootless (no privilege at all).
   if (spec.network == "auto") spec.network = caller.isRoot() ? "bridged" : "rootless";
+  QuotaUsage usage;
+  for (const auto& r : registry_.visibleTo(Caller{})) {
+    if (r.ownerUid != caller.uid || ended(r.state)) continue;
+    usage.vms += 1;
+    usage.memoryMib += specOf(r.id.str()).memoryMib;
+  }
+  quotas_.checkVm(caller.uid, usage, spec.memoryMib);
   ipc::VmRecord record = registry_.create(caller.uid, spec.name, spec.image);
   record.autoRemove = autoRemove ? 1 : 0;
   record.snapshotId.assignTruncated(snapshotId);

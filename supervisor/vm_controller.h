@@ -25,6 +25,7 @@
 #include "supervisor/caller.h"
 #include "supervisor/netd_client.h"
 #include "supervisor/restart_rule.h"
+#include "supervisor/user_quotas.h"
 #include "supervisor/vm_registry.h"
 #include "supervisor/worker_launcher.h"
 
@@ -44,7 +45,8 @@ struct RunResult {
 
 class VmController : private kj::TaskSet::ErrorHandler {
  public:
-  VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths, NetdClient& netd);
+  VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths, NetdClient& netd,
+               UserQuotas quotas = {});
   ~VmController();
 
   // How a VM whose worker died while no supervisor ran has ended, from its final state file.
@@ -66,7 +68,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
                                 kj::Maybe<rpc::OutputSink::Client> output, bool detach);
   void discard(const std::string& id);
 
-  // The ports a VM publishes (from its spec; none if it cannot be read).
+  const UserQuotas& quotas() const { return quotas_; }
   // The VM's spec as it was asked for (ports, volumes, ...); empty if it has none on record.
   const ipc::VmSpec& specOf(const std::string& id);
   // The live VMs with a bridged network (netd keeps theirs, removes any other).
@@ -135,6 +137,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
   VmRegistry& registry_;
   const Paths paths_;
   NetdClient& netd_;
+  const UserQuotas quotas_;
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
   std::function<void(const ipc::VmRecord&)> onEnded_;

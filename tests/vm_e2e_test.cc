@@ -509,6 +509,44 @@ TEST_F(VmTest, AfterAHostRestartRunningVmsShowWhyTheyEndedAndRestartAlwaysOnesRu
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
 }
 
+// Per-user quotas from the supervisor's configuration file (root is held to them only when
+// listed, as here), and a configuration with a mistake, which the supervisor refuses to start on.
+TEST_F(VmTest, QuotasFromTheConfigFileLimitVmsMemoryAndSnapshots) {
+  auto bad = fcvm_.dir() / "bad.json";
+  std::ofstream(bad) << R"({"quotas": {"default": {"vm": 1}}})";
+  auto refused = fcvm({"supervisor", "start"}, std::nullopt, {"FCVM_CONFIG=" + bad.string()});
+  EXPECT_EQ(refused.exitCode, 1);
+  EXPECT_NE(refused.output.find(
+                bad.string() + ": quotas.default: unknown limit 'vm' (vms, memory_mib, snapshots)"),
+            std::string::npos)
+      << refused.output;
+
+  auto config = fcvm_.dir() / "config.json";
+  std::ofstream(config)
+      << R"({"quotas": {"uids": {"0": {"vms": 1, "memory_mib": 384, "snapshots": 0}}}})";
+  auto started = fcvm({"supervisor", "start"}, std::nullopt, {"FCVM_CONFIG=" + config.string()});
+  ASSERT_EQ(started.exitCode, 0) << started.output;
+  const std::string where = " (set in " + config.string() + ")";
+  auto big = fcvm({"podman", "run", "-d", "--mem", "512", testing::kTestImage, "true"});
+  EXPECT_EQ(big.exitCode, 1);
+  EXPECT_EQ(big.output,
+            "fcvm: error: uid 0 would use 512 MiB of guest memory with this VM's 512 "
+            "MiB, over its quota of 384 MiB" +
+                where + "\n");
+  runDetached("one", {"sleep", "600"});
+  waitFor("one", "running");
+  auto two = fcvm({"podman", "run", "-d", "--name", "two", testing::kTestImage, "true"});
+  EXPECT_EQ(two.exitCode, 1);
+  EXPECT_EQ(two.output, "fcvm: error: uid 0 has 1 VM of its quota of 1 VM" + where +
+                            "; stop or remove one first\n");
+  auto snapshot = fcvm({"snapshot", "create", "--name", "one", "--tag", "kept"});
+  EXPECT_EQ(snapshot.exitCode, 1);
+  EXPECT_EQ(snapshot.output,
+            "fcvm: error: uid 0 may keep no snapshots (quota set in " + config.string() + ")\n");
+  ok({"rm", "-f", "--name", "one"});
+  EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+}
+
 // Images are read with the rights of the user who runs the VM, never the supervisor's (root's):
 // another user gets neither root's private archive nor an image from root's podman storage, but
 // runs what it can read itself: its own archive, and its own rootless podman storage.

@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   try {
     fcvm::initLogging("worker", {fcvm::parseLogLevel(logLevel), logFile});
     fcvm::worker::WorkerOptions options;
-    options.paths = {dataDir, runtimeDir, memoryDir};
+    options.paths = {dataDir, runtimeDir, memoryDir, {}};
     options.id = id;
     if (readyFd >= 0) options.readyFd = readyFd;
     unsigned uid = 0, gid = 0;
