@@ -36,6 +36,7 @@ enum class Step : int {
   kGid,
   kUid,
   kExec,
+  kCgroup,
 };
 
 const char* stepName(Step step) {
@@ -60,6 +61,8 @@ const char* stepName(Step step) {
       return "setresuid";
     case Step::kExec:
       return "exec";
+    case Step::kCgroup:
+      return "joining its cgroup";
   }
   return "setup";
 }
@@ -223,6 +226,13 @@ ChildProcess spawn(const SpawnSpec& spec) {
   std::vector<std::pair<int, int>> layout(fds.begin(), fds.end());
   std::vector<gid_t> groups;
   if (spec.credentials) groups = spec.credentials->groups;
+  std::vector<UniqueFd> cgroupFiles;
+  std::vector<int> cgroupFds;
+  for (const auto& procs : spec.cgroups) {
+    cgroupFiles.emplace_back(static_cast<int>(checkSys(::open(procs.c_str(), O_WRONLY | O_CLOEXEC),
+                                                       "open {} for {}", procs, spec.argv[0])));
+    cgroupFds.push_back(cgroupFiles.back().get());
+  }
 
   int errorFds[2];
   checkSys(::pipe2(errorFds, O_CLOEXEC), "pipe2");
@@ -241,6 +251,10 @@ ChildProcess spawn(const SpawnSpec& spec) {
     sigset_t none;
     ::sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Before any dup2 below can reuse these fds' numbers. "0" is the writer itself.
+    for (int fd : cgroupFds) {
+      if (::write(fd, "0", 1) != 1) childFail(err, Step::kCgroup);
+    }
     if (spec.newSession && ::setsid() == -1) childFail(err, Step::kSession);
     if (spec.dieWithParent) {
       if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);

@@ -45,6 +45,9 @@ struct SpawnSpec {
   // CLONE_NEW* flags: the child starts in namespaces of its own (clone3; needs CAP_SYS_ADMIN).
   // With CLONE_NEWPID it is PID 1 there, and killing it ends everything it started.
   int newNamespaces = 0;
+  // cgroup.procs files (one per cgroup v1 hierarchy, or one of cgroup v2) the child moves itself
+  // into first, so everything it starts is limited too. Opened here, before the fork.
+  std::vector<std::string> cgroups;
 };
 
 // A started child. Destroying it kills (SIGKILL) and reaps the child unless it has been reaped

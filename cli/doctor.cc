@@ -14,6 +14,7 @@
 #include "base/reflink.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "base/vm_cgroup.h"
 #include "cli/supervisor_endpoint.h"
 
 namespace fcvm::cli {
@@ -146,6 +147,15 @@ HostCheck serviceCheck() {
                       socket["ActiveState"], socket["UnitFileState"], service["ActiveState"])};
 }
 
+// Whether each VM gets a cgroup with its limits (memory, pids, cpu), as root's supervisor would.
+HostCheck limitsCheck() {
+  if (::geteuid() != 0) {
+    return {"limits", false, false, "only root's supervisor gives VMs cgroups; run doctor as root"};
+  }
+  auto cgroups = VmCgroups::probe();
+  return {"limits", cgroups.enforced(), false, cgroups.description()};
+}
+
 }  // namespace
 
 bool DoctorReport::healthy() const {
@@ -169,6 +179,7 @@ DoctorReport runDoctor(const Paths& paths) {
   report.checks.push_back(userfaultfdCheck());
   report.checks.push_back(volumesCheck());
   report.checks.push_back(serviceCheck());
+  report.checks.push_back(limitsCheck());
   report.checks.push_back(toolCheck("slirp4netns", "slirp4netns", false, "rootless networking"));
   report.checks.push_back(toolCheck("iptables", "iptables", false, "port forwarding"));
   report.checks.push_back(toolCheck("podman", "podman", false, "images from host storage"));

@@ -315,7 +315,7 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
           [this, caller, vmId, dir, spec, output = kj::mv(output), detach = r.detach,
            volumeDirs = std::move(volumeDirs)](UniqueFd memory) mutable {
             WorkerInputs inputs{
-                Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1, {}};
+                Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1, {}, {}};
             for (const auto& d : volumeDirs) inputs.volumeDirs.push_back(d.get());
             return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
                 .attach(std::move(memory), std::move(volumeDirs));

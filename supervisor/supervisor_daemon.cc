@@ -80,7 +80,9 @@ int serve(const DaemonOptions& options, bool& ready) {
   ::signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
   NetdClient netd(io, paths);
-  VmController vms(io, registry, paths, netd, UserQuotas::load(paths.configFile));
+  auto cgroups = VmCgroups::probe();
+  spdlog::info("VM limits: {}", cgroups.description());
+  VmController vms(io, registry, paths, netd, UserQuotas::load(paths.configFile), cgroups);
   AdoptionSummary adoption = registry.adopt([&vms, hostRestarted](ipc::VmRecord& record) {
     if (vms.settleOrphan(record)) return true;
     if (!hostRestarted) return false;

@@ -141,12 +141,13 @@ struct VmController::PendingRestart {
 };
 
 VmController::VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths,
-                           NetdClient& netd, UserQuotas quotas)
+                           NetdClient& netd, UserQuotas quotas, VmCgroups cgroups)
     : io_(io),
       registry_(registry),
       paths_(std::move(paths)),
       netd_(netd),
-      quotas_(std::move(quotas)) {}
+      quotas_(std::move(quotas)),
+      cgroups_(std::move(cgroups)) {}
 
 VmController::~VmController() = default;
 
@@ -434,7 +435,8 @@ void VmController::relaunch(const std::string& id) {
   removeTree(paths_.vmDiskDir(id));
   const ipc::VmSpec spec = specOf(id);
   // Its owner's rights as the user database has them now (there is no client to ask).
-  WorkerInputs inputs{Credentials::ofUser(record->ownerUid, record->ownerUid), -1, {}, -1, -1, {}};
+  WorkerInputs inputs{
+      Credentials::ofUser(record->ownerUid, record->ownerUid), -1, {}, -1, -1, {}, {}};
   spdlog::info("VM {} ({}): restart {} (restart policy {})", record->name.view(), id,
                record->restartCount, ipc::toString(spec.restart));
   tasks_.add(startWorker(id, spec, inputs)
@@ -531,6 +533,7 @@ kj::Promise<void> VmController::cleanUp(const ipc::VmRecord& record) {
   if (isBridged(record)) network = netd_.destroyNetwork(id);
   removeTree(paths_.vmRunDir(id));
   removeTree(paths_.vmMemoryFile(id));
+  cgroups_.remove(id);
   if (record.state == ipc::VmState::kFailed || record.autoRemove) {
     removeTree(paths_.vmDiskDir(id));
   }
@@ -583,6 +586,7 @@ void VmController::discard(const std::string& id) {
   removeTree(paths_.vmMemoryFile(id));
   removeTree(paths_.vmDiskDir(id));
   removeTree(paths_.vmDir(id));
+  cgroups_.remove(id);
   registry_.erase(id);
   specs_.erase(id);
   quickEnds_.erase(id);
@@ -591,6 +595,7 @@ void VmController::discard(const std::string& id) {
 kj::Promise<LaunchedWorker> VmController::startWorker(const std::string& id,
                                                       const ipc::VmSpec& spec,
                                                       WorkerInputs inputs) {
+  inputs.cgroups = cgroups_.create(id, vmLimits(spec.memoryMib, spec.cpus));
   kj::Promise<UniqueFd> network = UniqueFd();
   if (spec.network == "bridged") {
     network = netd_.createNetwork(id, spec.ports, spec.dns).then([this, id](VmNetwork network) {
@@ -662,7 +667,8 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   }
   spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
                detach ? ", detached" : "");
-  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1, {}};
+  WorkerInputs inputs{
+      Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1, {}, {}};
   for (const auto& dir : image.volumeDirs) inputs.volumeDirs.push_back(dir.get());
   return launch(id, spec, inputs, kj::mv(output), detach)
       .attach(std::move(image.archive), std::move(image.volumeDirs));

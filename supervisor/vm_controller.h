@@ -18,6 +18,7 @@
 
 #include "base/paths.h"
 #include "base/unique_fd.h"
+#include "base/vm_cgroup.h"
 #include "ipc/rpc_client.h"
 #include "ipc/supervisor.capnp.h"
 #include "ipc/vm_spec.h"
@@ -46,7 +47,7 @@ struct RunResult {
 class VmController : private kj::TaskSet::ErrorHandler {
  public:
   VmController(kj::AsyncIoContext& io, VmRegistry& registry, Paths paths, NetdClient& netd,
-               UserQuotas quotas = {});
+               UserQuotas quotas = {}, VmCgroups cgroups = {});
   ~VmController();
 
   // How a VM whose worker died while no supervisor ran has ended, from its final state file.
@@ -122,7 +123,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
   // A stop or rm by the owner is final for every restart policy, across supervisor restarts.
   void markStoppedByOwner(const std::string& id);
   bool stoppedByOwner(const std::string& id) const;
-  // The worker's start: the VM's network from netd (bridged), then the process.
+  // The worker's start: the VM's cgroup, its network from netd (bridged), then the process.
   kj::Promise<LaunchedWorker> startWorker(const std::string& id, const ipc::VmSpec& spec,
                                           WorkerInputs inputs);
   kj::Promise<void> cleanUp(const ipc::VmRecord& record);  // resolves once its network is gone
@@ -138,6 +139,7 @@ class VmController : private kj::TaskSet::ErrorHandler {
   const Paths paths_;
   NetdClient& netd_;
   const UserQuotas quotas_;
+  const VmCgroups cgroups_;
   std::map<std::string, kj::Own<LiveVm>> live_;
   std::map<std::string, ipc::VmRecord> ended_;  // final records of VMs removed by --rm
   std::function<void(const ipc::VmRecord&)> onEnded_;

@@ -100,6 +100,7 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
                "--owner",
                fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid)};
   spec.env = environmentWith({});
+  spec.cgroups = inputs.cgroups;
   if (inputs.imageArchive >= 0) {
     spec.fds[kImageArchiveFd] = inputs.imageArchive;
     spec.argv.insert(spec.argv.end(), {"--image-fd", std::to_string(kImageArchiveFd)});

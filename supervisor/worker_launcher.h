@@ -38,8 +38,9 @@ struct WorkerInputs {
   // A clone: its snapshot's directory and memory image (from the snapshot's serve process).
   std::filesystem::path restoreDir;
   int memory = -1;
-  int tap = -1;                 // a bridged VM's TAP, from netd
-  std::vector<int> volumeDirs;  // each of the spec's volumes, as the client opened it
+  int tap = -1;                      // a bridged VM's TAP, from netd
+  std::vector<int> volumeDirs;       // each of the spec's volumes, as the client opened it
+  std::vector<std::string> cgroups;  // the VM's cgroup.procs files (VmCgroups::create)
 };
 
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it

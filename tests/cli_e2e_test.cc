@@ -117,7 +117,7 @@ TEST_F(CliTest, DoctorJsonNamesTheAcceleratorAndWhy) {
   EXPECT_FALSE(accel.at("reason").get<std::string>().empty());
   std::set<std::string> checks;
   for (const auto& c : report.at("checks")) checks.insert(c.at("name"));
-  for (const char* name : {"qemu", "kvm", "reflink", "userfaultfd", "volumes", "service",
+  for (const char* name : {"qemu", "kvm", "reflink", "userfaultfd", "volumes", "service", "limits",
                            "slirp4netns", "iptables", "podman"}) {
     EXPECT_TRUE(checks.count(name)) << name;
   }

@@ -77,6 +77,24 @@ class VmTest : public testing::VmFixture {
     EXPECT_FALSE(std::filesystem::exists(testing::guestStorage() / "vms" / id));
     EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / id));
     EXPECT_FALSE(std::filesystem::exists(fcvm_.dataDir() / "vms" / (id + ".json")));
+    for (const char* hierarchy : {"", "memory", "pids", "cpu"}) {
+      EXPECT_FALSE(std::filesystem::exists(std::filesystem::path("/sys/fs/cgroup") / hierarchy /
+                                           "fcvm" / id))
+          << hierarchy;
+    }
+  }
+  // The cgroup of `pid` in the hierarchy of `controller` (v1), or its v2 cgroup ("").
+  static std::string cgroupOf(pid_t pid, const std::string& controller) {
+    std::istringstream lines(readFile("/proc/" + std::to_string(pid) + "/cgroup"));
+    for (std::string line; std::getline(lines, line);) {
+      auto first = line.find(':'), second = line.find(':', first + 1);
+      std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+      bool match = controller.empty()
+                       ? controllers == ",,"
+                       : controllers.find("," + controller + ",") != std::string::npos;
+      if (match) return line.substr(second + 1);
+    }
+    return "";
   }
 };
 
@@ -109,6 +127,30 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   auto qemuModes = seccompModesOf(qemus[0]);
   EXPECT_FALSE(qemuModes.empty());
   for (const auto& mode : qemuModes) EXPECT_EQ(mode, "2");
+
+  // The worker and QEMU are held by the VM's cgroup: its 256 MiB of guest memory plus the VMM's
+  // allowance, 512 pids, its one vCPU plus one for the VMM. (This host's cgroup layout decides
+  // v1 or v2; one of them must be there.)
+  std::string id = inspect("web").at("id");
+  const std::filesystem::path cgroups = "/sys/fs/cgroup";
+  bool v2 = std::filesystem::exists(cgroups / "cgroup.controllers");
+  ASSERT_TRUE(v2 || std::filesystem::exists(cgroups / "memory" / "fcvm" / id))
+      << "no cgroup of VM " << id << ": " << supervisorLogTail();
+  for (pid_t pid : {inspect("web").at("worker_pid").get<pid_t>(), qemus[0]}) {
+    for (const char* controller : {"memory", "pids", "cpu"}) {
+      EXPECT_EQ(cgroupOf(pid, v2 ? "" : controller), "/fcvm/" + id) << pid << " " << controller;
+    }
+  }
+  const std::string memory = std::to_string((uint64_t{256} + 512) << 20) + "\n";
+  if (v2) {
+    EXPECT_EQ(readFile(cgroups / "fcvm" / id / "memory.max"), memory);
+    EXPECT_EQ(readFile(cgroups / "fcvm" / id / "pids.max"), "512\n");
+    EXPECT_EQ(readFile(cgroups / "fcvm" / id / "cpu.max"), "200000 100000\n");
+  } else {
+    EXPECT_EQ(readFile(cgroups / "memory" / "fcvm" / id / "memory.limit_in_bytes"), memory);
+    EXPECT_EQ(readFile(cgroups / "pids" / "fcvm" / id / "pids.max"), "512\n");
+    EXPECT_EQ(readFile(cgroups / "cpu" / "fcvm" / id / "cpu.cfs_quota_us"), "200000\n");
+  }
 
   // What the running VM uses is in use: the kernel and the image disk its QEMU names. A prune
   // leaves them, and the VM, which has not ended.
@@ -175,7 +217,6 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   auto workerLog = ok({"logs", "--name", "web", "--source", "worker"});
   EXPECT_NE(workerLog.find("state healthy"), std::string::npos) << workerLog;
 
-  std::string id = inspect("web").at("id");
   EXPECT_TRUE(
       std::filesystem::exists(testing::guestStorage() / "vms" / id));  // the disk stays until rm
   EXPECT_EQ(ok({"rm", "--name", "web"}), "web\n");
