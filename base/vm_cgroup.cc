@@ -2,10 +2,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -19,6 +23,8 @@ namespace {
 constexpr const char* kParent = "fcvm";
 constexpr const char* kV1Controllers[] = {"memory", "pids", "cpu"};
 constexpr uint32_t kCpuPeriodUs = 100000;
+// How long removing a VM's cgroup waits for what was left in it to die of SIGKILL.
+constexpr std::chrono::seconds kKillWait{5};
 
 void writeFile(const std::filesystem::path& file, const std::string& value) {
   UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CLOEXEC));
@@ -43,6 +49,25 @@ bool hasControllers(const std::string& list) {
     cpu |= w == "cpu";
   }
   return memory && pids && cpu;
+}
+
+// SIGKILLs every process listed in `procs` and waits (bounded) until each has exited.
+void killAndWait(const std::filesystem::path& procs) {
+  std::ifstream in(procs);
+  std::vector<UniqueFd> pidfds;
+  for (pid_t pid; in >> pid;) {
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd) continue;  // gone already
+    ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    pidfds.push_back(std::move(pidfd));
+  }
+  auto deadline = std::chrono::steady_clock::now() + kKillWait;
+  for (const auto& pidfd : pidfds) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd dead{pidfd.get(), POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&dead, 1, static_cast<int>(left.count())) != 1) break;
+  }
 }
 
 void makeDir(const std::filesystem::path& dir) {
@@ -154,9 +179,14 @@ std::vector<std::string> VmCgroups::create(const std::string& id, const VmLimits
 
 void VmCgroups::remove(const std::string& id) const {
   for (const auto& dir : dirsOf(id)) {
-    if (::rmdir(dir.c_str()) == -1 && errno != ENOENT) {
-      spdlog::warn("could not remove cgroup {}: {}", dir.string(), std::strerror(errno));
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
+    if (errno == EBUSY) {
+      // What is left of an ended VM (a QEMU still dying of its worker's end, a volume server)
+      // goes now; a cgroup can only be removed empty.
+      killAndWait(dir / "cgroup.procs");
+      if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
     }
+    spdlog::warn("could not remove cgroup {}: {}", dir.string(), std::strerror(errno));
   }
 }
 

@@ -45,8 +45,8 @@ class VmCgroups {
   // Makes VM `id`'s cgroup with `limits`; returns the cgroup.procs files its worker joins (none
   // when nothing is enforced). Throws fcvm::Error naming the file that could not be written.
   std::vector<std::string> create(const std::string& id, const VmLimits& limits) const;
-  // Removes VM `id`'s cgroup once its processes are gone; idempotent. A cgroup that still holds a
-  // process is left (and logged): removing it is impossible until the process ends.
+  // Removes VM `id`'s cgroup, after it ended; idempotent. A process still in it (a QEMU dying of
+  // its worker's end, a volume server) is killed first, and waited for a few seconds.
   void remove(const std::string& id) const;
 
  private:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/subprocess.h"
+#include "base/vm_cgroup.h"
 #include "tests/support/temp_dir.h"
 
 namespace fcvm::testing {
@@ -56,12 +57,15 @@ class FcvmInstance {
       runCommand({std::string(FCVM_BIN_DIR) + "/fcvm-netd", "--data-dir", dataDir().string(),
                   "--runtime-dir", runtimeDir().string(), "--remove-all"});
     }
-    // Disks of VMs a failed test left behind live in the shared storage, not in our dirs.
+    // Disks of VMs a failed test left behind live in the shared storage, not in our dirs; their
+    // cgroups in the host's hierarchies.
     std::error_code ec;
     auto disks = dataDir() / "storage" / "vms";
+    auto cgroups = VmCgroups::probe();
     for (const auto& entry : std::filesystem::directory_iterator(dataDir() / "vms", ec)) {
       if (entry.path().extension() == ".json") {
         std::filesystem::remove_all(disks / entry.path().stem(), ec);
+        cgroups.remove(entry.path().stem());
       }
     }
     // So do snapshots' files: the bulk beside each record (or record being made).
