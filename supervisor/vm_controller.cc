@@ -595,7 +595,11 @@ void VmController::discard(const std::string& id) {
 kj::Promise<LaunchedWorker> VmController::startWorker(const std::string& id,
                                                       const ipc::VmSpec& spec,
                                                       WorkerInputs inputs) {
-  inputs.cgroups = cgroups_.create(id, vmLimits(spec.memoryMib, spec.cpus));
+  try {
+    inputs.cgroups = cgroups_.create(id, vmLimits(spec.memoryMib, spec.cpus));
+  } catch (const Error& e) {  // a failed start, which the caller cleans up after
+    return ipc::rpcError(kj::str("cannot give the VM its cgroup: ", e.what()));
+  }
   kj::Promise<UniqueFd> network = UniqueFd();
   if (spec.network == "bridged") {
     network = netd_.createNetwork(id, spec.ports, spec.dns).then([this, id](VmNetwork network) {
