@@ -37,13 +37,15 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit-tests
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -L unit -j $(JOBS)
 
-# Every libFuzzer target (decoders a guest or a client reaches) for FUZZ_SECONDS each; CI runs
-# each for a few seconds as part of `make test`. Crashes land in $(BUILD)/<target>-long/artifacts.
+# Every libFuzzer target of scripts/fuzz-targets (decoders a guest, a client or a file reaches)
+# for FUZZ_SECONDS each; CI runs each for a few seconds as part of `make test`. Findings land in
+# $(BUILD)/fuzz-long/<target>/artifacts.
 FUZZ_SECONDS ?= 600
 fuzz:
-	agent/fuzz/run-fuzz $(abspath $(BUILD))/agent-frame-fuzz-long $(FUZZ_SECONDS)
-	uffd-server/fuzz/run-fuzz $(abspath $(BUILD))/uffd-handshake-fuzz-long $(FUZZ_SECONDS)
-	fuse-pipe/fuzz/run-fuzz $(abspath $(BUILD))/fuse-pipe-fuzz-long $(FUZZ_SECONDS)
+	grep -v '^#' scripts/fuzz-targets | while read -r dir target seconds max_len; do \
+	  scripts/run-fuzz $$dir $$target $(abspath $(BUILD))/fuzz-long/$$target $(FUZZ_SECONDS) $$max_len \
+	    || exit 1; \
+	done
 
 bench: build bench-guest bench-run bench-snapshot bench-net
 	$(BUILD)/bin/fcvm_state_table_bench

@@ -1,12 +1,11 @@
 #include "agent/messages.h"
 
-#include <arpa/inet.h>
 #include <kj/debug.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cstring>
 
+#include "base/ids.h"
+#include "base/ipv4_address.h"
 #include "ipc/agent.capnp.h"
 
 namespace fcvm::agent {
@@ -75,19 +74,19 @@ RunPlan decodeRunPlan(wire::RunPlan::Reader r) {
     network.address = text(n.getAddress(), "guestNetwork.address");
     network.prefixLength = n.getPrefixLength();
     network.gateway = text(n.getGateway(), "guestNetwork.gateway");
-    KJ_REQUIRE(isIpv4(network.address) && isIpv4(network.gateway),
+    KJ_REQUIRE(isIpv4Address(network.address) && isIpv4Address(network.gateway),
                "agent frame: guest network addresses are not IPv4");
     KJ_REQUIRE(network.prefixLength >= 1 && network.prefixLength <= 30,
                "agent frame: guest network prefix out of range", network.prefixLength);
     KJ_REQUIRE(n.getNameservers().size() <= 3, "agent frame: more than 3 nameservers");
     for (auto ns : n.getNameservers()) {
       network.nameservers.push_back(text(ns, "guestNetwork.nameservers"));
-      KJ_REQUIRE(isIpv4(network.nameservers.back()), "agent frame: nameserver is not IPv4");
+      KJ_REQUIRE(isIpv4Address(network.nameservers.back()), "agent frame: nameserver is not IPv4");
     }
     plan.guestNetwork = std::move(network);
   }
-  KJ_REQUIRE(plan.hostname.empty() || isValidHostname(plan.hostname),
-             "agent frame: invalid hostname", plan.hostname);
+  KJ_REQUIRE(plan.hostname.empty() || isValidName(plan.hostname), "agent frame: invalid hostname",
+             plan.hostname);
   return plan;
 }
 
@@ -95,7 +94,7 @@ Resume decodeResume(wire::Resume::Reader r) {
   Resume resume;
   resume.realtimeNs = r.getRealtimeNs();
   resume.hostname = text(r.getHostname(), "resume.hostname");
-  KJ_REQUIRE(isValidHostname(resume.hostname), "agent frame: invalid hostname", resume.hostname);
+  KJ_REQUIRE(isValidName(resume.hostname), "agent frame: invalid hostname", resume.hostname);
   resume.machineId = text(r.getMachineId(), "resume.machineId");
   KJ_REQUIRE(resume.machineId.size() == wire::MACHINE_ID_BYTES &&
                  resume.machineId.find_first_not_of("0123456789abcdef") == std::string::npos,
@@ -198,11 +197,11 @@ struct Encoder {
     b.setNetwork(p.network == NetworkMode::kHost ? wire::NetworkMode::HOST
                                                  : wire::NetworkMode::NONE);
     b.setClockRealtimeNs(p.clockRealtimeNs);
-    KJ_REQUIRE(p.hostname.empty() || isValidHostname(p.hostname), "invalid hostname to send");
+    KJ_REQUIRE(p.hostname.empty() || isValidName(p.hostname), "invalid hostname to send");
     b.setHostname(asText(p.hostname, "runPlan.hostname"));
     if (p.guestNetwork) {
       const auto& g = *p.guestNetwork;
-      KJ_REQUIRE(isIpv4(g.address) && isIpv4(g.gateway) && g.nameservers.size() <= 3,
+      KJ_REQUIRE(isIpv4Address(g.address) && isIpv4Address(g.gateway) && g.nameservers.size() <= 3,
                  "invalid guest network to send");
       b.setHasGuestNetwork(true);
       auto n = b.initGuestNetwork();
@@ -211,7 +210,7 @@ struct Encoder {
       n.setGateway(asText(g.gateway, "guestNetwork.gateway"));
       auto list = n.initNameservers(static_cast<unsigned>(g.nameservers.size()));
       for (unsigned i = 0; i < list.size(); ++i) {
-        KJ_REQUIRE(isIpv4(g.nameservers[i]), "invalid nameserver to send");
+        KJ_REQUIRE(isIpv4Address(g.nameservers[i]), "invalid nameserver to send");
         list.set(i, asText(g.nameservers[i], "guestNetwork.nameservers"));
       }
     }
@@ -266,7 +265,7 @@ struct Encoder {
   void operator()(const Frozen& f) { m.initFrozen().setError(asText(f.error, "frozen.error")); }
   void operator()(const Thaw& t) { m.initThaw().setRealtimeNs(t.realtimeNs); }
   void operator()(const Resume& r) {
-    KJ_REQUIRE(isValidHostname(r.hostname), "invalid hostname to send");
+    KJ_REQUIRE(isValidName(r.hostname), "invalid hostname to send");
     KJ_REQUIRE(r.machineId.size() == wire::MACHINE_ID_BYTES, "machine id of the wrong length");
     KJ_REQUIRE(r.entropy.size() >= 32 && r.entropy.size() <= wire::MAX_ENTROPY_BYTES,
                "entropy outside 32..512 bytes");
@@ -348,21 +347,6 @@ Message decode(capnp::MessageReader& frame) {
       return decodeResume(m.getResume());
   }
   KJ_FAIL_REQUIRE("agent frame: unknown message type", static_cast<int>(m.which()));
-}
-
-bool isIpv4(std::string_view text) {
-  std::string copy(text);
-  in_addr addr{};
-  return text.size() <= 15 && ::inet_pton(AF_INET, copy.c_str(), &addr) == 1;
-}
-
-bool isValidHostname(std::string_view name) {
-  if (name.empty() || name.size() > 63 || !std::isalnum(static_cast<unsigned char>(name[0]))) {
-    return false;
-  }
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
 }
 
 bool isValidUtf8(std::string_view bytes) {

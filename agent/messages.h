@@ -183,10 +183,4 @@ Message decode(capnp::MessageReader& frame);
 // True if `bytes` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool isValidUtf8(std::string_view bytes);
 
-// True for an IPv4 address in dotted-quad form.
-bool isIpv4(std::string_view text);
-
-// True for a usable hostname: 1..63 characters of [a-zA-Z0-9_.-], starting with a letter or digit.
-bool isValidHostname(std::string_view name);
-
 }  // namespace fcvm::agent

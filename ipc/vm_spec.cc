@@ -1,6 +1,5 @@
 #include "ipc/vm_spec.h"
 
-#include <arpa/inet.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <fcntl.h>
@@ -12,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/ids.h"
+#include "base/ipv4_address.h"
 #include "base/unique_fd.h"
 
 namespace fcvm::ipc {
@@ -37,17 +38,12 @@ std::vector<std::string> texts(capnp::List<capnp::Text>::Reader list, const char
 
 constexpr size_t kMaxPorts = 64;
 
-bool isIpv4(const std::string& text) {
-  in_addr addr{};
-  return text.size() <= 15 && ::inet_pton(AF_INET, text.c_str(), &addr) == 1;
-}
-
 void checkPort(const PortMapping& p) {
   if (p.hostPort == 0 || p.guestPort == 0) throw Error("port 0 cannot be published");
   if (p.protocol != "tcp" && p.protocol != "udp") {
     throw Error(fmt::format("protocol '{}' is not tcp or udp", p.protocol));
   }
-  if (!p.hostIp.empty() && !isIpv4(p.hostIp)) {
+  if (!p.hostIp.empty() && !isIpv4Address(p.hostIp)) {
     throw Error(fmt::format("'{}' is not an IPv4 address", p.hostIp));
   }
 }
@@ -189,6 +185,12 @@ std::string toString(const RestartPolicy& policy) {
 VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   VmSpec s;
   s.name = text(in.getName(), "the name", 63);
+  if (!s.name.empty() && !isValidName(s.name)) {
+    throw Error(fmt::format(
+        "invalid VM name '{}': use 1-63 letters, digits, '_', '.' or '-', starting with a letter "
+        "or digit",
+        s.name));
+  }
   s.image = text(in.getImage(), "the image reference", kMaxImage);
   if (s.image.empty()) throw Error("no image given");
   s.command = texts(in.getCommand(), "command arguments");
@@ -268,7 +270,7 @@ VmSpec decodeVmSpec(rpc::VmSpec::Reader in) {
   if (in.getDns().size() > 3) throw Error("at most 3 --dns resolvers");
   for (auto d : in.getDns()) {
     s.dns.push_back(text(d, "a resolver", 15));
-    if (!isIpv4(s.dns.back()))
+    if (!isIpv4Address(s.dns.back()))
       throw Error(fmt::format("--dns {} is not an IPv4 address", s.dns.back()));
   }
   switch (in.getRestart()) {
@@ -405,7 +407,8 @@ HttpCheck parseHttpCheck(const std::string& url) {
   auto colon = rest.rfind(':');
   if (colon == std::string::npos) return fail("no port");
   if (colon > 0) check.host = rest.substr(0, colon);
-  if (!isIpv4(check.host)) return fail(fmt::format("'{}' is not an IPv4 address", check.host));
+  if (!isIpv4Address(check.host))
+    return fail(fmt::format("'{}' is not an IPv4 address", check.host));
   auto port = rest.substr(colon + 1);
   if (port.empty() || port.size() > 5 ||
       port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
@@ -480,13 +483,17 @@ void writeVmSpecFile(const VmSpec& spec, const std::string& path) {
 VmSpec readVmSpecFile(const std::string& path) {
   UniqueFd fd(static_cast<int>(
       checkSys(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW), "open {}", path)));
+  return readVmSpec(fd.get(), path);
+}
+
+VmSpec readVmSpec(int fd, const std::string& what) {
   try {
     capnp::ReaderOptions limits;
     limits.traversalLimitInWords = 1 << 20;
-    capnp::StreamFdMessageReader reader(fd.get(), limits);
+    capnp::StreamFdMessageReader reader(fd, limits);
     return decodeVmSpec(reader.getRoot<rpc::VmSpec>());
   } catch (const kj::Exception& e) {
-    throw Error(fmt::format("read {}: {}", path, e.getDescription().cStr()));
+    throw Error(fmt::format("read {}: {}", what, e.getDescription().cStr()));
   }
 }
 

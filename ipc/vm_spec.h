@@ -115,6 +115,8 @@ std::vector<std::string> readPodmanEnvFile(const std::string& path);
 // The spec file the supervisor hands a worker (a Cap'n Proto message).
 void writeVmSpecFile(const VmSpec& spec, const std::string& path);
 VmSpec readVmSpecFile(const std::string& path);
+// The same from an open file (`what` names it in errors): every field checked as decodeVmSpec does.
+VmSpec readVmSpec(int fd, const std::string& what);
 
 }  // namespace fcvm::ipc
 

@@ -16,8 +16,8 @@
 #include "ipc/ready_pipe.h"
 #include "ipc/rpc_error.h"
 #include "ipc/rpc_server.h"
-#include "ipc/vm_spec.h"
 #include "netd/networks.h"
+#include "netd/request_decoder.h"
 
 namespace fcvm::netd {
 namespace {
@@ -26,17 +26,6 @@ namespace {
 // fds only on a connection that allows them).
 constexpr uint64_t kMaxMessageWords = 64 * 1024;
 constexpr unsigned kRpcFds = 1;
-
-NetworkRequest decodeRequest(rpc::NetworkRequest::Reader in) {
-  NetworkRequest request;
-  request.vmId = std::string(in.getVmId().cStr(), in.getVmId().size());
-  request.ports = ipc::decodePorts(in.getPorts());
-  if (in.getDns().size() > 3) throw Error("more than 3 resolvers");
-  for (auto d : in.getDns()) request.dns.emplace_back(d.cStr(), d.size());
-  request.instance = "0000";    // netd's own tag replaces it
-  planNetwork(request, 0, "");  // checks every field before anything else happens
-  return request;
-}
 
 template <typename F>
 kj::Promise<void> answer(F&& body) {
@@ -54,7 +43,7 @@ class NetdService final : public rpc::Netd::Server {
 
   kj::Promise<void> createNetwork(CreateNetworkContext call) override {
     return answer([&] {
-      auto request = decodeRequest(call.getParams().getRequest());
+      auto request = decodeNetworkRequest(call.getParams().getRequest());
       auto [plan, tap] = networks_.create(request);
       auto results = call.getResults();
       auto info = results.initInfo();

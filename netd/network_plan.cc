@@ -1,24 +1,15 @@
 #include "netd/network_plan.h"
 
-#include <arpa/inet.h>
-
 #include <sstream>
 
 #include "base/error.h"
+#include "base/ids.h"
+#include "base/ipv4_address.h"
 
 namespace fcvm::netd {
 namespace {
 
-bool isIpv4(const std::string& text) {
-  in_addr addr{};
-  return text.size() <= 15 && ::inet_pton(AF_INET, text.c_str(), &addr) == 1;
-}
-
 bool isLoopback(const std::string& ip) { return ip.starts_with("127."); }
-
-bool isVmId(const std::string& id) {
-  return id.size() == 16 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
-}
 
 std::string chain(const NetworkPlan& p, const char* suffix) {
   return p.chainPrefix + p.vmId.substr(0, 8) + "-" + suffix;
@@ -37,14 +28,14 @@ std::string firstNameserver(const std::string& resolvConf) {
   for (std::string line; std::getline(lines, line);) {
     std::istringstream words(line);
     std::string key, value;
-    if (words >> key >> value && key == "nameserver" && isIpv4(value)) return value;
+    if (words >> key >> value && key == "nameserver" && isIpv4Address(value)) return value;
   }
   return "";
 }
 
 NetworkPlan planNetwork(const NetworkRequest& request, uint32_t slot,
                         const std::string& hostResolver) {
-  if (!isVmId(request.vmId)) throw Error(fmt::format("'{}' is not a VM id", request.vmId));
+  if (!isHexId(request.vmId)) throw Error(fmt::format("'{}' is not a VM id", request.vmId));
   if (request.instance.size() != 4 ||
       request.instance.find_first_not_of("0123456789abcdef") != std::string::npos) {
     throw Error(fmt::format("'{}' is not a netd instance tag", request.instance));
@@ -68,17 +59,17 @@ NetworkPlan planNetwork(const NetworkRequest& request, uint32_t slot,
   for (const auto& port : request.ports) {
     if (port.hostPort == 0 || port.guestPort == 0 ||
         (port.protocol != "tcp" && port.protocol != "udp") ||
-        (!port.hostIp.empty() && !isIpv4(port.hostIp))) {
+        (!port.hostIp.empty() && !isIpv4Address(port.hostIp))) {
       throw Error(fmt::format("invalid port mapping {}", ipc::toString(port)));
     }
     p.ports.push_back(port);
   }
   if (request.dns.size() > 3) throw Error("at most 3 resolvers");
   for (const auto& d : request.dns) {
-    if (!isIpv4(d)) throw Error(fmt::format("resolver '{}' is not IPv4", d));
+    if (!isIpv4Address(d)) throw Error(fmt::format("resolver '{}' is not IPv4", d));
   }
   p.resolver = request.dns.empty() ? hostResolver : request.dns.front();
-  if (!p.resolver.empty() && !isIpv4(p.resolver)) {
+  if (!p.resolver.empty() && !isIpv4Address(p.resolver)) {
     throw Error(fmt::format("resolver '{}' is not IPv4", p.resolver));
   }
   p.resolverOnLoopback = isLoopback(p.resolver);

@@ -79,6 +79,12 @@ TEST(NetworkPlanTest, BadRequestsAreRefused) {
   EXPECT_THROW(planNetwork(request({{80, 80, "tcp", "localhost"}}), 0, ""), Error);
   EXPECT_THROW(planNetwork(request({}, {"dns.example"}), 0, ""), Error);
   EXPECT_THROW(planNetwork(request(), kSlots, ""), Error);
+  // An address with a NUL inside: inet_pton would read only its first part, and the rest would
+  // reach iptables-restore as a line of its own.
+  const std::string injected("1.2.3.4\0\n-F", 11);
+  EXPECT_THROW(planNetwork(request({{80, 80, "tcp", injected}}), 0, ""), Error);
+  EXPECT_THROW(planNetwork(request({}, {injected}), 0, ""), Error);
+  EXPECT_THROW(planNetwork(request(), 0, injected), Error);
 }
 
 TEST(NetworkPlanTest, FirstNameserverOfResolvConf) {

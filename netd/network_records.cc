@@ -4,11 +4,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/json_field.h"
 #include "base/paths.h"
+#include "base/small_file.h"
 #include "base/unique_fd.h"
 
 namespace fcvm::netd {
@@ -36,23 +37,33 @@ json toJson(const NetworkRecord& r) {
 }
 
 NetworkRecord fromJson(const json& j) {
-  if (j.at("format").get<int>() != kFormat) throw Error("unknown record format");
+  if (jsonField<int>(j, "format") != kFormat) throw Error("unknown record format");
   NetworkRecord r;
-  r.request.vmId = j.at("vm_id").get<std::string>();
-  r.request.instance = j.at("instance").get<std::string>();
-  r.slot = j.at("slot").get<uint32_t>();
-  for (const auto& p : j.at("ports")) {
+  r.request.vmId = jsonField<std::string>(j, "vm_id");
+  r.request.instance = jsonField<std::string>(j, "instance");
+  r.slot = jsonField<uint32_t>(j, "slot");
+  auto ports = jsonField<json>(j, "ports");
+  if (!ports.is_array()) throw Error("'ports' is not a list");
+  for (const auto& p : ports) {
     r.request.ports.push_back(
-        {p.at("host_port").get<uint16_t>(), p.at("guest_port").get<uint16_t>(),
-         p.at("protocol").get<std::string>(), p.at("host_ip").get<std::string>()});
+        {jsonField<uint16_t>(p, "host_port"), jsonField<uint16_t>(p, "guest_port"),
+         jsonField<std::string>(p, "protocol"), jsonField<std::string>(p, "host_ip")});
   }
-  r.request.dns = j.at("dns").get<std::vector<std::string>>();
-  r.hostResolver = j.at("host_resolver").get<std::string>();
+  auto dns = jsonField<json>(j, "dns");
+  if (!dns.is_array()) throw Error("'dns' is not a list");
+  for (const auto& d : dns) r.request.dns.push_back(jsonValue<std::string>(d, "dns"));
+  r.hostResolver = jsonField<std::string>(j, "host_resolver");
   r.plan();  // checks it
   return r;
 }
 
 }  // namespace
+
+std::string formatNetworkRecord(const NetworkRecord& record) {
+  return toJson(record).dump() + "\n";
+}
+
+NetworkRecord parseNetworkRecord(std::string_view text) { return fromJson(json::parse(text)); }
 
 NetworkRecords::NetworkRecords(std::filesystem::path dir) : dir_(std::move(dir)) {
   ensureOwnedDirectory(dir_, 0700);
@@ -63,8 +74,7 @@ std::map<std::string, NetworkRecord> NetworkRecords::loadAll() const {
   for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
     if (entry.path().extension() != ".json") continue;
     try {
-      std::ifstream in(entry.path());
-      auto record = fromJson(json::parse(in));
+      auto record = parseNetworkRecord(readSmallFile(entry.path()));
       records[record.request.vmId] = std::move(record);
     } catch (const std::exception& e) {
       spdlog::warn("network record {} is unreadable ({}); removed", entry.path().string(),
@@ -79,7 +89,7 @@ std::map<std::string, NetworkRecord> NetworkRecords::loadAll() const {
 void NetworkRecords::save(const NetworkRecord& record) const {
   auto path = dir_ / (record.request.vmId + ".json");
   auto tmp = path.string() + ".tmp";
-  std::string text = toJson(record).dump() + "\n";
+  std::string text = formatNetworkRecord(record);
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) throw SysError(errno, "create " + tmp);
   checkSys(::write(fd.get(), text.data(), text.size()), "write {}", tmp);

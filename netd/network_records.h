@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "netd/network_plan.h"
 
@@ -18,6 +19,11 @@ struct NetworkRecord {
 
   NetworkPlan plan() const { return planNetwork(request, slot, hostResolver); }
 };
+
+// A record's file, and back. The parser checks every field (and plans the network, which checks
+// the rest); throws fcvm::Error or nlohmann::json::exception for a record that does not.
+std::string formatNetworkRecord(const NetworkRecord& record);
+NetworkRecord parseNetworkRecord(std::string_view text);
 
 class NetworkRecords {
  public:

@@ -4,11 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/ids.h"
+#include "base/json_field.h"
 #include "base/paths.h"
+#include "base/small_file.h"
 #include "base/unique_fd.h"
 #include "supervisor/record_format.h"
 
@@ -18,10 +20,6 @@ namespace {
 using nlohmann::json;
 
 constexpr int kRecordVersion = 1;
-
-bool isRecordId(std::string_view id) {
-  return id.size() == 16 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-}
 
 json toJson(const ipc::VmRecord& r) {
   json j = {
@@ -48,37 +46,42 @@ json toJson(const ipc::VmRecord& r) {
 
 template <size_t N>
 void assignField(ipc::FixedString<N>& field, const json& j, const char* key) {
-  if (!field.assign(j.at(key).get<std::string>())) {
+  if (!field.assign(jsonField<std::string>(j, key))) {
     throw Error(fmt::format("field '{}' is longer than {} bytes", key, N - 1));
   }
 }
 
 ipc::VmRecord fromJson(const json& j, const std::filesystem::path& file) {
-  checkRecordFormat(j.at("version").get<int>(), kRecordVersion, file);
+  checkRecordFormat(jsonField<int>(j, "version"), kRecordVersion, file);
   ipc::VmRecord r;
   assignField(r.id, j, "id");
-  if (!isRecordId(r.id.view())) throw Error("bad id");
+  if (!isHexId(r.id.view())) throw Error("bad id");
   assignField(r.name, j, "name");
+  if (!isValidName(r.name.view())) throw Error("bad name");
   assignField(r.image, j, "image");
   assignField(r.reason, j, "reason");
   assignField(r.network, j, "network");
-  r.ownerUid = j.at("owner_uid").get<uint32_t>();
-  auto state = ipc::vmStateFromString(j.at("state").get<std::string>());
+  r.ownerUid = jsonField<uint32_t>(j, "owner_uid");
+  auto state = ipc::vmStateFromString(jsonField<std::string>(j, "state"));
   if (!state || *state == ipc::VmState::kFree) throw Error("bad state");
   r.state = *state;
-  auto health = ipc::healthFromString(j.at("health").get<std::string>());
+  auto health = ipc::healthFromString(jsonField<std::string>(j, "health"));
   if (!health) throw Error("bad health");
   r.health = *health;
-  r.worker.pid = j.at("worker_pid").get<int32_t>();
-  r.worker.startTime = j.at("worker_start_time").get<uint64_t>();
-  r.createdAtNs = j.at("created_at_ns").get<int64_t>();
-  r.updatedAtNs = j.at("updated_at_ns").get<int64_t>();
-  r.autoRemove = j.value("auto_remove", false) ? 1 : 0;
-  if (j.contains("snapshot_id")) assignField(r.snapshotId, j, "snapshot_id");
-  r.restartCount = j.value("restart_count", uint32_t{0});
-  if (j.contains("exit_code")) {
+  r.worker.pid = jsonField<int32_t>(j, "worker_pid");
+  r.worker.startTime = jsonField<uint64_t>(j, "worker_start_time");
+  r.createdAtNs = jsonField<int64_t>(j, "created_at_ns");
+  r.updatedAtNs = jsonField<int64_t>(j, "updated_at_ns");
+  r.autoRemove = optionalJsonField<bool>(j, "auto_remove").value_or(false) ? 1 : 0;
+  if (r.worker.pid < 0) throw Error("bad worker pid");
+  if (j.contains("snapshot_id")) {
+    assignField(r.snapshotId, j, "snapshot_id");
+    if (!isHexId(r.snapshotId.view())) throw Error("bad snapshot id");
+  }
+  r.restartCount = optionalJsonField<uint32_t>(j, "restart_count").value_or(0);
+  if (auto code = optionalJsonField<int32_t>(j, "exit_code")) {
     r.hasExitCode = 1;
-    r.exitCode = j.at("exit_code").get<int32_t>();
+    r.exitCode = *code;
   }
   return r;
 }
@@ -103,12 +106,18 @@ void writeFileAtomically(const std::filesystem::path& path, const std::string& c
 
 }  // namespace
 
+std::string formatVmRecord(const ipc::VmRecord& record) { return toJson(record).dump(2) + "\n"; }
+
+ipc::VmRecord parseVmRecord(std::string_view text, const std::filesystem::path& file) {
+  return fromJson(json::parse(text), file);
+}
+
 RecordStore::RecordStore(std::filesystem::path dir) : dir_(std::move(dir)) {
   ensureOwnedDirectory(dir_, 0700);
 }
 
 std::filesystem::path RecordStore::pathFor(std::string_view id) const {
-  if (!isRecordId(id)) throw Error(fmt::format("invalid VM id '{}'", id));
+  if (!isHexId(id)) throw Error(fmt::format("invalid VM id '{}'", id));
   return dir_ / (std::string(id) + ".json");
 }
 
@@ -118,8 +127,7 @@ std::vector<ipc::VmRecord> RecordStore::loadAll() const {
     const auto& path = entry.path();
     if (path.extension() != ".json" || !entry.is_regular_file()) continue;
     try {
-      std::ifstream in(path);
-      auto record = fromJson(json::parse(in), path);
+      auto record = parseVmRecord(readSmallFile(path), path);
       if (path.stem() != record.id.view()) throw Error("file name does not match its id");
       records.push_back(record);
     } catch (const NewerFormatError&) {
@@ -132,7 +140,7 @@ std::vector<ipc::VmRecord> RecordStore::loadAll() const {
 }
 
 void RecordStore::save(const ipc::VmRecord& record) const {
-  writeFileAtomically(pathFor(record.id.view()), toJson(record).dump(2) + "\n");
+  writeFileAtomically(pathFor(record.id.view()), formatVmRecord(record));
 }
 
 void RecordStore::remove(std::string_view id) const {

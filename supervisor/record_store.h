@@ -3,12 +3,19 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "ipc/records.h"
 
 namespace fcvm::supervisor {
+
+// A record's file, and back. The parser checks every field (ids, names' lengths, states, pids);
+// throws NewerFormatError for a record of a newer fcvm, fcvm::Error or nlohmann::json::exception
+// for one that does not check out. `file` names it in errors.
+std::string formatVmRecord(const ipc::VmRecord& record);
+ipc::VmRecord parseVmRecord(std::string_view text, const std::filesystem::path& file);
 
 class RecordStore {
  public:

@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/ids.h"
 #include "base/install_layout.h"
+#include "base/json_field.h"
 #include "base/spawn.h"
 #include "ipc/file_handle.h"
 #include "ipc/rpc_client.h"
@@ -82,12 +83,14 @@ void ServeController::adopt(
     try {
       std::ifstream in(entry.path());
       auto j = nlohmann::json::parse(in);
-      view.id = j.at("id").get<std::string>();
-      view.snapshotId = j.at("snapshot_id").get<std::string>();
-      view.ownerUid = j.at("owner_uid").get<uint32_t>();
-      view.process.pid = j.at("pid").get<int32_t>();
-      view.process.startTime = j.at("start_time").get<uint64_t>();
-      view.startedAtNs = j.at("started_at_ns").get<int64_t>();
+      view.id = jsonField<std::string>(j, "id");
+      view.snapshotId = jsonField<std::string>(j, "snapshot_id");
+      if (!isHexId(view.id) || !isHexId(view.snapshotId)) throw Error("bad id");
+      view.ownerUid = jsonField<uint32_t>(j, "owner_uid");
+      view.process.pid = jsonField<int32_t>(j, "pid");
+      if (view.process.pid <= 0) throw Error("bad pid");
+      view.process.startTime = jsonField<uint64_t>(j, "start_time");
+      view.startedAtNs = jsonField<int64_t>(j, "started_at_ns");
     } catch (const std::exception& e) {
       spdlog::warn("serve record {} is unreadable ({}); removed", entry.path().string(), e.what());
       removeTree(entry.path());

@@ -125,7 +125,7 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   } else {
     throw Error(fmt::format("VM '{}' has no worker connection", name));
   }
-  if (!isValidVmName(tag)) {
+  if (!isValidName(tag)) {
     throw Error(fmt::format(
         "invalid snapshot tag '{}': use 1-63 letters, digits, '_', '.' or '-', starting with a "
         "letter or digit",

@@ -4,11 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/ids.h"
+#include "base/json_field.h"
 #include "base/paths.h"
+#include "base/small_file.h"
 #include "supervisor/record_format.h"
 
 namespace fcvm::supervisor {
@@ -56,22 +58,31 @@ json toJson(const SnapshotMeta& m) {
 }
 
 SnapshotMeta fromJson(const json& j, const std::filesystem::path& file) {
-  checkRecordFormat(j.at("format").get<int>(), kFormat, file);
+  checkRecordFormat(jsonField<int>(j, "format"), kFormat, file);
   SnapshotMeta m;
-  m.id = j.at("id").get<std::string>();
-  m.tag = j.at("tag").get<std::string>();
-  m.ownerUid = j.at("owner_uid").get<uint32_t>();
-  m.createdAtNs = j.at("created_at_ns").get<int64_t>();
-  m.sourceVmId = j.at("source_vm_id").get<std::string>();
-  m.sourceVmName = j.at("source_vm_name").get<std::string>();
-  m.image = j.at("image").get<std::string>();
-  m.pauseNs = j.at("pause_ns").get<uint64_t>();
-  m.memoryBytes = j.at("memory_bytes").get<uint64_t>();
-  m.qemuVersion = j.at("qemu_version").get<std::string>();
+  m.id = jsonField<std::string>(j, "id");
+  if (!isHexId(m.id)) throw Error("bad id");
+  m.tag = jsonField<std::string>(j, "tag");
+  if (!isValidName(m.tag)) throw Error("bad tag");
+  m.ownerUid = jsonField<uint32_t>(j, "owner_uid");
+  m.createdAtNs = jsonField<int64_t>(j, "created_at_ns");
+  m.sourceVmId = jsonField<std::string>(j, "source_vm_id");
+  m.sourceVmName = jsonField<std::string>(j, "source_vm_name");
+  if (!isHexId(m.sourceVmId) || !isValidName(m.sourceVmName)) throw Error("bad source VM");
+  m.image = jsonField<std::string>(j, "image");
+  m.pauseNs = jsonField<uint64_t>(j, "pause_ns");
+  m.memoryBytes = jsonField<uint64_t>(j, "memory_bytes");
+  m.qemuVersion = jsonField<std::string>(j, "qemu_version");
   return m;
 }
 
 }  // namespace
+
+std::string formatSnapshotMeta(const SnapshotMeta& meta) { return toJson(meta).dump(2) + "\n"; }
+
+SnapshotMeta parseSnapshotMeta(std::string_view text, const std::filesystem::path& file) {
+  return fromJson(json::parse(text), file);
+}
 
 SnapshotStaging::SnapshotStaging(const std::filesystem::path& recordDir,
                                  const std::filesystem::path& bulkDir, const std::string& id)
@@ -108,7 +119,7 @@ void SnapshotStaging::commit(const SnapshotMeta& meta, const std::string& restor
   syncPath(bulk_.parent_path());
   std::filesystem::copy_file(specFile, recordStaging_ / "spec.bin");
   syncPath(recordStaging_ / "spec.bin");
-  writeText(recordStaging_ / "snapshot.json", toJson(meta).dump(2) + "\n");
+  writeText(recordStaging_ / "snapshot.json", formatSnapshotMeta(meta));
   syncPath(recordStaging_);
   std::filesystem::rename(recordStaging_, record_);  // the commit
   syncPath(record_.parent_path());
@@ -135,8 +146,8 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
       continue;
     }
     try {
-      std::ifstream in(entry.path() / "snapshot.json");
-      auto meta = fromJson(json::parse(in), entry.path() / "snapshot.json");
+      auto file = entry.path() / "snapshot.json";
+      auto meta = parseSnapshotMeta(readSmallFile(file), file);
       if (meta.id != name) throw Error("its id is not its directory's name");
       if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
       meta.volumes = ipc::readVmSpecFile(specOf(name).string()).volumes;

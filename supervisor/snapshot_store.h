@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/unique_fd.h"
@@ -38,6 +39,12 @@ struct SnapshotMeta {
   // every host directory with its own rights.
   std::vector<ipc::VolumeMapping> volumes;
 };
+
+// snapshot.json, and back. The parser checks every field (ids, the tag); throws NewerFormatError
+// for a record of a newer fcvm, fcvm::Error or nlohmann::json::exception for one that does not
+// check out. `file` names it in errors. The volumes are not in it (see SnapshotMeta).
+std::string formatSnapshotMeta(const SnapshotMeta& meta);
+SnapshotMeta parseSnapshotMeta(std::string_view text, const std::filesystem::path& file);
 
 // A snapshot being written. Destroying it without commit() removes everything it wrote.
 class SnapshotStaging {

@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/ids.h"
+#include "base/json_field.h"
 #include "base/spawn.h"
 #include "ipc/container_log.h"
 #include "ipc/rpc_error.h"
@@ -169,17 +170,20 @@ bool VmController::settleOrphan(ipc::VmRecord& record) const {
   if (!in) return false;
   try {
     auto j = nlohmann::json::parse(in);
-    auto state = ipc::vmStateFromString(j.at("state").get<std::string>());
+    auto state = ipc::vmStateFromString(jsonField<std::string>(j, "state"));
     if (!state || !ended(*state)) return false;
     record.state = *state;
     record.health = ipc::Health::kUnknown;
-    record.reason.assignTruncated(j.value("reason", ""));
-    if (j.contains("exit_code")) {
+    record.reason.assignTruncated(optionalJsonField<std::string>(j, "reason").value_or(""));
+    if (auto code = optionalJsonField<int32_t>(j, "exit_code")) {
       record.hasExitCode = 1;
-      record.exitCode = j.at("exit_code").get<int32_t>();
+      record.exitCode = *code;
     }
     return true;
   } catch (const nlohmann::json::exception& e) {
+    spdlog::warn("VM {}: unreadable final state: {}", record.id.view(), e.what());
+    return false;
+  } catch (const Error& e) {
     spdlog::warn("VM {}: unreadable final state: {}", record.id.view(), e.what());
     return false;
   }

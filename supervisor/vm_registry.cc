@@ -5,7 +5,6 @@
 
 #include <chrono>
 
-#include "agent/messages.h"
 #include "base/error.h"
 #include "base/ids.h"
 #include "base/process_identity.h"
@@ -19,8 +18,6 @@ bool isActive(ipc::VmState state) {
 }
 
 // A VM's name becomes its guest's hostname: the agent's rule.
-bool isValidVmName(std::string_view name) { return agent::isValidHostname(name); }
-
 VmRegistry::VmRegistry(ipc::StateTableWriter& table, const RecordStore& store)
     : table_(table), store_(store), slots_(table.vms().size()) {}
 
@@ -78,7 +75,7 @@ std::optional<ipc::VmRecord> VmRegistry::find(const Caller& caller, std::string_
 }
 
 ipc::VmRecord VmRegistry::create(uint32_t owner, std::string_view name, std::string_view image) {
-  if (!isValidVmName(name)) {
+  if (!isValidName(name)) {
     throw Error(fmt::format(
         "invalid VM name '{}': use 1-63 letters, digits, '_', '.' or '-', starting with a letter "
         "or digit",

@@ -60,6 +60,5 @@ class VmRegistry {
 bool isActive(ipc::VmState state);
 
 // True for a name that is usable as a VM name and hostname: [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}.
-bool isValidVmName(std::string_view name);
 
 }  // namespace fcvm::supervisor

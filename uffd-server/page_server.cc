@@ -11,6 +11,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/ids.h"
 #include "ipc/file_handle.h"
 #include "ipc/listening_socket.h"
 #include "ipc/ready_pipe.h"
@@ -28,10 +29,6 @@ constexpr uint64_t kPageSize = 4096;
 // The supervisor sends no fds; one is allowed because Cap'n Proto 0.9 sends none (the memory
 // image it asks for) on a connection that accepts none.
 constexpr unsigned kRpcFds = 1;
-
-bool isVmId(std::string_view id) {
-  return id.size() == 16 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-}
 
 struct ServerState {
   std::string snapshotId;
@@ -59,7 +56,7 @@ class PageServerService final : public rpc::PageServer::Server {
 
   kj::Promise<void> attachClone(AttachCloneContext call) override {
     std::string id = call.getParams().getVmId().cStr();
-    if (!isVmId(id)) return ipc::rpcError("attachClone: not a VM id");
+    if (!isHexId(id)) return ipc::rpcError("attachClone: not a VM id");
     UniqueFd copy(::fcntl(state_.image.memfd.get(), F_DUPFD_CLOEXEC, 0));
     if (!copy) return ipc::rpcError(kj::str("dup the memory image: ", errnoText(errno).c_str()));
     state_.clones.insert(id);

@@ -39,6 +39,21 @@ std::string kernelCommandLine(const QemuConfig& config) {
   return args;
 }
 
+namespace {
+
+// A value inside one of QEMU's comma-separated option strings (-drive file=..., -chardev path=...):
+// QEMU reads ",," as a comma, so a path with a comma stays one value instead of starting an option.
+std::string optionValue(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
   std::string machine = "microvm,acpi=on,x-option-roms=off,rtc=on";
   std::vector<std::string> argv = {
@@ -49,7 +64,7 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
   if (!config.memoryFile.empty()) {
     argv.insert(argv.end(),
                 {"-object", fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share={}",
-                                        config.memoryMib, config.memoryFile.string(),
+                                        config.memoryMib, optionValue(config.memoryFile.string()),
                                         config.memoryShared ? "on" : "off")});
     machine += ",memory-backend=mem";
   }
@@ -62,21 +77,22 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
   if (!config.rootDisk.empty()) {
     argv.insert(argv.end(), {"-drive",
                              fmt::format("id=root,file={},format=raw,if=none,cache=unsafe{}",
-                                         config.rootDisk.string(),
+                                         optionValue(config.rootDisk.string()),
                                          config.rootDiskSnapshot ? ",snapshot=on" : ""),
                              "-device", "virtio-blk-device,drive=root"});
   }
   for (size_t i = 0; i < config.extraDisks.size(); ++i) {
     const auto& disk = config.extraDisks[i];
-    argv.insert(argv.end(), {"-drive",
-                             fmt::format("id=disk{},file={},format=raw,if=none{}", i,
-                                         disk.path.string(), disk.readOnly ? ",readonly=on" : ""),
-                             "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
+    argv.insert(argv.end(),
+                {"-drive",
+                 fmt::format("id=disk{},file={},format=raw,if=none{}", i,
+                             optionValue(disk.path.string()), disk.readOnly ? ",readonly=on" : ""),
+                 "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
   }
   if (config.consoleFd >= 0 || !config.consoleLog.empty()) {
-    auto backend = config.consoleFd >= 0
-                       ? fmt::format("socket,id=console,fd={}", config.consoleFd)
-                       : fmt::format("file,id=console,path={}", config.consoleLog.string());
+    auto backend = config.consoleFd >= 0 ? fmt::format("socket,id=console,fd={}", config.consoleFd)
+                                         : fmt::format("file,id=console,path={}",
+                                                       optionValue(config.consoleLog.string()));
     argv.insert(argv.end(), {"-chardev", backend, "-serial", "chardev:console"});
   }
   if (!config.channels.empty()) {
@@ -85,11 +101,13 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                                     std::max<size_t>(8, config.channels.size()))});
     for (size_t i = 0; i < config.channels.size(); ++i) {
       const auto& c = config.channels[i];
-      auto backend = c.discard   ? fmt::format("null,id=ch{}", i)
-                     : c.fd >= 0 ? fmt::format("socket,id=ch{},fd={}", i, c.fd)
-                                 : fmt::format("socket,id=ch{},path={}", i, c.socket.string());
-      argv.insert(argv.end(), {"-chardev", backend, "-device",
-                               fmt::format("virtserialport,chardev=ch{},name={}", i, c.name)});
+      auto backend = c.discard ? fmt::format("null,id=ch{}", i)
+                     : c.fd >= 0
+                         ? fmt::format("socket,id=ch{},fd={}", i, c.fd)
+                         : fmt::format("socket,id=ch{},path={}", i, optionValue(c.socket.string()));
+      argv.insert(argv.end(),
+                  {"-chardev", backend, "-device",
+                   fmt::format("virtserialport,chardev=ch{},name={}", i, optionValue(c.name))});
     }
   }
   const auto& net = config.network;
@@ -107,13 +125,15 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                         f.hostPort, ipc::kGuestAddress, f.guestPort);
       }
     }
-    argv.insert(argv.end(), {"-netdev", backend, "-device",
-                             fmt::format("virtio-net-device,netdev=net0,mac={}", net.mac)});
+    argv.insert(argv.end(),
+                {"-netdev", backend, "-device",
+                 fmt::format("virtio-net-device,netdev=net0,mac={}", optionValue(net.mac))});
   }
   if (!config.qmpSocket.empty()) {
-    argv.insert(argv.end(),
-                {"-chardev", fmt::format("socket,id=qmp,path={}", config.qmpSocket.string()),
-                 "-mon", "chardev=qmp,mode=control"});
+    argv.insert(
+        argv.end(),
+        {"-chardev", fmt::format("socket,id=qmp,path={}", optionValue(config.qmpSocket.string())),
+         "-mon", "chardev=qmp,mode=control"});
   }
   if (config.incoming) argv.insert(argv.end(), {"-incoming", "defer"});
   return argv;

@@ -52,6 +52,22 @@ TEST(QemuVmmTest, SnapshottableGuestRamLivesInASharedFile) {
   EXPECT_EQ(kernelCommandLine(config).find("tsc_early_khz"), std::string::npos);
 }
 
+// A comma inside a path is QEMU's ",,": the path stays one value and cannot start an option.
+TEST(QemuVmmTest, CommasInPathsCannotAddOptions) {
+  QemuConfig config;
+  config.kernel = "/k/vmlinux";
+  config.rootDisk = "/d/a,readonly=off/rootfs.ext4";
+  config.extraDisks = {{"/d/x,file=/etc/shadow", true}};
+  config.channels = {{"fcvm.control", "/run/a,b/control.sock"}};
+  auto argv = qemuCommandLine(config);
+  EXPECT_TRUE(
+      hasPair(argv, "-drive",
+              "id=root,file=/d/a,,readonly=off/rootfs.ext4,format=raw,if=none,cache=unsafe"));
+  EXPECT_TRUE(hasPair(argv, "-drive",
+                      "id=disk0,file=/d/x,,file=/etc/shadow,format=raw,if=none,readonly=on"));
+  EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch0,path=/run/a,,b/control.sock"));
+}
+
 // A volume's two ports: the server's end of a socket on one, nothing on the other (a clone's
 // snapshot port, where the source's client may still write).
 TEST(QemuVmmTest, AVolumePortLeadsToItsServerOrNowhere) {

@@ -39,16 +39,6 @@ kj::Promise<void> migrate(QmpClient& qmp, int stateFd, const char* command, cons
       });
 }
 
-template <typename T>
-T field(const nlohmann::json& machine, const char* name) {
-  if (!machine.contains(name)) throw Error(fmt::format("snapshot machine: no '{}'", name));
-  try {
-    return machine.at(name).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw Error(fmt::format("snapshot machine: '{}' has the wrong type", name));
-  }
-}
-
 }  // namespace
 
 kj::Promise<void> saveDeviceState(QmpClient& qmp, int stateFd) {
@@ -57,58 +47,6 @@ kj::Promise<void> saveDeviceState(QmpClient& qmp, int stateFd) {
 
 kj::Promise<void> loadDeviceState(QmpClient& qmp, int stateFd) {
   return migrate(qmp, stateFd, "migrate-incoming", "uri");
-}
-
-nlohmann::json describeMachine(const QemuConfig& config) {
-  nlohmann::json disks = nlohmann::json::array();
-  for (const auto& d : config.extraDisks) {
-    disks.push_back({{"path", d.path.string()}, {"read_only", d.readOnly}});
-  }
-  nlohmann::json channels = nlohmann::json::array();
-  for (const auto& c : config.channels) channels.push_back(c.name);
-  return {{"qemu", config.qemu},
-          {"accel", config.accel},
-          {"cpus", config.cpus},
-          {"memory_mib", config.memoryMib},
-          {"kernel", config.kernel.string()},
-          {"initramfs", config.initramfs.string()},
-          {"kernel_command_line", kernelCommandLine(config)},
-          {"extra_disks", disks},
-          {"channels", channels},
-          {"network", {{"mode", config.network.mode}, {"mac", config.network.mac}}}};
-}
-
-QemuConfig machineFromDescription(const nlohmann::json& machine) {
-  if (!machine.is_object()) throw Error("snapshot machine: not an object");
-  QemuConfig config;
-  config.qemu = field<std::string>(machine, "qemu");
-  config.accel = field<std::string>(machine, "accel");
-  if (config.accel != "kvm" && config.accel != "tcg") {
-    throw Error("snapshot machine: unknown accelerator " + config.accel);
-  }
-  config.cpus = field<unsigned>(machine, "cpus");
-  config.memoryMib = field<unsigned>(machine, "memory_mib");
-  if (config.cpus == 0 || config.cpus > 64 || config.memoryMib == 0 || config.memoryMib > 1 << 20) {
-    throw Error("snapshot machine: CPUs or memory out of range");
-  }
-  config.kernel = field<std::string>(machine, "kernel");
-  config.initramfs = field<std::string>(machine, "initramfs");
-  config.kernelCommandLine = field<std::string>(machine, "kernel_command_line");
-  for (const auto& d : field<nlohmann::json>(machine, "extra_disks")) {
-    config.extraDisks.push_back({field<std::string>(d, "path"), field<bool>(d, "read_only")});
-  }
-  auto network = field<nlohmann::json>(machine, "network");
-  config.network.mode = field<std::string>(network, "mode");
-  config.network.mac = field<std::string>(network, "mac");
-  if (config.network.mode != "bridged" && config.network.mode != "rootless" &&
-      config.network.mode != "none") {
-    throw Error("snapshot machine: unknown network mode " + config.network.mode);
-  }
-  for (const auto& c : field<nlohmann::json>(machine, "channels")) {
-    if (!c.is_string()) throw Error("snapshot machine: a channel name is not a string");
-    config.channels.push_back({c.get<std::string>(), {}});
-  }
-  return config;
 }
 
 }  // namespace fcvm::worker

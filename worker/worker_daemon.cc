@@ -30,6 +30,7 @@
 #include "worker/accelerator.h"
 #include "worker/console_recorder.h"
 #include "worker/image_cache.h"
+#include "worker/machine_description.h"
 #include "worker/qemu_vmm.h"
 #include "worker/seccomp_policy.h"
 #include "worker/vm_disk.h"
