@@ -1,15 +1,18 @@
 #include "netd/netd_daemon.h"
 
+#include <fcntl.h>
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 #include "ipc/file_handle.h"
 #include "ipc/listening_socket.h"
 #include "ipc/netd.capnp.h"
@@ -89,8 +92,19 @@ int removeAllNetworks(const NetdOptions& options) {
 int runNetd(const NetdOptions& options) {
   std::unique_ptr<Networks> networks;
   std::unique_ptr<ipc::ListeningSocket> socket;
+  UniqueFd lock;
   try {
     if (::geteuid() != 0) throw Error("fcvm-netd needs root: it changes the host's networking");
+    // One netd per runtime dir: a second one (a supervisor killed while its netd was starting,
+    // and the next one starting another) would take the socket from the first and leave it
+    // running unreachable. Held until this process ends.
+    auto lockPath = options.paths.runtimeDir / "netd.lock";
+    lock = UniqueFd(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!lock) throw SysError(errno, "open " + lockPath.string());
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      throw Error(fmt::format("another fcvm-netd serves {} (it holds {})",
+                              options.paths.runtimeDir.string(), lockPath.string()));
+    }
     networks = std::make_unique<Networks>(NetworkRecords(options.paths.dataDir / "netd"),
                                           instanceTag(options.paths.dataDir));
     socket = std::make_unique<ipc::ListeningSocket>(options.paths.runtimeDir / "netd.sock", 0600);

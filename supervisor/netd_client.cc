@@ -1,14 +1,16 @@
 #include "supervisor/netd_client.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <nlohmann/json.hpp>
+#include <cstring>
 
 #include "base/error.h"
 #include "base/install_layout.h"
+#include "base/process_identity.h"
 #include "base/spawn.h"
 #include "ipc/file_handle.h"
 #include "ipc/rpc_error.h"
@@ -39,10 +41,10 @@ void NetdClient::watch() {
                     spdlog::warn("fcvm-netd (pid {}) exited; the next network starts it again",
                                  process_.pid);
                     netd_ = nullptr;
-                    tasks_.add(kj::evalLater([this] {
-                      connection_ = nullptr;
-                      exitObserver_ = nullptr;
-                      pidfd_.reset();
+                    // Not from inside the observer's own callback; and not if another netd has
+                    // been taken on meanwhile.
+                    tasks_.add(kj::evalLater([this, generation = generation_] {
+                      if (generation == generation_) forget();
                     }));
                   })
                   .eagerlyEvaluate([](kj::Exception&& e) {
@@ -50,25 +52,55 @@ void NetdClient::watch() {
                   });
 }
 
-void NetdClient::adopt(const std::vector<std::string>& liveVms) {
-  std::ifstream in(paths_.dataDir / "netd.json");
-  auto j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_object() && j.contains("pid") && j.contains("start_time")) {
-    ipc::ProcessId process{j["pid"].get<int32_t>(), 0, j["start_time"].get<uint64_t>()};
-    auto pidfd = openPidfd(process);
-    if (pidfd) {
-      try {
-        connection_ = kj::heap<ipc::RpcClient>(io_, paths_.runtimeDir / "netd.sock", kNetdFds);
-        netd_ = connection_->bootstrap<rpc::Netd>();
-        process_ = process;
-        pidfd_ = std::move(pidfd);
-        watch();
-        spdlog::info("re-adopted fcvm-netd, pid {}", process.pid);
-      } catch (const Error& e) {
-        spdlog::warn("fcvm-netd (pid {}) cannot be reached: {}", process.pid, e.what());
-      }
-    }
+void NetdClient::forget() {
+  netd_ = nullptr;
+  watching_ = nullptr;
+  exitObserver_ = nullptr;  // before its fd closes
+  connection_ = nullptr;
+  pidfd_.reset();
+  ++generation_;
+}
+
+bool NetdClient::adoptServing() {
+  auto socketPath = paths_.runtimeDir / "netd.sock";
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (!probe || socketPath.string().size() >= sizeof address.sun_path) return false;
+  std::strncpy(address.sun_path, socketPath.c_str(), sizeof address.sun_path - 1);
+  if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    return false;  // none serves (a stale socket file is replaced by the next netd)
   }
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (::getsockopt(probe.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
+      peer.uid != ::geteuid()) {
+    return false;
+  }
+  auto startTime = processStartTime(peer.pid);
+  if (!startTime) return false;
+  ipc::ProcessId process{peer.pid, 0, *startTime};
+  auto pidfd = openPidfd(process);
+  if (!pidfd) return false;
+  kj::Own<ipc::RpcClient> connection;
+  try {
+    connection = kj::heap<ipc::RpcClient>(io_, socketPath, kNetdFds);
+  } catch (const Error& e) {
+    spdlog::warn("fcvm-netd (pid {}) cannot be reached: {}", process.pid, e.what());
+    return false;
+  }
+  forget();
+  connection_ = kj::mv(connection);
+  netd_ = connection_->bootstrap<rpc::Netd>();
+  process_ = process;
+  pidfd_ = std::move(pidfd);
+  watch();
+  spdlog::info("adopted the running fcvm-netd, pid {}", process.pid);
+  return true;
+}
+
+void NetdClient::adopt(const std::vector<std::string>& liveVms) {
+  adoptServing();
   if (!std::filesystem::exists(paths_.dataDir / "netd")) return;  // never had a network
   tasks_.add(ensure().then([liveVms](rpc::Netd::Client netd) {
     auto request = netd.retainRequest();
@@ -94,6 +126,12 @@ kj::Promise<rpc::Netd::Client> NetdClient::ensure() {
       return ipc::rpcError("fcvm-netd did not start");
     });
   }
+  // One that a supervisor killed right after starting it left running: it is this one's.
+  if (adoptServing()) {
+    KJ_IF_MAYBE (netd, netd_) {
+      return *netd;
+    }
+  }
   SpawnSpec spec;
   spec.argv = {siblingBinary("fcvm-netd", "FCVM_NETD_BIN").string(), "--data-dir",
                paths_.dataDir.string(), "--runtime-dir", paths_.runtimeDir.string()};
@@ -101,14 +139,9 @@ kj::Promise<rpc::Netd::Client> NetdClient::ensure() {
   auto started =
       launchDaemon(io_, std::move(spec), (paths_.logDir() / "netd.log").string(), "fcvm-netd")
           .then([this](LaunchedProcess launched) {
+            forget();
             process_ = launched.identity;
             pidfd_ = std::move(launched.pidfd);
-            {
-              std::ofstream out(paths_.dataDir / "netd.json");
-              out << nlohmann::json{{"pid", process_.pid}, {"start_time", process_.startTime}}
-                         .dump()
-                  << "\n";
-            }
             connection_ = kj::heap<ipc::RpcClient>(io_, paths_.runtimeDir / "netd.sock", kNetdFds);
             netd_ = connection_->bootstrap<rpc::Netd>();
             watch();

@@ -1,7 +1,7 @@
-// The supervisor's side of fcvm-netd: started on demand (only a root supervisor has one), kept
-// track of by pid plus start time (<data dir>/netd.json) so a restarted supervisor re-adopts it,
-// and started again if it dies (its own records make that safe). Every network a VM gets goes
-// through here.
+// The supervisor's side of fcvm-netd: started on demand (only a root supervisor has one), found
+// again by its socket (whose peer credentials name its pid) so a restarted supervisor re-adopts
+// it, even one a killed supervisor started and never got to record, and started again if it dies
+// (its own records make that safe). Every network a VM gets goes through here.
 #pragma once
 
 #include <kj/async-io.h>
@@ -47,6 +47,10 @@ class NetdClient : private kj::TaskSet::ErrorHandler {
 
  private:
   kj::Promise<rpc::Netd::Client> ensure();
+  // Adopts the netd that answers on the runtime dir's socket, if one does; true then.
+  bool adoptServing();
+  // Drops everything held of the netd before (observer first, then its fd).
+  void forget();
   void watch();
   void taskFailed(kj::Exception&& e) override;
 
@@ -59,6 +63,7 @@ class NetdClient : private kj::TaskSet::ErrorHandler {
   kj::Own<ipc::RpcClient> connection_;
   kj::Maybe<rpc::Netd::Client> netd_;
   kj::Maybe<kj::ForkedPromise<void>> starting_;
+  uint64_t generation_ = 0;  // which netd the pending cleanup after an exit is for
   kj::TaskSet tasks_{*this};
 };
 
