@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build install test test-unit test-asan fuzz bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
+.PHONY: all deps build install test test-unit test-asan fuzz chaos bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
 
 all: build
 
@@ -46,6 +46,14 @@ fuzz:
 	  scripts/run-fuzz $$dir $$target $(abspath $(BUILD))/fuzz-long/$$target $(FUZZ_SECONDS) $$max_len \
 	    || exit 1; \
 	done
+
+# ROUNDS operations on VMs, snapshots, clones, volumes and networks, each with a kill -9 of a random
+# fcvm process (supervisor, netd, worker, QEMU, uffd-server, fuse-pipe server or CLI), then the
+# leak audit; SEED repeats a run's operations. CI runs 20 rounds (ctest chaos_short).
+ROUNDS ?= 200
+chaos: guest-setup
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_chaos --rounds $(ROUNDS) \
+	  $(if $(SEED),--seed $(SEED))
 
 bench: build bench-guest bench-run bench-snapshot bench-net
 	$(BUILD)/bin/fcvm_state_table_bench

@@ -77,7 +77,11 @@ class RunningCommand {
     pid_ = -1;
     return status;
   }
-  void kill(int signo) { ::kill(pid_, signo); }
+  // Once finish() has reaped it, there is nothing to signal (and -1 would mean every process).
+  void kill(int signo) {
+    if (pid_ > 0) ::kill(pid_, signo);
+  }
+  pid_t pid() const { return pid_; }
   const std::string& output() const { return output_; }
 
  private:
