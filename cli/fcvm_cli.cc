@@ -341,9 +341,14 @@ class Commands {
     if (args.interactive) input = sendStdin(io, process).eagerlyEvaluate(nullptr);
     kj::Promise<void> resizing = kj::READY_NOW;
     if (args.tty) resizing = forwardWindowSize(io, process).eagerlyEvaluate(nullptr);
-    auto exitReply = process.waitRequest().send().wait(session.waitScope());
-    auto exit = exitReply.getExit();
-    return exit.getCode();
+    try {
+      auto exitReply = process.waitRequest().send().wait(session.waitScope());
+      return exitReply.getExit().getCode();
+    } catch (const kj::Exception& e) {
+      if (!isLostConnection(e)) throw;
+      raw.reset();  // the terminal back as it was before the line is written
+      throw lostSupervisor(session, opt_.name, Lost::kExec);
+    }
   }
 
   int logs() {
@@ -355,7 +360,12 @@ class Commands {
                       : opt_.logSource == "worker" ? rpc::LogSource::WORKER
                                                    : rpc::LogSource::CONTAINER);
     request.setOutput(kj::heap<FdOutputSink>());
-    request.send().wait(session.waitScope());
+    try {
+      request.send().wait(session.waitScope());
+    } catch (const kj::Exception& e) {
+      if (!opt_.follow || !isLostConnection(e)) throw;
+      throw lostSupervisor(session, opt_.name, Lost::kLogs);
+    }
     return 0;
   }
 
@@ -500,12 +510,78 @@ class Commands {
         return stop.send().ignoreResult().then([info] { return 128 + info.si_signo; });
       });
     };
-    return exited.exclusiveJoin(interrupted(SIGINT))
-        .exclusiveJoin(interrupted(SIGTERM))
-        .wait(session.waitScope());
+    try {
+      return exited.exclusiveJoin(interrupted(SIGINT))
+          .exclusiveJoin(interrupted(SIGTERM))
+          .wait(session.waitScope());
+    } catch (const kj::Exception& e) {
+      if (!isLostConnection(e)) throw;
+      throw lostSupervisor(session, name, Lost::kForegroundRun);
+    }
   }
 
  private:
+  enum class Lost { kForegroundRun, kExec, kLogs };
+
+  // The connection to the supervisor went away while this command waited on it (it stopped or
+  // restarted). A new one, started if need be, is asked what became of VM `name`, so the user
+  // reads that in one line instead of a bare "connection lost". A foreground VM is stopped by the
+  // new supervisor (its lease ended with the old one): this waits for that.
+  Error lostSupervisor(SupervisorSession& session, const std::string& name, Lost during) {
+    // A supervisor killed a moment ago may still hold its socket as it exits: it answers a
+    // connect, then the connection is lost or refused. Each such failure shows it gone, so the
+    // next attempt starts (or reaches) the new one.
+    constexpr int kAttempts = 5;
+    for (int attempt = 1;; ++attempt) {
+      try {
+        session.reconnect(connect(true));
+        return askAfterLost(session, name, during);
+      } catch (const kj::Exception& e) {
+        if (isLostConnection(e) && attempt < kAttempts) continue;
+        return Error(
+            fmt::format("{}, and asking it again failed too: {}", kLostConnection, describe(e)));
+      } catch (const Error& e) {
+        if (attempt < kAttempts) continue;
+        return Error(
+            fmt::format("{}, and it could not be started again: {}", kLostConnection, e.what()));
+      }
+    }
+  }
+
+  // What a new supervisor says of VM `name` (see lostSupervisor).
+  Error askAfterLost(SupervisorSession& session, const std::string& name, Lost during) {
+    if (during == Lost::kForegroundRun) {
+      auto request = session.api().waitVmRequest();
+      request.setName(name);
+      request.setCondition(rpc::WaitCondition::ENDED);
+      try {
+        request.send().wait(session.waitScope());
+        return Error(fmt::format(
+            "{}; VM '{}' was stopped with it: a foreground VM ends with its client's connection",
+            kLostConnection, name));
+      } catch (const kj::Exception& e) {
+        if (isLostConnection(e)) throw;
+        // Gone already: --rm removed it once stopped.
+        return Error(fmt::format(
+            "{}; VM '{}' was stopped and removed with it: a foreground VM ends with its "
+            "client's connection",
+            kLostConnection, name));
+      }
+    }
+    auto request = session.api().getVmRequest();
+    request.setName(name);
+    auto reply = request.send().wait(session.waitScope());
+    std::string state = vmToJson(reply.getVm())["state"];
+    if (during == Lost::kExec) {
+      return Error(fmt::format(
+          "{}; VM '{}' is {}; what the command prints from then on, and its exit code, cannot "
+          "reach this terminal",
+          kLostConnection, name, state));
+    }
+    return Error(fmt::format("{}; VM '{}' is {}: `fcvm logs -f --name {}` follows it again",
+                             kLostConnection, name, state, name));
+  }
+
   void fillSpec(rpc::VmSpec::Builder out) {
     const RunArgs& run = opt_.run;
     ipc::VmSpec spec;

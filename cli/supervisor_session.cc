@@ -13,22 +13,30 @@ constexpr unsigned kFdsPerMessage = 32;
 
 SupervisorSession::SupervisorSession(const std::filesystem::path& socket)
     : io_(kj::setupAsyncIo()),
-      rpc_(io_, socket, kFdsPerMessage),
-      api_(rpc_.bootstrap<rpc::Supervisor>()) {}
+      rpc_(kj::heap<ipc::RpcClient>(io_, socket, kFdsPerMessage)),
+      api_(rpc_->bootstrap<rpc::Supervisor>()) {}
 
-std::string describe(const kj::Exception& e) {
-  std::string text = ipc::messageOf(e);
+void SupervisorSession::reconnect(const std::filesystem::path& socket) {
+  auto rpc = kj::heap<ipc::RpcClient>(io_, socket, kFdsPerMessage);
+  api_ = rpc->bootstrap<rpc::Supervisor>();
+  rpc_ = kj::mv(rpc);
+}
+
+bool isLostConnection(const kj::Exception& e) {
   // A connection that went away mid-call reaches here as kj's own words ("Peer disconnected.",
   // a writev's "Broken pipe"): what happened is that the supervisor went away.
+  std::string text = ipc::messageOf(e);
   bool local = !e.getDescription().startsWith("remote exception: ");
-  bool lost = e.getType() == kj::Exception::Type::DISCONNECTED ||
-              (local && (text.find("Broken pipe") != std::string::npos ||
-                         text.find("Connection reset by peer") != std::string::npos));
-  if (lost) {
-    return "lost the connection to fcvm-supervisor (it stopped or restarted); `fcvm ls` shows "
-           "what became of the VM";
+  return e.getType() == kj::Exception::Type::DISCONNECTED ||
+         (local && (text.find("Broken pipe") != std::string::npos ||
+                    text.find("Connection reset by peer") != std::string::npos));
+}
+
+std::string describe(const kj::Exception& e) {
+  if (isLostConnection(e)) {
+    return std::string(kLostConnection) + "; `fcvm ls` shows what became of the VM";
   }
-  return text;
+  return ipc::messageOf(e);
 }
 
 }  // namespace fcvm::cli

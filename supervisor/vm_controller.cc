@@ -215,6 +215,13 @@ void VmController::adoptLive(const AdoptionSummary& adoption, bool hostRestarted
     live(id)->child = false;
     connect(*live(id), nullptr);
     spdlog::info("re-adopted VM {} ({}), worker pid {}", record.name.view(), id, record.worker.pid);
+    if (ranInForeground(id)) {
+      spdlog::info(
+          "VM {}: its foreground client's lease ended with the previous supervisor; "
+          "stopping it",
+          id);
+      tasks_.add(stopLive(*live(id), kLeaseStopGraceMs));
+    }
   }
 }
 
@@ -508,6 +515,19 @@ bool VmController::stoppedByOwner(const std::string& id) const {
   return std::filesystem::exists(paths_.vmDir(id) / "stopped-by-owner", ignored);
 }
 
+void VmController::markForeground(const std::string& id) {
+  auto marker = paths_.vmDir(id) / "foreground";
+  std::error_code ignored;
+  std::filesystem::create_directories(marker.parent_path(), ignored);
+  // Without it a supervisor restart would leave the VM running with no client, for good.
+  if (!std::ofstream(marker)) throw Error(fmt::format("could not write {}", marker.string()));
+}
+
+bool VmController::ranInForeground(const std::string& id) const {
+  std::error_code ignored;
+  return std::filesystem::exists(paths_.vmDir(id) / "foreground", ignored);
+}
+
 const ipc::VmSpec& VmController::specOf(const std::string& id) {
   auto it = specs_.find(id);
   if (it != specs_.end()) return it->second;
@@ -625,6 +645,14 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
                                             WorkerInputs inputs,
                                             kj::Maybe<rpc::OutputSink::Client> output,
                                             bool detach) {
+  if (!detach) {
+    try {
+      markForeground(id);  // before the worker exists: a restart must see it
+    } catch (const Error&) {
+      discard(id);
+      throw;
+    }
+  }
   return startWorker(id, spec, kj::mv(inputs))
       .then(
           [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {

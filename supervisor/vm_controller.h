@@ -123,6 +123,10 @@ class VmController : private kj::TaskSet::ErrorHandler {
   // A stop or rm by the owner is final for every restart policy, across supervisor restarts.
   void markStoppedByOwner(const std::string& id);
   bool stoppedByOwner(const std::string& id) const;
+  // A foreground VM's lease lives in the supervisor that started it: one that comes after it (a
+  // restart) has no client to hold it for, so it stops the VM as the lease's release would.
+  void markForeground(const std::string& id);
+  bool ranInForeground(const std::string& id) const;
   // The worker's start: the VM's cgroup, its network from netd (bridged), then the process.
   kj::Promise<LaunchedWorker> startWorker(const std::string& id, const ipc::VmSpec& spec,
                                           WorkerInputs inputs);

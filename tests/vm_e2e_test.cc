@@ -408,6 +408,63 @@ TEST_F(VmTest, RestartedSupervisorReadoptsRunningVms) {
   EXPECT_TRUE(fcvm_.processesOf("fcvm-worker").empty());
 }
 
+// A client whose supervisor dies mid-command reconnects to a new one (starting it) and says in one
+// line what became of its VM: a `logs -f` and an `exec` of a detached VM, which runs on, and a
+// foreground run, whose VM the new supervisor stops (its lease ended with the old one).
+TEST_F(VmTest, ClientsWhoseSupervisorDiesSayWhatBecameOfTheirVm) {
+  runDetached("bg", {"sh", "-c", "echo bg-up; sleep 600"});
+  waitFor("bg", "running");
+  auto env = fcvm_.env();
+  const auto fcvmBin = FcvmInstance::binary();
+  RunningCommand logs({fcvmBin, "logs", "-f", "--name", "bg"}, env, testing::kVmDeadline, true);
+  ASSERT_TRUE(logs.readUntil("bg-up\n"));
+  RunningCommand exec(
+      {fcvmBin, "exec", "--name", "bg", "--", "sh", "-c", "echo exec-up; sleep 600"}, env,
+      testing::kVmDeadline, true);
+  ASSERT_TRUE(exec.readUntil("exec-up\n"));
+  RunningCommand fg({fcvmBin, "podman", "run", "--name", "fg", testing::kTestImage, "sh", "-c",
+                     "echo fg-up; sleep 600"},
+                    env, testing::kVmDeadline, true);
+  ASSERT_TRUE(fg.readUntil("fg-up\n"));
+
+  auto pids = fcvm_.processesOf("fcvm-supervisor");
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+
+  const std::string lost =
+      "fcvm: error: lost the connection to fcvm-supervisor (it stopped or "
+      "restarted); ";
+  int status = fg.finish();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << fg.output();
+  EXPECT_NE(fg.output().find(lost + "VM 'fg' was stopped with it: a foreground VM ends with its "
+                                    "client's connection\n"),
+            std::string::npos)
+      << fg.output() << supervisorLogTail();
+  status = exec.finish();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << exec.output();
+  // bg is running or, its container up, healthy: either is the truth.
+  EXPECT_TRUE(std::regex_search(exec.output(),
+                                std::regex("VM 'bg' is (running|healthy); what the command prints "
+                                           "from then on, and its exit code, cannot reach this "
+                                           "terminal\n")))
+      << exec.output();
+  EXPECT_NE(exec.output().find(lost + "VM 'bg' is "), std::string::npos) << exec.output();
+  status = logs.finish();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << logs.output();
+  EXPECT_TRUE(std::regex_search(
+      logs.output(),
+      std::regex("VM 'bg' is (running|healthy): `fcvm logs -f --name bg` follows it again\n")))
+      << logs.output();
+  EXPECT_NE(logs.output().find(lost + "VM 'bg' is "), std::string::npos) << logs.output();
+
+  // The new supervisor stopped the foreground VM and kept the detached one.
+  EXPECT_EQ(inspect("fg").at("state"), "stopped");
+  EXPECT_EQ(ok({"exec", "--name", "bg", "--", "echo", "still"}), "still\n");
+  EXPECT_EQ(fcvm_.processesOf("qemu-system").size(), 1u);
+  ok({"rm", "-f", "--name", "bg"});
+  ok({"rm", "--name", "fg"});
+}
+
 // `make install`'s layout (cmake --install into a DESTDIR) runs a VM with nothing from the build
 // tree: the CLI, supervisor and worker are the installed ones. Its systemd units pass systemd's
 // own check, and the supervisor takes its socket from systemd (systemd-socket-activate plays the

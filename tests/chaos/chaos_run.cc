@@ -9,6 +9,7 @@
 // The kills land at random moments on purpose; nothing waits on time to synchronise. Every
 // command runs under a deadline that bounds a hang, and a hang is a finding.
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -79,6 +80,7 @@ std::vector<pid_t> childrenNamed(const std::vector<pid_t>& parents, const std::s
     char state;
     pid_t ppid = 0;
     rest >> state >> ppid;
+    if (state == 'Z') continue;  // dead already, not yet reaped
     if (std::find(parents.begin(), parents.end(), ppid) != parents.end()) {
       out.push_back(std::stoi(name));
     }
@@ -314,7 +316,14 @@ class ChaosRun {
       auto pids = processesOf(v);
       if (pids.empty()) continue;
       pid_t pid = pids[std::uniform_int_distribution<size_t>(0, pids.size() - 1)(rng_)];
-      ::kill(pid, SIGKILL);
+      // Through a pidfd, and until it is dead: the round goes on once the process is gone, not
+      // while it still holds its sockets (a dying supervisor still accepts connections).
+      UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+      if (!pidfd || ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0) != 0) {
+        continue;  // gone meanwhile
+      }
+      pollfd dead{pidfd.get(), POLLIN, 0};
+      ::poll(&dead, 1, -1);
       ++kills_[nameOf(v)];
       return fmt::format("{} (pid {})", nameOf(v), pid);
     }

@@ -19,8 +19,9 @@ namespace fcvm::testing {
 
 class RunningCommand {
  public:
+  // `withStderr`: stderr goes into what is read too (else it is this process's).
   RunningCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                 std::chrono::seconds deadline = std::chrono::seconds(600))
+                 std::chrono::seconds deadline = std::chrono::seconds(600), bool withStderr = false)
       : deadline_(deadline) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -35,6 +36,7 @@ class RunningCommand {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(fds[1], 1);
+      if (withStderr) ::dup2(fds[1], 2);
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, 0);
       ::execve(args[0], args.data(), envp.data());
