@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "base/spawn.h"
@@ -43,6 +44,9 @@ class VolumeServer {
   // (agent::volumePortName).
   const std::string& tag() const { return tag_; }
   pid_t pid() const { return server_.pid(); }
+  // Readable once the server has exited; reap() then collects it: its wait status.
+  int pidfd() const { return server_.pidfd(); }
+  std::optional<int> reap() { return server_.waitFor(std::chrono::milliseconds(0)); }
 
  private:
   std::string tag_;

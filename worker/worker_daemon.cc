@@ -442,6 +442,25 @@ int runWorker(const WorkerOptions& options) {
   parts.rootDisk = vm.rootDisk;
   parts.restore = std::move(vm.restore);
   VmRunner runner(io, std::move(parts));
+  // A volume's server that ends (killed, crashed) is reaped and logged at once; from then on the
+  // guest's accesses to that volume fail (EIO) and the VM goes on.
+  std::vector<kj::Own<kj::UnixEventPort::FdObserver>> volumeObservers;
+  std::vector<kj::Promise<void>> volumeWatches;  // after the observers: destroyed before them
+  for (auto& server : vm.volumes) {
+    auto& observer = *volumeObservers.emplace_back(kj::heap<kj::UnixEventPort::FdObserver>(
+        io.unixEventPort, server.pidfd(), kj::UnixEventPort::FdObserver::OBSERVE_READ));
+    volumeWatches.push_back(observer.whenBecomesReadable()
+                                .then([&server] {
+                                  auto status = server.reap();
+                                  if (status && *status == 0) return;  // its VM's end
+                                  spdlog::warn(
+                                      "volume {}: its fuse-pipe server ended ({}); the "
+                                      "guest's accesses to it fail",
+                                      server.tag(),
+                                      status ? describeWaitStatus(*status) : "unknown");
+                                })
+                                .eagerlyEvaluate(nullptr));
+  }
 
   ipc::ListeningSocket socket(run->path() / "worker.sock", 0600);
   auto listener = wrapListener(io, socket);
