@@ -17,8 +17,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -136,10 +136,10 @@ class ChaosRun {
         if (waited.timedOut) finding(fmt::format("round {}: fcvm wait did not end", n));
       }
       killer.join();
-      std::printf("round %d: fcvm%s -> %s; killed %s\n", n, line.c_str(),
-                  WIFEXITED(status) ? std::to_string(WEXITSTATUS(status)).c_str() : "signal",
-                  killed.c_str());
-      std::fflush(stdout);
+      std::cout << fmt::format("round {}: fcvm{} -> {}; killed {}", n, line,
+                               WIFEXITED(status) ? std::to_string(WEXITSTATUS(status)) : "signal",
+                               killed)
+                << std::endl;
     }
     return findings_.empty();
   }
@@ -308,6 +308,7 @@ class ChaosRun {
       return nameOf(Victim::kCli);
     }
     std::vector<Victim> others;
+    others.reserve(6);
     for (int v = 0; v < 6; ++v) others.push_back(static_cast<Victim>(v));
     std::shuffle(others.begin(), others.end(), rng_);
     std::vector<Victim> order = {victim};
@@ -351,8 +352,7 @@ class ChaosRun {
   }
 
   void finding(const std::string& what) {
-    std::printf("FINDING: %s\n", what.c_str());
-    std::fflush(stdout);
+    std::cout << "FINDING: " << what << std::endl;
     findings_.push_back(what);
   }
 
@@ -378,11 +378,11 @@ int main(int argc, char** argv) {
     } else if (flag == "--seed") {
       seed = std::stoull(argv[i + 1]);
     } else {
-      std::fprintf(stderr, "usage: fcvm_chaos [--rounds N] [--seed S]\n");
+      std::cerr << "usage: fcvm_chaos [--rounds N] [--seed S]\n";
       return 2;
     }
   }
-  std::printf("chaos: %d rounds, seed %llu\n", rounds, static_cast<unsigned long long>(seed));
+  std::cout << fmt::format("chaos: {} rounds, seed {}", rounds, seed) << std::endl;
   bool ok = true;
   {
     fcvm::testing::ChaosRun chaos(seed);
@@ -391,9 +391,9 @@ int main(int argc, char** argv) {
     ok = chaos.removeAllAndAudit() && ok;
     std::string kills;
     for (const auto& [what, count] : chaos.kills()) kills += fmt::format(" {}x {};", count, what);
-    std::printf("chaos: seed %llu, %d rounds, kills:%s %zu findings\n",
-                static_cast<unsigned long long>(seed), rounds, kills.c_str(),
-                chaos.findings().size());
+    std::cout << fmt::format("chaos: seed {}, {} rounds, kills:{} {} findings", seed, rounds, kills,
+                             chaos.findings().size())
+              << std::endl;
   }
   return ok ? 0 : 1;
 }
