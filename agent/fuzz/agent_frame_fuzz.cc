@@ -85,11 +85,11 @@ void writeSeeds(const std::string& dir) {
                .hostname = "web"}},
       {Resume{42, "clone-1", std::string(32, 'a'), std::string(64, 'e'), {{"v0", "/d", false, 1}}}},
   };
-  int n = 0;
+  fcvm::testing::SeedWriter corpus(dir);
   for (const auto& sequence : seeds) {
     std::string bytes;
     for (const auto& message : sequence) bytes += frameOf(message);
-    std::ofstream(dir + "/seed" + std::to_string(n++), std::ios::binary) << bytes;
+    corpus.add(bytes);
   }
 }
 

@@ -178,17 +178,11 @@ void writeSeeds(const std::string& dir) {
       R"({"format":1,"vm_id":"0123456789abcdef","instance":"0a1b","slot":16384,"ports":[],)"
       R"("dns":[],"host_resolver":"1.1.1.1\u0000 x"})",
   };
-  int n = 0;
+  fcvm::testing::SeedWriter corpus(dir);
   for (const auto& seed : seeds) {
-    for (const uint8_t selector : {uint8_t{0}, uint8_t{254}}) {
-      std::ofstream(dir + "/seed" + std::to_string(n++), std::ios::binary)
-          << static_cast<char>(selector) << seed;
-    }
+    for (const uint8_t selector : {uint8_t{0}, uint8_t{254}}) corpus.add(selector, seed);
   }
-  for (const auto& record : records) {
-    std::ofstream(dir + "/seed" + std::to_string(n++), std::ios::binary)
-        << static_cast<char>(1) << record;
-  }
+  for (const auto& record : records) corpus.add(1, record);
 }
 
 }  // namespace

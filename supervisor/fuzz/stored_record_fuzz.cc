@@ -23,6 +23,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -53,15 +54,23 @@ void check(bool ok, const char* what) {
 
 const std::filesystem::path kFile = "/fuzz/record";
 
-void fuzzVmRecord(std::string_view text) {
-  fcvm::ipc::VmRecord r;
+// What `parse` accepted, or nullopt for a refusal (an fcvm::Error or a JSON exception); anything
+// else escapes, a finding.
+template <typename Parse>
+auto accepted(Parse parse) -> std::optional<decltype(parse())> {
   try {
-    r = fcvm::supervisor::parseVmRecord(text, kFile);
+    return parse();
   } catch (const fcvm::Error&) {
-    return;
+    return std::nullopt;
   } catch (const json::exception&) {
-    return;
+    return std::nullopt;
   }
+}
+
+void fuzzVmRecord(std::string_view text) {
+  auto parsed = accepted([&] { return fcvm::supervisor::parseVmRecord(text, kFile); });
+  if (!parsed) return;
+  const auto& r = *parsed;
   check(fcvm::ipc::isValid(r), "record valid as the state table's readers check it");
   check(fcvm::isHexId(r.id.view()), "id");
   check(fcvm::isValidName(r.name.view()), "name");
@@ -75,14 +84,9 @@ void fuzzVmRecord(std::string_view text) {
 }
 
 void fuzzSnapshotMeta(std::string_view text) {
-  fcvm::supervisor::SnapshotMeta m;
-  try {
-    m = fcvm::supervisor::parseSnapshotMeta(text, kFile);
-  } catch (const fcvm::Error&) {
-    return;
-  } catch (const json::exception&) {
-    return;
-  }
+  auto parsed = accepted([&] { return fcvm::supervisor::parseSnapshotMeta(text, kFile); });
+  if (!parsed) return;
+  const auto& m = *parsed;
   check(fcvm::isHexId(m.id), "id");
   check(fcvm::isValidName(m.tag), "tag");
   check(fcvm::isHexId(m.sourceVmId) && fcvm::isValidName(m.sourceVmName), "source VM");
@@ -306,11 +310,8 @@ void writeSeeds(const std::string& dir) {
     spec.dns = {"192.0.2.53"};
     seeds.emplace_back(2, specBytes(spec));
   }
-  int n = 0;
-  for (const auto& [selector, content] : seeds) {
-    std::ofstream(dir + "/seed" + std::to_string(n++), std::ios::binary)
-        << static_cast<char>(selector) << content;
-  }
+  fcvm::testing::SeedWriter corpus(dir);
+  for (const auto& [selector, content] : seeds) corpus.add(selector, content);
 }
 
 }  // namespace

@@ -70,12 +70,9 @@ void writeSeeds(const std::string& dir) {
       R"([{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"x":[{}]}])",
       R"([{"size":4096,"size":4096,"base_host_virt_addr":0,"offset":0,"page_size":4096}])",
   };
-  int n = 0;
+  fcvm::testing::SeedWriter corpus(dir);
   for (const char* seed : seeds) {
-    for (const uint8_t selector : {uint8_t{6}, uint8_t{1}}) {
-      std::ofstream(dir + "/seed" + std::to_string(n++), std::ios::binary)
-          << static_cast<char>(selector) << seed;
-    }
+    for (const uint8_t selector : {uint8_t{6}, uint8_t{1}}) corpus.add(selector, seed);
   }
 }
 
