@@ -36,6 +36,8 @@ struct Paths {
   std::filesystem::path supervisorLock() const { return runtimeDir / "supervisor.lock"; }
   std::filesystem::path startLock() const { return runtimeDir / "start.lock"; }
   std::filesystem::path stateTable() const { return runtimeDir / "state"; }
+  // One lock file per uid a jailed QEMU runs as, held by its worker (worker/qemu_jail.h).
+  std::filesystem::path jailUidLocks() const { return runtimeDir / "jail-uids"; }
   std::filesystem::path logDir() const { return dataDir / "logs"; }
   std::filesystem::path supervisorLog() const { return logDir() / "supervisor.log"; }
   std::filesystem::path vmRecordDir() const { return dataDir / "vms"; }

@@ -8,12 +8,15 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <sstream>
 
@@ -37,6 +40,7 @@ enum class Step : int {
   kUid,
   kExec,
   kCgroup,
+  kJail,
 };
 
 const char* stepName(Step step) {
@@ -63,6 +67,8 @@ const char* stepName(Step step) {
       return "exec";
     case Step::kCgroup:
       return "joining its cgroup";
+    case Step::kJail:
+      return "building its root";
   }
   return "setup";
 }
@@ -70,7 +76,89 @@ const char* stepName(Step step) {
 struct Failure {
   int step;
   int err;
+  int jailStep;  // which of the JailSteps failed (kJail)
 };
+
+// One system call of building a jail root, worked out before the fork so that the child only
+// makes system calls. Paths are as the child sees them before it pivots: under JailRoot::dir.
+struct JailStep {
+  enum Kind { kMkdir, kFile, kBind, kReadOnly, kSymlink, kProc } kind;
+  std::string path;
+  std::string source;  // kBind: the host path; kSymlink: the link's text
+};
+
+std::vector<JailStep> planJail(const JailRoot& jail) {
+  std::vector<JailStep> steps;
+  std::vector<std::string> made;
+  // Every directory above `target` (a path inside the root), once.
+  auto parentsOf = [&](const std::string& target) {
+    for (size_t slash = target.find('/', 1); slash != std::string::npos;
+         slash = target.find('/', slash + 1)) {
+      std::string dir = jail.dir + target.substr(0, slash);
+      if (std::find(made.begin(), made.end(), dir) == made.end()) {
+        made.push_back(dir);
+        steps.push_back({JailStep::kMkdir, dir, {}});
+      }
+    }
+  };
+  for (const auto& bind : jail.binds) {
+    if (bind.target.empty() || bind.target[0] != '/') {
+      throw Error(fmt::format("jail: '{}' is not an absolute path", bind.target));
+    }
+    struct stat st {};
+    checkSys(::stat(bind.source.c_str(), &st), "jail: stat {}", bind.source);
+    parentsOf(bind.target);
+    std::string path = jail.dir + bind.target;
+    steps.push_back({S_ISDIR(st.st_mode) ? JailStep::kMkdir : JailStep::kFile, path, {}});
+    made.push_back(path);
+    steps.push_back({JailStep::kBind, path, bind.source});
+    if (!bind.writable) steps.push_back({JailStep::kReadOnly, path, {}});
+  }
+  for (const auto& link : jail.symlinks) {
+    parentsOf(link.target);
+    steps.push_back({JailStep::kSymlink, jail.dir + link.target, link.text});
+  }
+  if (jail.proc) {
+    steps.push_back({JailStep::kMkdir, jail.dir + "/proc", {}});
+    steps.push_back({JailStep::kProc, jail.dir + "/proc", {}});
+  }
+  return steps;
+}
+
+// In the child, in its new mount namespace: the root, then pivot_root into it. Returns the index
+// of the step that failed (errno set), -1 for the set-up around the steps, or -2 on success.
+int buildJail(const JailRoot& jail, const std::vector<JailStep>& steps) {
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == -1) return -1;
+  if (::mount("tmpfs", jail.dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755,size=1m") == -1) return -1;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const auto& step = steps[i];
+    const char* path = step.path.c_str();
+    int rc = 0;
+    switch (step.kind) {
+      case JailStep::kMkdir:
+        rc = ::mkdir(path, 0755);
+        break;
+      case JailStep::kFile:
+        rc = ::mknod(path, S_IFREG | 0644, 0);
+        break;
+      case JailStep::kBind:
+        rc = ::mount(step.source.c_str(), path, nullptr, MS_BIND | MS_REC, nullptr);
+        break;
+      case JailStep::kReadOnly:
+        rc = ::mount(nullptr, path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, nullptr);
+        break;
+      case JailStep::kSymlink:
+        rc = ::symlink(step.source.c_str(), path);
+        break;
+      case JailStep::kProc:
+        rc = ::mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+        break;
+    }
+    if (rc == -1) return static_cast<int>(i);
+  }
+  if (pivotIntoReadOnlyRoot(jail.dir.c_str()) == -1) return -1;
+  return -2;
+}
 
 // fork(), or clone3 into new namespaces. Without a stack clone3 returns twice as fork does; the
 // child runs only the async-signal-safe steps below, so skipping glibc's fork handlers is safe.
@@ -82,8 +170,8 @@ pid_t forkInto(int namespaces) {
   return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
 }
 
-[[noreturn]] void childFail(int errorPipe, Step step) {
-  Failure f{static_cast<int>(step), errno};
+[[noreturn]] void childFail(int errorPipe, Step step, int jailStep = -1) {
+  Failure f{static_cast<int>(step), errno, jailStep};
   ssize_t ignored = ::write(errorPipe, &f, sizeof f);
   (void)ignored;
   ::_exit(127);
@@ -111,6 +199,44 @@ Credentials Credentials::ofUser(uid_t uid, gid_t fallbackGid) {
   return c;
 }
 
+int pivotIntoReadOnlyRoot(const char* dir) {
+  // pivot_root(".", "."): the old root ends up on top of the new one, and goes with the unmount.
+  if (::chdir(dir) == -1 || ::syscall(SYS_pivot_root, ".", ".") == -1 ||
+      ::umount2(".", MNT_DETACH) == -1 || ::chdir("/") == -1) {
+    return -1;
+  }
+  return ::mount(nullptr, "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                 nullptr);
+}
+
+JailRoot systemJailRoot(const std::string& dir) {
+  JailRoot root;
+  root.dir = dir;
+  root.binds.push_back({"/usr", "/usr", false});
+  for (const char* top : {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}) {
+    struct stat st {};
+    if (::lstat(top, &st) == -1) continue;
+    if (S_ISLNK(st.st_mode)) {
+      std::string text(PATH_MAX, '\0');
+      ssize_t n = ::readlink(top, text.data(), text.size());
+      checkSys(n, "readlink {}", top);
+      text.resize(static_cast<size_t>(n));
+      root.symlinks.push_back({top, text});
+    } else if (S_ISDIR(st.st_mode)) {
+      root.binds.push_back({top, top, false});
+    }
+  }
+  if (::access("/etc/ld.so.cache", F_OK) == 0) {
+    root.binds.push_back({"/etc/ld.so.cache", "/etc/ld.so.cache", false});
+  }
+  for (const char* device : {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"}) {
+    root.binds.push_back({device, device, true});
+  }
+  root.symlinks.push_back({"/dev/fd", "/proc/self/fd"});
+  root.proc = true;
+  return root;
+}
+
 std::optional<std::string> findInPath(const std::string& program) {
   if (program.find('/') != std::string::npos) {
     if (::access(program.c_str(), X_OK) == 0) return program;
@@ -121,7 +247,8 @@ std::optional<std::string> findInPath(const std::string& program) {
   std::string dir;
   while (std::getline(dirs, dir, ':')) {
     if (dir.empty()) continue;
-    std::string candidate = dir + "/" + program;
+    std::string candidate = dir;
+    candidate.append("/").append(program);
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   // Administrative tools live in sbin, which a non-root PATH often lacks.
@@ -226,6 +353,11 @@ ChildProcess spawn(const SpawnSpec& spec) {
   std::vector<std::pair<int, int>> layout(fds.begin(), fds.end());
   std::vector<gid_t> groups;
   if (spec.credentials) groups = spec.credentials->groups;
+  std::vector<JailStep> jailSteps;
+  if (spec.jail) {
+    if ((spec.newNamespaces & CLONE_NEWNS) == 0) throw Error("spawn: a jail needs CLONE_NEWNS");
+    jailSteps = planJail(*spec.jail);
+  }
   std::vector<UniqueFd> cgroupFiles;
   std::vector<int> cgroupFds;
   for (const auto& procs : spec.cgroups) {
@@ -247,7 +379,7 @@ ChildProcess spawn(const SpawnSpec& spec) {
     int base = std::max(highest, errorWrite.get()) + 1;
     int err = ::fcntl(errorWrite.get(), F_DUPFD_CLOEXEC, base);
     if (err == -1) ::_exit(127);
-    for (int signo = 1; signo < NSIG; ++signo) ::signal(signo, SIG_DFL);
+    for (int signo = 1; signo < NSIG; ++signo) (void)::signal(signo, SIG_DFL);
     sigset_t none;
     ::sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -256,12 +388,6 @@ ChildProcess spawn(const SpawnSpec& spec) {
       if (::write(fd, "0", 1) != 1) childFail(err, Step::kCgroup);
     }
     if (spec.newSession && ::setsid() == -1) childFail(err, Step::kSession);
-    if (spec.dieWithParent) {
-      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);
-      // The owner is already gone (in a new PID namespace the parent is outside it: 0).
-      pid_t ppid = ::getppid();
-      if (ppid != parent && !(ppid == 0 && (spec.newNamespaces & CLONE_NEWPID))) ::_exit(127);
-    }
     for (auto& [child, source] : layout) {
       source = ::fcntl(source, F_DUPFD_CLOEXEC, base);
       if (source == -1) childFail(err, Step::kFds);
@@ -271,6 +397,10 @@ ChildProcess spawn(const SpawnSpec& spec) {
     if (::syscall(SYS_close_range, 0, ~0U, CLOSE_RANGE_CLOEXEC) == -1) childFail(err, Step::kFds);
     for (auto [child, source] : layout) {
       if (::dup2(source, child) == -1) childFail(err, Step::kFds);
+    }
+    if (spec.jail) {
+      int failed = buildJail(*spec.jail, jailSteps);
+      if (failed != -2) childFail(err, Step::kJail, failed);
     }
     if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) == -1) childFail(err, Step::kCwd);
     if (spec.noNewPrivs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
@@ -287,6 +417,13 @@ ChildProcess spawn(const SpawnSpec& spec) {
       if (::syscall(SYS_setresgid, c.gid, c.gid, c.gid) == -1) childFail(err, Step::kGid);
       if (::syscall(SYS_setresuid, c.uid, c.uid, c.uid) == -1) childFail(err, Step::kUid);
     }
+    // After the credentials: changing them clears the parent-death signal.
+    if (spec.dieWithParent) {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);
+      // The owner is already gone (in a new PID namespace the parent is outside it: 0).
+      pid_t ppid = ::getppid();
+      if (ppid != parent && !(ppid == 0 && (spec.newNamespaces & CLONE_NEWPID))) ::_exit(127);
+    }
     ::execve(program->c_str(), argv.data(), envp.data());
     childFail(err, Step::kExec);
   }
@@ -299,8 +436,12 @@ ChildProcess spawn(const SpawnSpec& spec) {
   ssize_t n = retryEintr([&] { return ::read(errorRead.get(), &failure, sizeof failure); });
   if (n == sizeof failure) {
     child.wait();
-    throw SysError(failure.err, fmt::format("start {} ({})", *program,
-                                            stepName(static_cast<Step>(failure.step))));
+    std::string step = stepName(static_cast<Step>(failure.step));
+    if (failure.step == static_cast<int>(Step::kJail) && failure.jailStep >= 0 &&
+        static_cast<size_t>(failure.jailStep) < jailSteps.size()) {
+      step += ": " + jailSteps[static_cast<size_t>(failure.jailStep)].path;
+    }
+    throw SysError(failure.err, fmt::format("start {} ({})", *program, step));
   }
   if (child.pidfd() < 0) throw SysError(pidfdErrno, "pidfd_open " + *program);
   return child;

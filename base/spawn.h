@@ -28,6 +28,37 @@ struct Credentials {
   static Credentials ofUser(uid_t uid, gid_t fallbackGid);
 };
 
+// A root of the child's own, in its own mount namespace (Firecracker's jailer, crosvm's
+// minijail): an empty tmpfs mounted on `dir` (an empty directory of ours) that holds only what is
+// listed here, which the child pivots into before it drops its credentials. Its /proc is a new
+// one, which shows only the child's own processes when it also has CLONE_NEWPID. The root is
+// read-only in the end. Needs CLONE_NEWNS (and, for /proc, CLONE_NEWPID) in newNamespaces.
+struct JailRoot {
+  std::string dir;
+  struct Bind {
+    std::string source;  // a host path: a directory, or a file (a device such as /dev/null)
+    std::string target;  // the absolute path inside the root
+    bool writable = false;
+  };
+  std::vector<Bind> binds;
+  struct Symlink {
+    std::string target;  // the absolute path inside the root
+    std::string text;    // what it points to
+  };
+  std::vector<Symlink> symlinks;
+  bool proc = true;  // mount a /proc
+};
+
+// A jail root on `dir` with what any program needs to run: /usr and the host's /bin, /sbin and
+// /lib* (bound read-only, or the same symlinks where the host's are symlinks into /usr), the
+// loader's cache, /dev/null, /dev/zero, /dev/random, /dev/urandom, /dev/fd and a /proc.
+JailRoot systemJailRoot(const std::string& dir);
+
+// Makes `dir` (a mount point, in a mount namespace of this process's own whose mounts are
+// private) this process's root, with the old root detached, and that root read-only, nosuid and
+// nodev. Only system calls (fit for a child between fork and exec): 0, or -1 with errno set.
+int pivotIntoReadOnlyRoot(const char* dir);
+
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0]: a path, or a name searched in PATH (and sbin)
   std::vector<std::string> env;   // the child's whole environment, NAME=VALUE
@@ -48,6 +79,7 @@ struct SpawnSpec {
   // cgroup.procs files (one per cgroup v1 hierarchy, or one of cgroup v2) the child moves itself
   // into first, so everything it starts is limited too. Opened here, before the fork.
   std::vector<std::string> cgroups;
+  std::optional<JailRoot> jail;  // a root of its own (and it must be CLONE_NEWNS)
 };
 
 // A started child. Destroying it kills (SIGKILL) and reaps the child unless it has been reaped

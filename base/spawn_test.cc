@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "base/error.h"
 #include "base/subprocess.h"
@@ -153,6 +156,81 @@ TEST(SpawnTest, DieWithParentKillsTheChildWhenItsOwnerThreadsProcessDies) {
     pollfd pfd{pidfd.get(), POLLIN, 0};
     EXPECT_EQ(::poll(&pfd, 1, 60000), 1) << "the child outlived its owner";
   }
+}
+
+TEST(SpawnTest, AJailedChildSeesOnlyItsRootAndHasNoPrivileges) {
+  ASSERT_EQ(::geteuid(), 0u) << "building a jail needs root";
+  char dirTemplate[] = "/tmp/fcvm-spawn-jail-XXXXXX";
+  ASSERT_NE(::mkdtemp(dirTemplate), nullptr);
+  std::filesystem::path dir = dirTemplate;
+  std::filesystem::create_directory(dir / "root");
+  std::filesystem::create_directory(dir / "given");
+  std::ofstream(dir / "given" / "file") << "given\n";
+  std::ofstream(dir / "secret") << "secret\n";
+
+  Pipe out;
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "ls -A /; echo ---; cat /given/file; echo pid $$; "
+               "grep -E '^(Uid|CapEff|CapPrm|NoNewPrivs):' /proc/self/status; "
+               "touch /usr/x 2>/dev/null || echo usr read-only; "
+               "touch /x 2>/dev/null || echo root read-only; "
+               "echo >/given/new 2>/dev/null || echo given read-only; "
+               "cat " +
+                   (dir / "secret").string() + " 2>/dev/null || echo no host files"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.fds[1] = out.write.get();
+  spec.credentials = Credentials{65534, 65534, {}};
+  spec.noNewPrivs = true;
+  spec.dieWithParent = true;
+  spec.newNamespaces = CLONE_NEWNS | CLONE_NEWPID;
+  spec.jail = systemJailRoot((dir / "root").string());
+  spec.jail->binds.push_back({(dir / "given").string(), "/given", false});
+  auto child = spawn(spec);
+  out.write.reset();
+  std::string output = readAll(out.read.get());
+  EXPECT_EQ(describeWaitStatus(child.wait()), "exit code 0") << output;
+
+  std::istringstream lines(output);
+  std::vector<std::string> root;
+  for (std::string line; std::getline(lines, line) && line != "---";) root.push_back(line);
+  std::sort(root.begin(), root.end());
+  // Nothing of the host's but its programs, libraries and devices; what was given.
+  for (const auto& entry : root) {
+    EXPECT_TRUE(entry == "usr" || entry == "dev" || entry == "proc" || entry == "etc" ||
+                entry == "given" || entry.starts_with("lib") || entry == "bin" || entry == "sbin")
+        << entry;
+  }
+  std::string rest((std::istreambuf_iterator<char>(lines)), {});
+  EXPECT_EQ(rest,
+            "given\n"
+            "pid 1\n"
+            "Uid:\t65534\t65534\t65534\t65534\n"
+            "CapPrm:\t0000000000000000\n"
+            "CapEff:\t0000000000000000\n"
+            "NoNewPrivs:\t1\n"
+            "usr read-only\n"
+            "root read-only\n"
+            "given read-only\n"
+            "no host files\n");
+  // The jail was the child's alone: our view of its directory is as it was.
+  EXPECT_TRUE(std::filesystem::is_empty(dir / "root"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SpawnTest, AJailThatCannotBeBuiltSaysWhere) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/true"};
+  spec.newNamespaces = CLONE_NEWNS;
+  spec.jail = JailRoot{"/nonexistent-fcvm-jail", {}, {}, false};
+  try {
+    spawn(spec);
+    FAIL() << "spawned";
+  } catch (const SysError& e) {
+    EXPECT_NE(std::string(e.what()).find("building its root"), std::string::npos) << e.what();
+  }
+  spec.jail->binds.push_back({"/nonexistent-fcvm-source", "/x", false});
+  EXPECT_THROW(spawn(spec), SysError);
 }
 
 }  // namespace

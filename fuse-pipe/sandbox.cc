@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/seccomp_filter.h"
+#include "base/spawn.h"
 
 namespace fcvm::fusepipe {
 namespace {
@@ -116,13 +117,9 @@ std::string enterSandbox(int rootFd, const SandboxOptions& options) {
   if (options.readOnly) volumeFlags |= MS_RDONLY;
   mountOrThrow(nullptr, staging + kVolume, nullptr, volumeFlags, nullptr,
                "restrict the served directory's mount");
-  if (::chdir(staging.c_str()) != 0) throw SysError(errno, "sandbox: chdir to the new root");
-  if (::syscall(SYS_pivot_root, ".", ".") != 0) throw SysError(errno, "sandbox: pivot_root");
-  // The old root now lies on top of the new one: detach it, leaving only the new root.
-  if (::umount2(".", MNT_DETACH) != 0) throw SysError(errno, "sandbox: detach the old root");
-  if (::chdir("/") != 0) throw SysError(errno, "sandbox: chdir /");
-  mountOrThrow(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
-               nullptr, "make the new root read-only");
+  if (pivotIntoReadOnlyRoot(staging.c_str()) != 0) {
+    throw SysError(errno, "sandbox: pivot into the new root");
+  }
   ::close(rootFd);  // the old root's view of it; /volume is the same directory
   served.reset();
 

@@ -32,7 +32,17 @@ void addPathsOfArgument(const std::string& arg, std::set<std::filesystem::path>&
   }
 }
 
-// The files VM `id`'s QEMU names, if it runs: false if there is no QEMU to read.
+// The files process `pid` holds open (a jailed QEMU gets all of them as fds).
+void addOpenFiles(pid_t pid, std::set<std::filesystem::path>& out) {
+  std::error_code ec;
+  for (const auto& fd :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    auto target = std::filesystem::read_symlink(fd.path(), ec);
+    if (!ec && target.is_absolute()) out.insert(target.lexically_normal());
+  }
+}
+
+// The files VM `id`'s QEMU names or holds open, if it runs: false if there is no QEMU to read.
 bool addFilesOfRunningQemu(const Paths& paths, const std::string& id,
                            std::set<std::filesystem::path>& out) {
   auto qemu = recordedQemu(paths, id);
@@ -41,6 +51,7 @@ bool addFilesOfRunningQemu(const Paths& paths, const std::string& id,
   uint64_t startTime = qemu->startTime;
   std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
   std::string all((std::istreambuf_iterator<char>(cmdline)), {});
+  addOpenFiles(pid, out);
   // The pid may have gone between the two reads: it must still be the same process.
   if (!isSameProcessAlive(pid, startTime)) return false;
   size_t start = 0;
@@ -63,11 +74,18 @@ void addFilesOfJson(const nlohmann::json& j, std::set<std::filesystem::path>& ou
   }
 }
 
+// Under `dir` as named, or as the kernel names it (an open file's path has no symlinks, and the
+// storage dir may be one).
 bool namesSomethingUnder(const std::set<std::filesystem::path>& files,
                          const std::filesystem::path& dir) {
-  auto prefix = dir.lexically_normal().string() + "/";
-  auto it = files.lower_bound(prefix);
-  return it != files.end() && it->string().starts_with(prefix);
+  std::error_code ec;
+  auto canonical = std::filesystem::weakly_canonical(dir, ec);
+  for (const auto& name : {dir.lexically_normal(), ec ? dir.lexically_normal() : canonical}) {
+    auto prefix = name.string() + "/";
+    auto it = files.lower_bound(prefix);
+    if (it != files.end() && it->string().starts_with(prefix)) return true;
+  }
+  return false;
 }
 
 // The entries of `dir` that are items: not hidden, not staging (".staging-"), directories.

@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "base/ids.h"
+#include "base/jail_uids.h"
 #include "base/unique_fd.h"
 #include "ipc/activated_socket.h"
 #include "ipc/listening_socket.h"
@@ -82,6 +83,10 @@ int serve(const DaemonOptions& options, bool& ready) {
   NetdClient netd(io, paths);
   auto cgroups = VmCgroups::probe();
   spdlog::info("VM limits: {}", cgroups.description());
+  // Read by each worker as it jails its QEMU; a wrong one is refused now, not at the first VM.
+  auto jailUids = JailUids::load(paths.configFile);
+  spdlog::info("VMMs run jailed as uids {}-{}", jailUids.first,
+               jailUids.first + jailUids.count - 1);
   VmController vms(io, registry, paths, netd, UserQuotas::load(paths.configFile), cgroups);
   AdoptionSummary adoption = registry.adopt([&vms, hostRestarted](ipc::VmRecord& record) {
     if (vms.settleOrphan(record)) return true;

@@ -53,7 +53,10 @@ UserQuotas UserQuotas::load(const std::filesystem::path& file) {
     auto config = json::parse(in);
     if (!config.is_object()) throw Error("not a JSON object");
     for (const auto& [key, value] : config.items()) {
-      if (key != "quotas") throw Error(fmt::format("unknown setting '{}' (quotas)", key));
+      // "jail" is base/jail_uids.h's.
+      if (key != "quotas" && key != "jail") {
+        throw Error(fmt::format("unknown setting '{}' (quotas, jail)", key));
+      }
     }
     if (!config.contains("quotas")) return quotas;
     const auto& q = config.at("quotas");

@@ -98,7 +98,9 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
                "--memory-dir",
                paths.memoryDir.string(),
                "--owner",
-               fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid)};
+               fmt::format("{}:{}", inputs.owner.uid, inputs.owner.gid),
+               "--config",
+               paths.configFile.string()};
   spec.env = environmentWith({});
   spec.cgroups = inputs.cgroups;
   if (inputs.imageArchive >= 0) {

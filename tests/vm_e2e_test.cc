@@ -14,8 +14,10 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "tests/support/fcvm_instance.h"
@@ -47,6 +49,45 @@ std::vector<std::string> seccompModesOf(pid_t pid) {
     }
   }
   return modes;
+}
+
+// A VM's QEMU runs jailed (worker/qemu_jail.h): a uid of the jail range (returned), the same for
+// every id, no capabilities, no_new_privs, its own mount and PID namespaces, and a root that
+// shows none of the host's data: not this instance's files, not the guest storage (other VMs').
+uid_t expectJailed(pid_t qemu, const FcvmInstance& fcvm) {
+  auto proc = std::filesystem::path("/proc") / std::to_string(qemu);
+  std::map<std::string, std::string> status;
+  std::istringstream lines(readFile(proc / "status"));
+  for (std::string line; std::getline(lines, line);) {
+    auto colon = line.find(':');
+    if (colon != std::string::npos) status[line.substr(0, colon)] = line.substr(colon + 2);
+  }
+  std::istringstream uids(status["Uid"]);
+  std::set<uid_t> distinct;
+  for (uid_t uid; uids >> uid;) distinct.insert(uid);
+  EXPECT_EQ(distinct.size(), 1u) << status["Uid"];
+  uid_t uid = distinct.empty() ? 0 : *distinct.begin();
+  EXPECT_GE(uid, 1'900'000'000u) << status["Uid"];
+  EXPECT_EQ(status["CapPrm"], "0000000000000000");
+  EXPECT_EQ(status["CapEff"], "0000000000000000");
+  EXPECT_EQ(status["NoNewPrivs"], "1");
+  for (const char* ns : {"mnt", "pid"}) {
+    EXPECT_NE(std::filesystem::read_symlink(proc / "ns" / ns),
+              std::filesystem::read_symlink(std::filesystem::path("/proc/self/ns") / ns))
+        << ns;
+  }
+  auto root = proc / "root";
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    auto name = entry.path().filename().string();
+    EXPECT_TRUE(name == "usr" || name == "dev" || name == "proc" || name == "etc" ||
+                name == "bin" || name == "sbin" || name.starts_with("lib"))
+        << "the jail shows /" << name;
+  }
+  for (const auto& hidden : {fcvm.dataDir(), fcvm.runtimeDir(), fcvm.memoryDir(),
+                             testing::guestStorage(), std::filesystem::path("/tmp")}) {
+    EXPECT_FALSE(std::filesystem::exists(root / hidden.relative_path())) << hidden;
+  }
+  return uid;
 }
 
 class VmTest : public testing::VmFixture {
@@ -127,6 +168,7 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   auto qemuModes = seccompModesOf(qemus[0]);
   EXPECT_FALSE(qemuModes.empty());
   for (const auto& mode : qemuModes) EXPECT_EQ(mode, "2");
+  expectJailed(qemus[0], fcvm_);
 
   // The worker and QEMU are held by the VM's cgroup: its 256 MiB of guest memory plus the VMM's
   // allowance, 512 pids, its one vCPU plus one for the VMM. (This host's cgroup layout decides
@@ -152,32 +194,39 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
     EXPECT_EQ(readFile(cgroups / "cpu" / "fcvm" / id / "cpu.cfs_quota_us"), "200000\n");
   }
 
-  // What the running VM uses is in use: the kernel and the image disk its QEMU names. A prune
-  // leaves them, and the VM, which has not ended.
-  std::string cmdline = readFile("/proc/" + std::to_string(qemus[0]) + "/cmdline");
-  std::vector<std::string> args;
-  for (size_t at = 0; at < cmdline.size(); at = cmdline.find('\0', at) + 1) {
-    args.push_back(cmdline.substr(at, cmdline.find('\0', at) - at));
+  // What the running VM uses is in use: the kernel and the image disk its QEMU holds (a jailed
+  // QEMU is given them as fds). A prune leaves them, and the VM, which has not ended.
+  std::vector<std::filesystem::path> held;
+  for (const auto& fd :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(qemus[0]) + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(fd.path(), ec);
+    if (!ec) held.push_back(target);
   }
-  auto kernel = std::find(args.begin(), args.end(), "-kernel");
-  ASSERT_NE(kernel, args.end());
-  auto kernelDir = std::filesystem::path(*(kernel + 1)).parent_path();
-  auto imageDrive = std::find_if(args.begin(), args.end(), [](const std::string& a) {
-    return a.find("/images/") != std::string::npos;
+  auto kernel = std::find_if(held.begin(), held.end(), [](const std::filesystem::path& p) {
+    return p.filename() == "vmlinux";
   });
-  ASSERT_NE(imageDrive, args.end());
-  auto imageFile = imageDrive->substr(imageDrive->find("file=") + 5);
-  auto imageDir = std::filesystem::path(imageFile.substr(0, imageFile.find(','))).parent_path();
+  ASSERT_NE(kernel, held.end());
+  auto kernelDir = kernel->parent_path();
+  auto imageDisk = std::find_if(held.begin(), held.end(), [](const std::filesystem::path& p) {
+    return p.string().find("/images/") != std::string::npos;
+  });
+  ASSERT_NE(imageDisk, held.end());
+  auto imageFile = imageDisk->string();
+  auto imageDir = imageDisk->parent_path();
   auto df = json::parse(ok({"system", "df", "-v", "--json"}));
   std::set<std::string> inUse;
   for (const auto& item : df.at("items")) {
-    if (item.at("in_use").get<bool>()) inUse.insert(item.at("path").get<std::string>());
+    // As the kernel names them: QEMU's open files have no symlinks, this instance's storage is one.
+    if (item.at("in_use").get<bool>()) {
+      inUse.insert(std::filesystem::weakly_canonical(item.at("path").get<std::string>()).string());
+    }
   }
   EXPECT_TRUE(inUse.count(kernelDir.string())) << kernelDir << " " << df.dump(2);
   EXPECT_TRUE(inUse.count(imageDir.string())) << imageDir << " " << df.dump(2);
   auto pruned = json::parse(ok({"system", "prune", "-f", "--json"}));
   EXPECT_EQ(pruned.at("vms"), json::array());
-  EXPECT_TRUE(std::filesystem::exists(imageFile.substr(0, imageFile.find(','))));
+  EXPECT_TRUE(std::filesystem::exists(imageFile));
   EXPECT_EQ(inspect("web").at("state"), "healthy");
 
   // stdin piped through, in the guest OS.
@@ -690,9 +739,31 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   auto fromArchive = asUser({"podman", "run", "-d", "--name", "from-archive",
                              "oci-archive:" + own.string(), "sh", "-c", "echo archive ok"});
   EXPECT_EQ(fromArchive.exitCode, 0) << fromArchive.output << supervisorLogTail();
-  auto fromStorage = asUser({"podman", "run", "-d", "--name", "from-storage", "localhost/mine:1",
-                             "/bin/busybox", "sh", "-c", "echo storage ok"});
+  // This one stays up (its workload waits for /done) until its QEMU's jail is looked at.
+  auto fromStorage =
+      asUser({"podman", "run", "-d", "--name", "from-storage", "localhost/mine:1", "/bin/busybox",
+              "sh", "-c", "echo storage ok; while [ ! -e /done ]; do sleep 0.2; done"});
   EXPECT_EQ(fromStorage.exitCode, 0) << fromStorage.output << supervisorLogTail();
+  EXPECT_EQ(asUser({"wait", "--name", "from-storage", "--condition", "healthy"}).output,
+            "healthy\n");
+  auto fromStorageVm = fcvm_.fcvmJson({"inspect", "--name", "from-storage"}, testing::kOtherUid);
+  // QEMU's -name is its VM's runtime dir.
+  std::vector<pid_t> qemus;
+  for (pid_t pid : fcvm_.processesOf("qemu-system")) {
+    if (readFile("/proc/" + std::to_string(pid) + "/cmdline")
+            .find(fromStorageVm.at("id").get<std::string>()) != std::string::npos) {
+      qemus.push_back(pid);
+    }
+  }
+  ASSERT_EQ(qemus.size(), 1u);
+  // The user's VM runs as neither root nor the user: the user cannot trace or signal its QEMU.
+  EXPECT_NE(expectJailed(qemus[0], fcvm_), testing::kOtherUid);
+  auto workerModes = seccompModesOf(fromStorageVm.at("worker_pid").get<pid_t>());
+  EXPECT_FALSE(workerModes.empty());
+  for (const auto& mode : workerModes) EXPECT_EQ(mode, "2");
+  EXPECT_EQ(asUser({"exec", "-c", "--name", "from-storage", "--", "/bin/busybox", "touch", "/done"})
+                .exitCode,
+            0);
   for (const char* name : {"from-archive", "from-storage"}) {
     auto ended = asUser({"wait", "--name", name, "--condition", "ended"});
     EXPECT_EQ(ended.output, "stopped 0\n") << name << ": " << ended.output;
@@ -737,6 +808,12 @@ TEST_F(VmTest, EightParallelVmsBecomeHealthyExitCleanlyAndStayPrivate) {
     for (int i = 0; i < kVms; ++i) EXPECT_EQ(healthy[i].output, "healthy\n") << names[i];
   }
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}).size(), static_cast<size_t>(kVms));
+  // Each QEMU in a jail of its own: eight uids, no two alike.
+  std::set<uid_t> jailUids;
+  auto qemus = fcvm_.processesOf("qemu-system");
+  EXPECT_EQ(qemus.size(), static_cast<size_t>(kVms));
+  for (pid_t qemu : qemus) jailUids.insert(expectJailed(qemu, fcvm_));
+  EXPECT_EQ(jailUids.size(), static_cast<size_t>(kVms));
 
   // Another user sees none of them and can touch none of them.
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}, testing::kOtherUid), json::array());

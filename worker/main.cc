@@ -32,13 +32,15 @@ int main(int argc, char** argv) {
   app.add_option("--volume-fd", volumeFds,
                  "Each --map directory of the spec in order, as the client opened it");
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
+  std::string configFile;
+  app.add_option("--config", configFile, "The host's fcvm configuration file (the jail's uids)");
   std::string logFile;
   app.add_option("--log-file", logFile, "Append logs here (capped, rotated) instead of stderr");
   CLI11_PARSE(app, argc, argv);
   try {
     fcvm::initLogging("worker", {fcvm::parseLogLevel(logLevel), logFile});
     fcvm::worker::WorkerOptions options;
-    options.paths = {dataDir, runtimeDir, memoryDir, {}};
+    options.paths = {dataDir, runtimeDir, memoryDir, configFile};
     options.id = id;
     if (readyFd >= 0) options.readyFd = readyFd;
     unsigned uid = 0, gid = 0;

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/spawn.h"
 #include "ipc/guest_network.h"
+#include "worker/qemu_jail.h"
 
 namespace fcvm::worker {
 
@@ -61,6 +62,10 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
       // QEMU's own seccomp filter: no obsolete calls, no set*id, no fork/exec, no scheduling or
       // affinity changes; what a guest that escapes into QEMU could otherwise do.
       "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"};
+  if (!config.name.empty()) argv.insert(argv.end(), {"-name", "guest=" + optionValue(config.name)});
+  for (auto [fd, set] : config.fdSets) {
+    argv.insert(argv.end(), {"-add-fd", fmt::format("fd={},set={}", fd, set)});
+  }
   if (!config.memoryFile.empty()) {
     argv.insert(argv.end(),
                 {"-object", fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share={}",
@@ -76,18 +81,19 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
   if (!config.initramfs.empty()) argv.insert(argv.end(), {"-initrd", config.initramfs.string()});
   if (!config.rootDisk.empty()) {
     argv.insert(argv.end(), {"-drive",
-                             fmt::format("id=root,file={},format=raw,if=none,cache=unsafe{}",
+                             fmt::format("id=root,file={},format=raw,if=none,cache=unsafe,"
+                                         "auto-read-only=off{}",
                                          optionValue(config.rootDisk.string()),
                                          config.rootDiskSnapshot ? ",snapshot=on" : ""),
                              "-device", "virtio-blk-device,drive=root"});
   }
   for (size_t i = 0; i < config.extraDisks.size(); ++i) {
     const auto& disk = config.extraDisks[i];
-    argv.insert(argv.end(),
-                {"-drive",
-                 fmt::format("id=disk{},file={},format=raw,if=none{}", i,
-                             optionValue(disk.path.string()), disk.readOnly ? ",readonly=on" : ""),
-                 "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
+    argv.insert(argv.end(), {"-drive",
+                             fmt::format("id=disk{},file={},format=raw,if=none,{}", i,
+                                         optionValue(disk.path.string()),
+                                         disk.readOnly ? "readonly=on" : "auto-read-only=off"),
+                             "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
   }
   if (config.consoleFd >= 0 || !config.consoleLog.empty()) {
     auto backend = config.consoleFd >= 0 ? fmt::format("socket,id=console,fd={}", config.consoleFd)
@@ -129,11 +135,11 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                 {"-netdev", backend, "-device",
                  fmt::format("virtio-net-device,netdev=net0,mac={}", optionValue(net.mac))});
   }
-  if (!config.qmpSocket.empty()) {
-    argv.insert(
-        argv.end(),
-        {"-chardev", fmt::format("socket,id=qmp,path={}", optionValue(config.qmpSocket.string())),
-         "-mon", "chardev=qmp,mode=control"});
+  if (config.qmpFd >= 0 || !config.qmpSocket.empty()) {
+    auto backend = config.qmpFd >= 0 ? fmt::format("socket,id=qmp,fd={}", config.qmpFd)
+                                     : fmt::format("socket,id=qmp,path={}",
+                                                   optionValue(config.qmpSocket.string()));
+    argv.insert(argv.end(), {"-chardev", backend, "-mon", "chardev=qmp,mode=control"});
   }
   if (config.incoming) argv.insert(argv.end(), {"-incoming", "defer"});
   return argv;
@@ -146,14 +152,20 @@ QemuProcess::QemuProcess(const QemuConfig& config) {
   UniqueFd log(static_cast<int>(
       checkSys(::open(qemuLog.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), "open {}",
                qemuLog)));
+  // A jailed QEMU opens nothing of ours by path: what it needs is opened here and held until it
+  // has its own copies.
+  QemuConfig started = config;
+  std::vector<UniqueFd> handedOver;
+  if (config.jail) handedOver = openForJail(started);
   SpawnSpec spec;
-  spec.argv = qemuCommandLine(config);
+  spec.argv = qemuCommandLine(started);
   // Nothing of the worker's environment: QEMU needs none of it.
   spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin"};
-  spec.fds = config.inheritedFds;
+  spec.fds = started.inheritedFds;
   spec.fds[1] = spec.fds[2] = log.get();
   // QEMU must die with its worker, whoever kills the worker, so a VM never runs on untracked.
   spec.dieWithParent = true;
+  if (config.jail) confineInJail(spec, started);
   child_ = spawn(spec);
 }
 

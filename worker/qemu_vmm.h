@@ -40,8 +40,20 @@ struct NetworkDevice {
   std::string mac;                         // the card's address; a clone keeps its snapshot's
 };
 
+// Where a VM's QEMU runs (worker/qemu_jail.h): as `uid`/`gid`, without capabilities, in
+// namespaces of its own, with a root built on `dir` (an empty directory) that holds none of the
+// host's files but its programs and libraries; the VM's own files come in as fds.
+struct QemuJail {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::filesystem::path dir;
+};
+
 struct QemuConfig {
   std::string qemu = "qemu-system-x86_64";
+  // QEMU's -name: the VM's runtime directory, so ps, audits and tests tell which VM a QEMU runs
+  // (a jailed QEMU names no other file of the VM's).
+  std::string name;
   std::string accel = "tcg";  // "kvm" or "tcg", from chooseAccelerator()
   unsigned cpus = 1;          // under TCG more vCPUs are no faster and risk soft lockups
   unsigned memoryMib = 256;
@@ -53,8 +65,10 @@ struct QemuConfig {
   // RAM is the file), or private (a clone: the snapshot's image, copy-on-write per clone).
   std::filesystem::path memoryFile;
   bool memoryShared = true;
-  // QEMU's monitor (QMP) connects to this Unix socket, where the host already listens.
+  // QEMU's monitor (QMP) connects to this Unix socket, where the host already listens; or it
+  // inherits a connected one as fd `qmpFd` (inheritedFds).
   std::filesystem::path qmpSocket;
+  int qmpFd = -1;
   // Waits for its device state (QMP migrate-incoming) instead of booting: a clone.
   bool incoming = false;
   // The kernel command line as another VM had it (a clone keeps its snapshot's); empty: build it.
@@ -68,6 +82,9 @@ struct QemuConfig {
   std::filesystem::path consoleLog;
   std::string extraKernelArgs;
   std::map<int, int> inheritedFds;  // QEMU's fd number -> ours, for fds named on its command line
+  // QEMU's fd number -> the fd set (-add-fd) it goes in: a disk at /dev/fdset/N is that fd.
+  std::map<int, int> fdSets;
+  std::optional<QemuJail> jail;  // none: QEMU runs as we do (the guest tests' bare VMs)
   NetworkDevice network;
 };
 

@@ -31,8 +31,10 @@ TEST(QemuVmmTest, TcgGuestGetsTheTscRateAndOneMicrovm) {
   EXPECT_TRUE(hasPair(argv, "-initrd", "/k/initramfs.cpio"));
   EXPECT_TRUE(hasPair(argv, "-device", "virtserialport,chardev=ch0,name=fcvm.control"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch0,path=/run/vm/control.sock"));
-  EXPECT_TRUE(hasPair(argv, "-drive",
-                      "id=root,file=/d/rootfs.ext4,format=raw,if=none,cache=unsafe,snapshot=on"));
+  EXPECT_TRUE(
+      hasPair(argv, "-drive",
+              "id=root,file=/d/rootfs.ext4,format=raw,if=none,cache=unsafe,auto-read-only=off,"
+              "snapshot=on"));
   auto cmdline = kernelCommandLine(config);
   EXPECT_NE(cmdline.find("tsc_early_khz=" + std::to_string(hostTscKhz())), std::string::npos);
   EXPECT_NE(cmdline.find("tsc=reliable"), std::string::npos);
@@ -60,9 +62,9 @@ TEST(QemuVmmTest, CommasInPathsCannotAddOptions) {
   config.extraDisks = {{"/d/x,file=/etc/shadow", true}};
   config.channels = {{"fcvm.control", "/run/a,b/control.sock"}};
   auto argv = qemuCommandLine(config);
-  EXPECT_TRUE(
-      hasPair(argv, "-drive",
-              "id=root,file=/d/a,,readonly=off/rootfs.ext4,format=raw,if=none,cache=unsafe"));
+  EXPECT_TRUE(hasPair(argv, "-drive",
+                      "id=root,file=/d/a,,readonly=off/rootfs.ext4,format=raw,if=none,cache=unsafe,"
+                      "auto-read-only=off"));
   EXPECT_TRUE(hasPair(argv, "-drive",
                       "id=disk0,file=/d/x,,file=/etc/shadow,format=raw,if=none,readonly=on"));
   EXPECT_TRUE(hasPair(argv, "-chardev", "socket,id=ch0,path=/run/a,,b/control.sock"));

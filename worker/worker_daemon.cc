@@ -31,6 +31,7 @@
 #include "worker/console_recorder.h"
 #include "worker/image_cache.h"
 #include "worker/machine_description.h"
+#include "worker/qemu_jail.h"
 #include "worker/qemu_vmm.h"
 #include "worker/seccomp_policy.h"
 #include "worker/vm_disk.h"
@@ -55,6 +56,9 @@ constexpr int kFirstQemuVolumeFd = 6;  // and on, one per volume
 
 // What a worker prepares before its event loop exists.
 struct PreparedVm {
+  // The uid its QEMU runs as; released after QEMU is gone (the runner, which holds QEMU, goes
+  // first).
+  std::optional<JailIdentity> jailIdentity;
   std::unique_ptr<ipc::ListeningSocket> control;
   std::unique_ptr<ipc::ListeningSocket> qmp;
   std::unique_ptr<QemuProcess> qemu;
@@ -95,7 +99,7 @@ class RunDir {
 // The sockets QEMU connects to (the host listens first), QEMU itself, and its pid on record: a
 // supervisor that outlives this worker makes sure QEMU is gone before it calls the VM ended (QEMU
 // also dies with the worker, but asynchronously).
-void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
+void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run, const Paths& paths,
                const std::filesystem::path& vmDir) {
   vm.control = std::make_unique<ipc::ListeningSocket>(run.path() / "control.sock", 0600);
   vm.qmp = std::make_unique<ipc::ListeningSocket>(run.path() / "qmp.sock", 0600);
@@ -107,6 +111,7 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
   }
   control->socket = vm.control->path();
   config.qmpSocket = vm.qmp->path();
+  config.name = run.path().string();
   config.consoleLog = vmDir / "console.log";
   int console[2];
   checkSys(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console), "socketpair");
@@ -114,13 +119,24 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run,
   UniqueFd qemuConsole(console[1]);
   config.consoleFd = kQemuConsoleFd;
   config.inheritedFds[kQemuConsoleFd] = qemuConsole.get();
-  vm.qemu = std::make_unique<QemuProcess>(config);
+  // A user's own (non-root) supervisor has no other uid to give QEMU: it runs as that user, with
+  // no more rights than the user has anyway.
+  QemuConfig jailed = config;
+  if (::geteuid() == 0) {
+    vm.jailIdentity = JailIdentity::acquire(paths.jailUidLocks(), JailUids::load(paths.configFile));
+    auto jailDir = run.path() / "jail";
+    ensureOwnedDirectory(jailDir, 0700);
+    jailed.jail = QemuJail{vm.jailIdentity->uid(), vm.jailIdentity->gid(), jailDir};
+  }
+  vm.qemu = std::make_unique<QemuProcess>(jailed);
   {
     std::ofstream out(run.path() / "qemu.pid");
     out << vm.qemu->pid() << " " << processStartTime(vm.qemu->pid()).value_or(0) << "\n";
   }
-  spdlog::info("qemu pid {} started ({} vCPU, {} MiB{})", vm.qemu->pid(), config.cpus,
-               config.memoryMib, config.incoming ? ", restoring" : "");
+  spdlog::info("qemu pid {} started ({} vCPU, {} MiB{}), {}", vm.qemu->pid(), config.cpus,
+               config.memoryMib, config.incoming ? ", restoring" : "",
+               jailed.jail ? fmt::format("jailed as uid {}", jailed.jail->uid)
+                           : fmt::format("as uid {}, unjailed", ::geteuid()));
   // Which port each volume's server is on: a clone's are on the other ones.
   nlohmann::json volumes = nlohmann::json::array();
   for (const auto& v : vm.plan.volumes) volumes.push_back({{"tag", v.hostTag}, {"port", v.port}});
@@ -292,7 +308,7 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   setUpNetwork(config, spec, options, "");
   auto volumeEnds =
       startVolumes(vm, config, spec, options, std::vector<uint8_t>(spec.volumes.size(), 0));
-  startQemu(vm, config, run, vmDir);
+  startQemu(vm, config, run, paths, vmDir);
   if (options.tapFd >= 0) ::close(options.tapFd);  // QEMU holds the TAP and the volumes' ends now
   volumeEnds.clear();
   vm.memoryFile = config.memoryFile;
@@ -369,7 +385,7 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   }
   setUpNetwork(config, spec, options, config.network.mac);
   auto volumeEnds = startVolumes(vm, config, spec, options, clonePortsOf(info, spec));
-  startQemu(vm, config, run, paths.vmDir(options.id));
+  startQemu(vm, config, run, paths, paths.vmDir(options.id));
   ::close(options.memoryFd);
   if (options.tapFd >= 0) ::close(options.tapFd);
   volumeEnds.clear();
