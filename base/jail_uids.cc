@@ -1,5 +1,8 @@
 #include "base/jail_uids.h"
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -41,6 +44,22 @@ JailUids JailUids::load(const std::filesystem::path& file) {
     throw Error(fmt::format("{}: {}", file.string(), e.what()));
   }
   return uids;
+}
+
+std::optional<std::string> JailUids::ownedByAnAccount() const {
+  std::optional<std::string> found;
+  ::setpwent();
+  for (passwd* user = ::getpwent(); user != nullptr && !found; user = ::getpwent()) {
+    if (contains(user->pw_uid))
+      found = fmt::format("user '{}' (uid {})", user->pw_name, user->pw_uid);
+  }
+  ::endpwent();
+  ::setgrent();
+  for (group* g = ::getgrent(); g != nullptr && !found; g = ::getgrent()) {
+    if (contains(g->gr_gid)) found = fmt::format("group '{}' (gid {})", g->gr_name, g->gr_gid);
+  }
+  ::endgrent();
+  return found;
 }
 
 }  // namespace fcvm

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
+#include <string>
 
 namespace fcvm {
 
@@ -21,6 +23,13 @@ struct JailUids {
   // The range of configuration file `file`'s "jail" object; the default if the file or the
   // object is missing. Throws fcvm::Error naming the file and what is wrong with it.
   static JailUids load(const std::filesystem::path& file);
+
+  // A user or group of the host's databases (as far as they can be listed) whose id lies in the
+  // range, named ("user 'x' (uid N)"); none if there is none. A jailed QEMU with that id would
+  // have its files' rights.
+  std::optional<std::string> ownedByAnAccount() const;
+
+  bool contains(uint64_t id) const { return id >= first && id - first < count; }
 };
 
 }  // namespace fcvm

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/jail_uids.h"
 #include "base/reflink.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
@@ -156,6 +157,27 @@ HostCheck limitsCheck() {
   return {"limits", cgroups.enforced(), false, cgroups.description()};
 }
 
+// The uids jailed QEMUs run as, and that no account of the host has one of them.
+HostCheck jailCheck(const Paths& paths) {
+  if (::geteuid() != 0) {
+    return {"jail", false, false,
+            "only root's supervisor runs QEMU as uids of its own; a user's runs it as that user"};
+  }
+  try {
+    auto uids = JailUids::load(paths.configFile);
+    auto range = fmt::format("QEMU runs as uids {}-{}", uids.first, uids.first + uids.count - 1);
+    if (auto account = uids.ownedByAnAccount()) {
+      return {"jail", false, true,
+              fmt::format("{}, which include {}: set \"jail\" in {}", range, *account,
+                          paths.configFile.string())};
+    }
+    return {"jail", true, true,
+            range + ", no capabilities, own namespaces and a root without the host's data"};
+  } catch (const Error& e) {
+    return {"jail", false, true, e.what()};
+  }
+}
+
 }  // namespace
 
 bool DoctorReport::healthy() const {
@@ -180,6 +202,7 @@ DoctorReport runDoctor(const Paths& paths) {
   report.checks.push_back(volumesCheck());
   report.checks.push_back(serviceCheck());
   report.checks.push_back(limitsCheck());
+  report.checks.push_back(jailCheck(paths));
   report.checks.push_back(toolCheck("slirp4netns", "slirp4netns", false, "rootless networking"));
   report.checks.push_back(toolCheck("iptables", "iptables", false, "port forwarding"));
   report.checks.push_back(toolCheck("podman", "podman", false, "images from host storage"));

@@ -85,6 +85,12 @@ int serve(const DaemonOptions& options, bool& ready) {
   spdlog::info("VM limits: {}", cgroups.description());
   // Read by each worker as it jails its QEMU; a wrong one is refused now, not at the first VM.
   auto jailUids = JailUids::load(paths.configFile);
+  if (auto account = jailUids.ownedByAnAccount(); account && ::geteuid() == 0) {
+    throw Error(fmt::format(
+        "the uids VMMs are jailed as ({}-{}) include {}: set another range in "
+        "{} (\"jail\": {{\"first_uid\": N, \"uids\": M}})",
+        jailUids.first, jailUids.first + jailUids.count - 1, *account, paths.configFile.string()));
+  }
   spdlog::info("VMMs run jailed as uids {}-{}", jailUids.first,
                jailUids.first + jailUids.count - 1);
   VmController vms(io, registry, paths, netd, UserQuotas::load(paths.configFile), cgroups);

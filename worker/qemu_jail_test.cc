@@ -140,5 +140,11 @@ TEST_F(QemuJailTest, TheRangeComesFromTheConfigurationFile) {
   }
 }
 
+// A range that holds an account's id would give QEMU that account's files: it is found, named.
+TEST_F(QemuJailTest, AnAccountInsideTheRangeIsFound) {
+  EXPECT_EQ(JailUids{}.ownedByAnAccount(), std::nullopt);
+  EXPECT_EQ(JailUids({65534, 1}).ownedByAnAccount(), "user 'nobody' (uid 65534)");
+}
+
 }  // namespace
 }  // namespace fcvm::worker
