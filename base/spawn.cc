@@ -126,7 +126,8 @@ std::vector<JailStep> planJail(const JailRoot& jail) {
 }
 
 // In the child, in its new mount namespace: the root, then pivot_root into it. Returns the index
-// of the step that failed (errno set), -1 for the set-up around the steps, or -2 on success.
+// of the step that failed (errno set), -1 for the mounts before the steps, -3 for the pivot into
+// the root, or -2 on success.
 int buildJail(const JailRoot& jail, const std::vector<JailStep>& steps) {
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == -1) return -1;
   if (::mount("tmpfs", jail.dir.c_str(), "tmpfs", MS_NOSUID, "mode=0755,size=1m") == -1) return -1;
@@ -144,9 +145,14 @@ int buildJail(const JailRoot& jail, const std::vector<JailStep>& steps) {
       case JailStep::kBind:
         rc = ::mount(step.source.c_str(), path, nullptr, MS_BIND | MS_REC, nullptr);
         break;
-      case JailStep::kReadOnly:
-        rc = ::mount(nullptr, path, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, nullptr);
+      case JailStep::kReadOnly: {
+        // The bind and every mount below it (a remount would change only the top one), adding
+        // to the flags each has rather than replacing them (some may be locked).
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID;
+        rc = ::mount_setattr(AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr);
         break;
+      }
       case JailStep::kSymlink:
         rc = ::symlink(step.source.c_str(), path);
         break;
@@ -156,7 +162,7 @@ int buildJail(const JailRoot& jail, const std::vector<JailStep>& steps) {
     }
     if (rc == -1) return static_cast<int>(i);
   }
-  if (pivotIntoReadOnlyRoot(jail.dir.c_str()) == -1) return -1;
+  if (pivotIntoReadOnlyRoot(jail.dir.c_str()) == -1) return -3;
   return -2;
 }
 
@@ -370,6 +376,12 @@ ChildProcess spawn(const SpawnSpec& spec) {
   checkSys(::pipe2(errorFds, O_CLOEXEC), "pipe2");
   UniqueFd errorRead(errorFds[0]), errorWrite(errorFds[1]);
   pid_t parent = ::getpid();
+  // In a new PID namespace the child cannot compare its parent's pid: it watches a pidfd instead.
+  UniqueFd parentPidfd;
+  if (spec.dieWithParent && (spec.newNamespaces & CLONE_NEWPID)) {
+    parentPidfd.reset(static_cast<int>(
+        checkSys(::syscall(SYS_pidfd_open, parent, 0), "pidfd_open of this process")));
+  }
 
   pid_t pid = forkInto(spec.newNamespaces);
   checkSys(pid, "fork for {}", spec.argv[0]);
@@ -379,6 +391,8 @@ ChildProcess spawn(const SpawnSpec& spec) {
     int base = std::max(highest, errorWrite.get()) + 1;
     int err = ::fcntl(errorWrite.get(), F_DUPFD_CLOEXEC, base);
     if (err == -1) ::_exit(127);
+    int owner = parentPidfd ? ::fcntl(parentPidfd.get(), F_DUPFD_CLOEXEC, base) : -1;
+    if (parentPidfd && owner == -1) childFail(err, Step::kParentDeath);
     for (int signo = 1; signo < NSIG; ++signo) (void)::signal(signo, SIG_DFL);
     sigset_t none;
     ::sigemptyset(&none);
@@ -420,9 +434,13 @@ ChildProcess spawn(const SpawnSpec& spec) {
     // After the credentials: changing them clears the parent-death signal.
     if (spec.dieWithParent) {
       if (::prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) childFail(err, Step::kParentDeath);
-      // The owner is already gone (in a new PID namespace the parent is outside it: 0).
-      pid_t ppid = ::getppid();
-      if (ppid != parent && !(ppid == 0 && (spec.newNamespaces & CLONE_NEWPID))) ::_exit(127);
+      // The owner is already gone (it may have died at any step above).
+      if (owner != -1) {
+        pollfd gone{owner, POLLIN, 0};
+        if (::poll(&gone, 1, 0) != 0) ::_exit(127);
+      } else if (::getppid() != parent) {
+        ::_exit(127);
+      }
     }
     ::execve(program->c_str(), argv.data(), envp.data());
     childFail(err, Step::kExec);
@@ -437,9 +455,14 @@ ChildProcess spawn(const SpawnSpec& spec) {
   if (n == sizeof failure) {
     child.wait();
     std::string step = stepName(static_cast<Step>(failure.step));
-    if (failure.step == static_cast<int>(Step::kJail) && failure.jailStep >= 0 &&
-        static_cast<size_t>(failure.jailStep) < jailSteps.size()) {
-      step += ": " + jailSteps[static_cast<size_t>(failure.jailStep)].path;
+    if (failure.step == static_cast<int>(Step::kJail)) {
+      if (failure.jailStep >= 0 && static_cast<size_t>(failure.jailStep) < jailSteps.size()) {
+        step += ": " + jailSteps[static_cast<size_t>(failure.jailStep)].path;
+      } else if (failure.jailStep == -3) {
+        step += ": pivot_root into " + spec.jail->dir;
+      } else {
+        step += ": a tmpfs on " + spec.jail->dir;
+      }
     }
     throw SysError(failure.err, fmt::format("start {} ({})", *program, step));
   }

@@ -246,6 +246,12 @@ TEST_F(NetworkTest, RootlessAndNoneNeedNoNetd) {
   EXPECT_NE(clash.output.find(fmt::format("port 127.0.0.1:{}/tcp is already in use", port)),
             std::string::npos)
       << clash.output;
+  // So is a privileged port: root's workers jail QEMU as an unprivileged uid.
+  auto privileged = fcvm({"podman", "run", "--rm", "-p", "127.0.0.1:80:80", "--network", "rootless",
+                          testing::kTestImage, "true"});
+  EXPECT_EQ(privileged.exitCode, 1);
+  EXPECT_NE(privileged.output.find("host port 80 is privileged"), std::string::npos)
+      << privileged.output;
   // None: loopback only.
   EXPECT_EQ(ok({"podman", "run", "--rm", "--network", "none", testing::kTestImage, "ls",
                 "/sys/class/net"}),

@@ -250,6 +250,13 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
   EXPECT_EQ(ok({"exec", "-t", "--name", "web", "--", "sh", "-c", "test -t 1 && stty size"}),
             "24 80\r\n");
 
+  // A container that wants more memory than its VM has is killed in its own guest (the guest
+  // kernel's OOM killer: 137, SIGKILL), and nothing else is: the VM beside it answers on.
+  auto hog = fcvm({"podman", "run", "--rm", "--mem", "256", testing::kTestImage, "awk",
+                   "BEGIN { s = \"0123456789abcdef\"; while (1) s = s s }"});
+  EXPECT_EQ(hog.exitCode, 137) << hog.output;
+  EXPECT_EQ(ok({"exec", "--name", "web", "--", "echo", "still"}), "still\n");
+
   // logs -f: attached once "before" arrived, it must then follow "after" live.
   auto env = fcvm_.env();
   RunningCommand follow({FcvmInstance::binary(), "logs", "-f", "--name", "web"}, env);

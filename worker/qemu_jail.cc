@@ -97,9 +97,13 @@ JailIdentity JailIdentity::acquire(const std::filesystem::path& lockDir, const J
     auto path = lockDir / std::to_string(uid);
     UniqueFd lock(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!lock) throw SysError(errno, "open " + path.string());
-    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) {
+    // Free: nobody holds it. Then shared, so that QEMU can hold it too; another worker may take
+    // it in between (a conversion is not atomic), and then it is theirs.
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0 &&
+        ::flock(lock.get(), LOCK_SH | LOCK_NB) == 0) {
       JailIdentity identity;
       identity.lock_ = std::move(lock);
+      identity.path_ = path;
       identity.uid_ = uid;
       return identity;
     }
@@ -111,6 +115,13 @@ JailIdentity JailIdentity::acquire(const std::filesystem::path& lockDir, const J
                   range.count, range.first));
 }
 
+UniqueFd JailIdentity::lockForQemu() const {
+  UniqueFd lock(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!lock) throw SysError(errno, "open " + path_.string());
+  checkSys(::flock(lock.get(), LOCK_SH | LOCK_NB), "lock {}", path_.string());
+  return lock;
+}
+
 std::vector<UniqueFd> openForJail(QemuConfig& config) {
   const QemuJail& jail = *config.jail;
   if (config.rootDiskSnapshot) throw Error("a jailed QEMU has no place for a snapshot overlay");
@@ -118,6 +129,11 @@ std::vector<UniqueFd> openForJail(QemuConfig& config) {
     throw Error("a jailed QEMU's console must be a socket it inherits");
   }
   Handover handover(config);
+  if (jail.lock >= 0) {
+    UniqueFd lock(::fcntl(jail.lock, F_DUPFD_CLOEXEC, 0));
+    if (!lock) throw SysError(errno, "dup the jail's uid lock");
+    handover.give(std::move(lock));
+  }
   requireWorldReadable(config.kernel);
   config.kernel = handover.file(config.kernel, O_RDONLY);
   if (!config.initramfs.empty()) {
@@ -153,11 +169,31 @@ void confineInJail(SpawnSpec& spec, const QemuConfig& config) {
   Credentials credentials{jail.uid, jail.gid, {}};
   auto root = systemJailRoot(jail.dir.string());
   if (config.accel == "kvm") {
-    // /dev/kvm is its group's (kvm): the jail's QEMU is in that group and nothing more.
+    // /dev/kvm is its group's (kvm): the jail's QEMU is in that group and no other, unless the
+    // device is open to everyone anyway. Never root's group.
     struct stat st {};
     checkSys(::stat("/dev/kvm", &st), "stat /dev/kvm");
-    credentials.groups.push_back(st.st_gid);
+    if ((st.st_mode & 0006) != 0006) {
+      if (st.st_gid == 0) {
+        throw Error("/dev/kvm is for root's group only: give it a group of its own (kvm)");
+      }
+      credentials.groups.push_back(st.st_gid);
+    }
     root.binds.push_back({"/dev/kvm", "/dev/kvm", true});
+  }
+  if (config.network.mode == "rootless") {
+    // QEMU's user-mode stack forwards the guest's DNS to the host's resolvers.
+    std::error_code ec;
+    auto resolvConf = std::filesystem::canonical("/etc/resolv.conf", ec);
+    if (!ec) root.binds.push_back({resolvConf.string(), "/etc/resolv.conf", false});
+  }
+  // The program itself must be in what the jail shows.
+  auto program = findInPath(spec.argv[0]);
+  if (program && !program->starts_with("/usr/")) {
+    throw Error(
+        fmt::format("{} is outside /usr, and /usr is all of the host's programs a jailed "
+                    "QEMU sees: install QEMU under /usr",
+                    *program));
   }
   spec.credentials = credentials;
   spec.noNewPrivs = true;

@@ -19,17 +19,21 @@
 
 namespace fcvm::worker {
 
-// One of the jail's uids (base/jail_uids.h), for one VM: held (a lock file in `lockDir`) until
-// this is destroyed, which the worker does only after its QEMU is gone (or with the worker, which
-// QEMU dies with), so no two running QEMUs share one.
+// One of the jail's uids (base/jail_uids.h), for one VM: held (a shared lock on a file in
+// `lockDir`) by this and by the lock QEMU is given (lockForQemu), so that it stays taken until
+// both the worker and its QEMU are gone and no two running QEMUs ever share one.
 class JailIdentity {
  public:
   static JailIdentity acquire(const std::filesystem::path& lockDir, const JailUids& range);
   uid_t uid() const { return uid_; }
   gid_t gid() const { return static_cast<gid_t>(uid_); }
+  // A lock of QEMU's own on the uid (QemuJail::lock): the uid stays taken until the worker and
+  // its QEMU are both gone, whichever goes last.
+  UniqueFd lockForQemu() const;
 
  private:
   UniqueFd lock_;
+  std::filesystem::path path_;
   uid_t uid_ = 0;
 };
 

@@ -115,7 +115,14 @@ TEST_F(QemuJailTest, JailUidsAreOnePerHolder) {
   EXPECT_EQ(second.gid(), static_cast<gid_t>(second.uid()));
   EXPECT_THROW(JailIdentity::acquire(dir_ / "uids", range), Error);
   { auto released = std::move(first); }
-  EXPECT_EQ(JailIdentity::acquire(dir_ / "uids", range).uid(), 3'000'000'000u);
+  auto again = JailIdentity::acquire(dir_ / "uids", range);
+  EXPECT_EQ(again.uid(), 3'000'000'000u);
+  // QEMU's own lock keeps a uid taken after its worker's is gone.
+  auto qemuLock = second.lockForQemu();
+  { auto released = std::move(second); }
+  EXPECT_THROW(JailIdentity::acquire(dir_ / "uids", range), Error);
+  qemuLock.reset();
+  EXPECT_EQ(JailIdentity::acquire(dir_ / "uids", range).uid(), 3'000'000'001u);
 }
 
 // The host's administrator may move the range; a range that is not unprivileged uids, or a

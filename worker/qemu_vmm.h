@@ -47,6 +47,7 @@ struct QemuJail {
   uid_t uid = 0;
   gid_t gid = 0;
   std::filesystem::path dir;
+  int lock = -1;  // the uid's lock for QEMU to hold (JailIdentity::lockForQemu), or none
 };
 
 struct QemuConfig {

@@ -122,13 +122,16 @@ void startQemu(PreparedVm& vm, QemuConfig& config, const RunDir& run, const Path
   // A user's own (non-root) supervisor has no other uid to give QEMU: it runs as that user, with
   // no more rights than the user has anyway.
   QemuConfig jailed = config;
+  UniqueFd qemuLock;
   if (::geteuid() == 0) {
     vm.jailIdentity = JailIdentity::acquire(paths.jailUidLocks(), JailUids::load(paths.configFile));
     auto jailDir = run.path() / "jail";
     ensureOwnedDirectory(jailDir, 0700);
-    jailed.jail = QemuJail{vm.jailIdentity->uid(), vm.jailIdentity->gid(), jailDir};
+    qemuLock = vm.jailIdentity->lockForQemu();
+    jailed.jail = QemuJail{vm.jailIdentity->uid(), vm.jailIdentity->gid(), jailDir, qemuLock.get()};
   }
   vm.qemu = std::make_unique<QemuProcess>(jailed);
+  qemuLock.reset();  // QEMU holds its own
   {
     std::ofstream out(run.path() / "qemu.pid");
     out << vm.qemu->pid() << " " << processStartTime(vm.qemu->pid()).value_or(0) << "\n";
@@ -160,7 +163,16 @@ void setUpNetwork(QemuConfig& config, const ipc::VmSpec& spec, const WorkerOptio
     config.network.tapFd = kQemuTapFd;
     config.inheritedFds[kQemuTapFd] = options.tapFd;
   } else if (spec.network == "rootless") {
+    // Root's workers jail QEMU as an unprivileged uid, which cannot listen on privileged ports.
+    unsigned unprivilegedStart = 1024;
+    std::ifstream("/proc/sys/net/ipv4/ip_unprivileged_port_start") >> unprivilegedStart;
     for (const auto& port : spec.ports) {
+      if (::geteuid() == 0 && port.hostPort < unprivilegedStart) {
+        throw Error(fmt::format(
+            "host port {} is privileged, and with --network rootless the VM's QEMU listens as an "
+            "unprivileged uid: publish a port from {} up, or use --network bridged",
+            port.hostPort, unprivilegedStart));
+      }
       checkHostPortFree(port.hostIp, port.hostPort, port.protocol);
     }
     config.network.forwards = spec.ports;
