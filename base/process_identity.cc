@@ -1,8 +1,15 @@
 #include "base/process_identity.h"
 
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace fcvm {
 namespace {
@@ -34,6 +41,22 @@ std::optional<ProcessStat> readStat(pid_t pid) {
 }
 
 }  // namespace
+
+std::optional<std::string> readProcessFile(pid_t pid, const char* file) {
+  constexpr size_t kMax = 1 << 20;
+  if (pid <= 0) return std::nullopt;
+  UniqueFd fd(::open(fmt::format("/proc/{}/{}", pid, file).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string text;
+  char buffer[4096];
+  while (text.size() < kMax) {
+    ssize_t n = retryEintr([&] { return ::read(fd.get(), buffer, sizeof buffer); });
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  return text;
+}
 
 std::optional<uint64_t> processStartTime(pid_t pid) {
   auto stat = readStat(pid);

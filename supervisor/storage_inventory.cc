@@ -49,8 +49,7 @@ bool addFilesOfRunningQemu(const Paths& paths, const std::string& id,
   if (!qemu || !isSameProcessAlive(qemu->pid, qemu->startTime)) return false;
   pid_t pid = qemu->pid;
   uint64_t startTime = qemu->startTime;
-  std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
-  std::string all((std::istreambuf_iterator<char>(cmdline)), {});
+  std::string all = readProcessFile(pid, "cmdline").value_or("");
   addOpenFiles(pid, out);
   // The pid may have gone between the two reads: it must still be the same process.
   if (!isSameProcessAlive(pid, startTime)) return false;

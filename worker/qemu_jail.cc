@@ -187,13 +187,16 @@ void confineInJail(SpawnSpec& spec, const QemuConfig& config) {
     auto resolvConf = std::filesystem::canonical("/etc/resolv.conf", ec);
     if (!ec) root.binds.push_back({resolvConf.string(), "/etc/resolv.conf", false});
   }
-  // The program itself must be in what the jail shows.
-  auto program = findInPath(spec.argv[0]);
-  if (program && !program->starts_with("/usr/")) {
-    throw Error(
-        fmt::format("{} is outside /usr, and /usr is all of the host's programs a jailed "
-                    "QEMU sees: install QEMU under /usr",
-                    *program));
+  // The program itself must be in what the jail shows (/bin may lead there: as the host has it).
+  if (auto program = findInPath(spec.argv[0])) {
+    std::error_code ec;
+    auto real = std::filesystem::canonical(*program, ec);
+    if (ec || !real.string().starts_with("/usr/")) {
+      throw Error(
+          fmt::format("{} is outside /usr, and /usr is all of the host's programs a jailed "
+                      "QEMU sees: install QEMU under /usr",
+                      *program));
+    }
   }
   spec.credentials = credentials;
   spec.noNewPrivs = true;

@@ -164,6 +164,9 @@ const std::set<std::string> kKeys = {"id",
                                      "format",
                                      "if",
                                      "cache",
+                                     "auto-read-only",
+                                     "guest",
+                                     "set",
                                      "snapshot",
                                      "readonly",
                                      "drive",
@@ -217,12 +220,13 @@ void fuzzRestore(std::string_view text) {
   config.qmpSocket = "/run/fcvm/vms/0123456789abcdef/qmp.sock";
   config.consoleFd = 3;
   config.incoming = true;
+  config.name = "/run/fcvm/vms/0123456789abcdef";
   if (config.network.mode == "bridged") config.network.tapFd = 4;
   for (auto& c : config.channels) c.fd = 5;
   auto argv = fcvm::worker::qemuCommandLine(config);
   check(argv.front() == fcvm::worker::QemuConfig{}.qemu, "another program than QEMU");
-  static const std::set<std::string> kCommaOptions = {"-drive",  "-device", "-chardev", "-object",
-                                                      "-netdev", "-M",      "-sandbox"};
+  static const std::set<std::string> kCommaOptions = {
+      "-drive", "-device", "-chardev", "-object", "-netdev", "-M", "-sandbox", "-name", "-add-fd"};
   for (size_t i = 0; i < argv.size(); ++i) {
     check(argv[i].find('\0') == std::string::npos, "a NUL in QEMU's command line");
     if (i + 1 < argv.size() && kCommaOptions.contains(argv[i])) {

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/process_identity.h"
 #include "base/unique_fd.h"
 #include "tests/chaos/leak_audit.h"
 #include "tests/support/running_command.h"
@@ -70,8 +71,7 @@ std::vector<pid_t> childrenNamed(const std::vector<pid_t>& parents, const std::s
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    std::string stat = readProcessFile(std::stoi(name), "stat").value_or("");
     auto close = stat.rfind(')');
     if (close == std::string::npos) continue;
     auto open = stat.find('(');
@@ -172,9 +172,7 @@ class ChaosRun {
       if (state != "stopped" && state != "failed") continue;
       for (const char* program : {"fcvm-worker", "qemu-system"}) {
         for (pid_t pid : fcvm_.processesOf(program)) {
-          std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-          std::string cmdline((std::istreambuf_iterator<char>(in)), {});
-          if (cmdline.find(id) != std::string::npos) {
+          if (readProcessFile(pid, "cmdline").value_or("").find(id) != std::string::npos) {
             finding(fmt::format("VM {} is listed {} but its {} (pid {}) runs", id, state, program,
                                 pid));
           }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/process_identity.h"
 #include "base/subprocess.h"
 #include "tests/support/vm_fixture.h"
 
@@ -78,7 +79,7 @@ void LeakAudit::processes(std::vector<std::string>& leaks) const {
   for (const auto& proc : entriesOf("/proc")) {
     std::string pid = proc.filename();
     if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (readAll(proc / "comm") != "fuse-pipe\n") continue;
+    if (readProcessFile(std::stoi(pid), "comm") != "fuse-pipe\n") continue;
     for (const auto& fd : entriesOf(proc / "fd")) {
       std::error_code ec;
       auto target = fs::read_symlink(fd, ec).string();

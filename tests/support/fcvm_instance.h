@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/process_identity.h"
 #include "base/subprocess.h"
 #include "base/vm_cgroup.h"
 #include "tests/support/temp_dir.h"
@@ -122,8 +123,8 @@ class FcvmInstance {
     for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
       std::string name = entry.path().filename();
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      std::ifstream in(entry.path() / "cmdline");
-      std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+      // The process may end while it is read.
+      std::string cmdline = readProcessFile(std::stoi(name), "cmdline").value_or("");
       // Workers name the runtime dir as an argument; QEMU and serve processes sockets in it.
       bool byArgument =
           program == "fcvm-worker" || program == "fcvm-supervisor" || program == "fcvm-netd";
