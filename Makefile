@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build install test test-unit test-asan fuzz chaos bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe guest-setup lint format format-check demo clean
+.PHONY: all deps build install test test-unit test-asan fuzz chaos bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe bench-volumes guest-setup lint format format-check demo clean
 
 all: build
 
@@ -62,6 +62,14 @@ bench: build bench-guest bench-run bench-snapshot bench-net
 bench-fuse-pipe: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS) --target fuse_pipe_bench
 	$(BUILD)/bin/fuse_pipe_bench
+
+# In a guest: the same workloads on its own disk, over QEMU's virtio-9p and over a --map volume
+# (fuse-pipe), and issue 12's POSIX checks on each. Downloads Debian's generic kernel (it has 9p)
+# into the guest data dir once. QUICK=1: smaller files, fewer rounds.
+bench-volumes: guest-setup
+	cmake --build $(BUILD) -j $(JOBS) --target fcvm_volume_bench
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_volume_bench \
+	  $(if $(QUICK),--quick)
 
 # Guest artifacts and the test image for guest tests and benchmarks, in $(BUILD)/guest-data.
 guest-setup: build

@@ -11,6 +11,10 @@ namespace fcvm::agent {
 // In the initramfs: /dev (devtmpfs), /proc, /sys, so modules load and devices appear.
 void mountInitramfsBasics();
 
+// Waits (up to `timeout`) for the node `device` to appear in /dev (virtio_blk probes disks
+// asynchronously). Throws kj::Exception on timeout.
+void waitForDevice(const std::string& device, std::chrono::milliseconds timeout);
+
 // Waits (up to `timeout`) for `device`, mounts it read-write at `newRoot` as `fsType`, moves
 // /dev onto the new root, makes the new root "/" (MS_MOVE + chroot, as busybox switch_root
 // does) and chdirs to "/". The initramfs contents stay (they are small). Throws kj::Exception.

@@ -13,7 +13,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kMetaPackage = "linux-image-cloud-amd64";
 constexpr auto kAptTimeout = std::chrono::minutes(10);
 
 std::string run(const std::vector<std::string>& argv, const CommandOptions& options) {
@@ -25,16 +24,27 @@ std::string run(const std::vector<std::string>& argv, const CommandOptions& opti
   return r.output;
 }
 
+// linux-image-<abi>-<flavour>, e.g. linux-image-6.1.0-57-amd64 (and not -cloud-amd64).
+std::regex concretePackage(const KernelPackage& kernel) {
+  return std::regex("linux-image-[0-9][0-9.]*-[0-9]+-" + kernel.flavour);
+}
+
 // The concrete kernel package behind the meta package, and its candidate version.
-std::pair<std::string, std::string> resolvePackage() {
+std::pair<std::string, std::string> resolvePackage(const KernelPackage& kernel) {
   auto timeout = CommandOptions::withTimeout(std::chrono::seconds(30));
-  auto depends = run({"apt-cache", "depends", "--important", kMetaPackage}, timeout);
+  auto depends = run({"apt-cache", "depends", "--important", kernel.metaPackage}, timeout);
   std::smatch m;
-  static const std::regex kDep(R"(Depends:\s*(linux-image-[0-9][^\s]*-cloud-amd64))");
-  if (!std::regex_search(depends, m, kDep)) {
-    throw Error(fmt::format("apt-cache does not know {} (run apt-get update?)", kMetaPackage));
+  static const std::regex kDep(R"(Depends:\s*(\S+))");
+  std::string package;
+  for (auto it = std::sregex_iterator(depends.begin(), depends.end(), kDep);
+       it != std::sregex_iterator(); ++it) {
+    std::string name = (*it)[1];
+    if (std::regex_match(name, concretePackage(kernel))) package = name;
   }
-  std::string package = m[1];
+  if (package.empty()) {
+    throw Error(
+        fmt::format("apt-cache does not know {} (run apt-get update?)", kernel.metaPackage));
+  }
   auto show = run({"apt-cache", "show", "--no-all-versions", package}, timeout);
   static const std::regex kVersion(R"((^|\n)Version:\s*([^\s]+))");
   if (!std::regex_search(show, m, kVersion)) throw Error("no version for " + package);
@@ -43,11 +53,12 @@ std::pair<std::string, std::string> resolvePackage() {
 
 // apt-cache takes seconds; its answer only changes when apt's package lists do (apt-get update
 // renames files into /var/lib/apt/lists, which moves the directory's mtime).
-std::pair<std::string, std::string> resolvePackageCached(const ArtifactStore& store) {
+std::pair<std::string, std::string> resolvePackageCached(const ArtifactStore& store,
+                                                         const KernelPackage& kernel) {
   std::error_code ec;
   auto lists = std::filesystem::last_write_time("/var/lib/apt/lists", ec);
   auto stamp = ec ? std::string() : std::to_string(lists.time_since_epoch().count());
-  auto cache = store.path("kernel", ".resolved.json");
+  auto cache = store.path("kernel", "." + kernel.metaPackage + ".resolved.json");
   if (!stamp.empty()) {
     try {
       std::ifstream in(cache);
@@ -57,7 +68,7 @@ std::pair<std::string, std::string> resolvePackageCached(const ArtifactStore& st
       // no cache yet, or a damaged one: ask apt
     }
   }
-  auto resolved = resolvePackage();
+  auto resolved = resolvePackage(kernel);
   if (!stamp.empty()) {
     std::filesystem::create_directories(cache.parent_path());
     std::ofstream(cache)
@@ -82,13 +93,14 @@ KernelArtifact describe(const ArtifactStore& store, const std::string& key) {
   return {key, meta.at("package"), meta.at("version"), dir / "vmlinux", dir / "modules", false};
 }
 
-std::optional<std::string> newestStored(const ArtifactStore& store) {
+std::optional<std::string> newestStored(const ArtifactStore& store, const KernelPackage& kernel) {
   std::optional<std::string> newest;
   std::filesystem::file_time_type newestTime;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(store.path("kernel", ""), ec)) {
     auto name = e.path().filename().string();
     if (name.starts_with(".") || !std::filesystem::exists(e.path() / "artifact.json")) continue;
+    if (!std::regex_match(describe(store, name).package, concretePackage(kernel))) continue;
     auto t = std::filesystem::last_write_time(e.path());
     if (!newest || t > newestTime) newest = name, newestTime = t;
   }
@@ -97,12 +109,15 @@ std::optional<std::string> newestStored(const ArtifactStore& store) {
 
 }  // namespace
 
-KernelArtifact ensureKernel(const ArtifactStore& store, bool force, const std::string& logFile) {
+KernelArtifact ensureKernel(const ArtifactStore& store, bool force, const std::string& logFile,
+                            const KernelPackage& kernel) {
   std::string package, version;
   try {
-    std::tie(package, version) = resolvePackageCached(store);
+    std::tie(package, version) = resolvePackageCached(store, kernel);
   } catch (const Error& e) {
-    if (auto stored = newestStored(store); stored && !force) return describe(store, *stored);
+    if (auto stored = newestStored(store, kernel); stored && !force) {
+      return describe(store, *stored);
+    }
     throw;
   }
   std::string key = keyOf(package, version);

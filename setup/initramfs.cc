@@ -49,10 +49,15 @@ std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir
     std::istringstream deps(line.substr(colon + 1));
     for (std::string dep; deps >> dep;) depsOf[name].push_back(moduleName(dep));
   }
+  // A module another kernel configuration builds in needs no loading (modules.builtin, where the
+  // package ships one).
+  std::set<std::string> builtIn;
+  std::ifstream builtins(modulesDir / "modules.builtin");
+  for (std::string line; std::getline(builtins, line);) builtIn.insert(moduleName(line));
   std::vector<std::string> order;
   std::set<std::string> done;
   std::function<void(const std::string&)> visit = [&](const std::string& name) {
-    if (done.count(name)) return;
+    if (done.count(name) || (builtIn.count(name) && !pathOf.count(name))) return;
     auto it = pathOf.find(name);
     if (it == pathOf.end()) throw Error(fmt::format("kernel module '{}' not found", name));
     done.insert(name);

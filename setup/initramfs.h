@@ -15,7 +15,8 @@ namespace fcvm::setup {
 const std::vector<std::string>& guestModules();
 
 // `wanted` and everything they depend on, dependencies first, as paths relative to `modulesDir`
-// (read from its modules.dep). Throws fcvm::Error for a module the kernel does not have.
+// (read from its modules.dep); modules the kernel has built in (modules.builtin) are left out.
+// Throws fcvm::Error for a module the kernel does not have.
 std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir,
                                          const std::vector<std::string>& wanted);
 

@@ -29,5 +29,15 @@ TEST(InitramfsTest, ModulesComeAfterTheirDependencies) {
   EXPECT_THROW(moduleLoadOrder(dir.path(), {"nope"}), Error);
 }
 
+TEST(InitramfsTest, BuiltInModulesNeedNoLoading) {
+  testing::TempDir dir;
+  std::ofstream(dir / "modules.dep") << "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko\n"
+                                        "kernel/net/9p/9pnet.ko:\n";
+  std::ofstream(dir / "modules.builtin") << "kernel/drivers/virtio/virtio_mmio.ko\n";
+  auto order = moduleLoadOrder(dir.path(), {"virtio_mmio", "9p"});
+  std::vector<std::string> expected = {"kernel/net/9p/9pnet.ko", "kernel/fs/9p/9p.ko"};
+  EXPECT_EQ(order, expected);
+}
+
 }  // namespace
 }  // namespace fcvm::setup

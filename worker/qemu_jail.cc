@@ -125,6 +125,7 @@ UniqueFd JailIdentity::lockForQemu() const {
 std::vector<UniqueFd> openForJail(QemuConfig& config) {
   const QemuJail& jail = *config.jail;
   if (config.rootDiskSnapshot) throw Error("a jailed QEMU has no place for a snapshot overlay");
+  if (!config.ninePShares.empty()) throw Error("a jailed QEMU sees no host directory to share");
   if (config.consoleFd < 0 && !config.consoleLog.empty()) {
     throw Error("a jailed QEMU's console must be a socket it inherits");
   }

@@ -95,6 +95,15 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                          disk.readOnly ? "readonly=on" : "auto-read-only=off"),
                              "-device", fmt::format("virtio-blk-device,drive=disk{}", i)});
   }
+  for (size_t i = 0; i < config.ninePShares.size(); ++i) {
+    const auto& share = config.ninePShares[i];
+    argv.insert(argv.end(), {"-fsdev",
+                             fmt::format("local,id=share{},path={},security_model=passthrough", i,
+                                         optionValue(share.dir.string())),
+                             "-device",
+                             fmt::format("virtio-9p-device,fsdev=share{},mount_tag={}", i,
+                                         optionValue(share.tag))});
+  }
   if (config.consoleFd >= 0 || !config.consoleLog.empty()) {
     auto backend = config.consoleFd >= 0 ? fmt::format("socket,id=console,fd={}", config.consoleFd)
                                          : fmt::format("file,id=console,path={}",

@@ -32,6 +32,14 @@ struct ExtraDisk {
   bool readOnly = true;
 };
 
+// A host directory shared through QEMU's own virtio-9p server, which opens the host's files
+// itself: only the baseline of `make bench-volumes`. fcvm's volumes are fuse-pipe (a jailed
+// QEMU sees no host directory).
+struct NinePShare {
+  std::filesystem::path dir;
+  std::string tag;  // the guest mounts it by this name: mount -t 9p TAG DIR
+};
+
 // The VM's network card (virtio-net) and what is behind it.
 struct NetworkDevice {
   std::string mode = "none";  // bridged: a TAP from netd; rootless: QEMU's user-mode stack
@@ -75,6 +83,7 @@ struct QemuConfig {
   // The kernel command line as another VM had it (a clone keeps its snapshot's); empty: build it.
   std::string kernelCommandLine;
   std::vector<ExtraDisk> extraDisks;
+  std::vector<NinePShare> ninePShares;
   std::vector<SerialChannel> channels;
   // The guest's serial console (ttyS0): QEMU's number of a connected socket it inherits
   // (inheritedFds), whose other end records it; else the file `consoleLog`, which also names
