@@ -32,6 +32,7 @@ CommandResult runCommand(const std::vector<std::string>& argv, const CommandOpti
   spec.cwd = options.cwd;
   spec.credentials = options.credentials;
   spec.netns = options.netns;
+  if (options.stdinFd >= 0) spec.fds[0] = options.stdinFd;
   if (options.outputFile.empty()) {
     spec.fds[1] = spec.fds[2] = writeEnd.get();
   } else {

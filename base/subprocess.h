@@ -32,6 +32,7 @@ struct CommandOptions {
   std::string errorFile;                   // stderr here (truncated), apart from stdout
   std::optional<Credentials> credentials;  // run as this user instead of ours
   int netns = -1;                          // run in this network namespace (an fd) instead of ours
+  int stdinFd = -1;                        // the child's stdin (an fd of ours) instead of /dev/null
 
   static CommandOptions withTimeout(std::chrono::milliseconds t) {
     CommandOptions o;
@@ -40,8 +41,8 @@ struct CommandOptions {
   }
 };
 
-// Runs argv[0] (searched in PATH) with stdin from /dev/null. Throws fcvm::SysError if it cannot
-// be started at all (e.g. not installed).
+// Runs argv[0] (searched in PATH) with stdin from /dev/null or options.stdinFd. Throws
+// fcvm::SysError if it cannot be started at all (e.g. not installed).
 CommandResult runCommand(const std::vector<std::string>& argv, const CommandOptions& options = {});
 
 }  // namespace fcvm

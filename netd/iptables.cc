@@ -1,12 +1,15 @@
 #include "netd/iptables.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "base/error.h"
 #include "base/subprocess.h"
+#include "base/unique_fd.h"
 
 namespace fcvm::netd {
 namespace {
@@ -14,24 +17,20 @@ namespace {
 constexpr auto kTimeout = std::chrono::seconds(60);
 
 void restore(const std::string& rules, int netnsFd) {
-  char path[] = "/tmp/fcvm-netd-rules-XXXXXX";
-  int fd = ::mkstemp(path);
-  if (fd < 0) throw SysError(errno, "create a rules file");
-  ::close(fd);
-  struct Remove {
-    const char* path;
-    ~Remove() { ::unlink(path); }
-  } remove{path};
-  {
-    std::ofstream out(path);
-    out << rules;
-    if (!out) throw Error(std::string("write ") + path);
+  // The rules reach iptables-restore on its stdin from a memfd: a file would stay behind when
+  // netd is killed between writing and removing it.
+  UniqueFd rulesFd(static_cast<int>(
+      checkSys(::memfd_create("fcvm-netd-rules", MFD_CLOEXEC), "memfd_create for the rules")));
+  for (size_t done = 0; done < rules.size();) {
+    done += static_cast<size_t>(checkSys(
+        ::write(rulesFd.get(), rules.data() + done, rules.size() - done), "write the rules"));
   }
+  checkSys(::lseek(rulesFd.get(), 0, SEEK_SET), "rewind the rules");
   auto options = CommandOptions::withTimeout(kTimeout);
   options.netns = netnsFd;
-  // --wait: for the xtables lock rather than fail when another tool holds it (a separate "-w"
-  // would take the file's name for its optional number of seconds).
-  auto r = runCommand({"iptables-restore", "--noflush", "--wait=60", path}, options);
+  options.stdinFd = rulesFd.get();
+  // --wait: for the xtables lock rather than fail when another tool holds it.
+  auto r = runCommand({"iptables-restore", "--noflush", "--wait=60"}, options);
   if (r.exitCode != 0) {
     throw Error(
         fmt::format("iptables-restore failed (exit {}): {}", r.exitCode, r.output.substr(0, 400)));
