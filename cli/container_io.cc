@@ -51,6 +51,7 @@ kj::Promise<void> pumpFile(rpc::Process::Client process, kj::Array<kj::byte> buf
 }  // namespace
 
 kj::Promise<void> FdOutputSink::write(WriteContext call) {
+  if (beforeWrite_) beforeWrite_();
   auto params = call.getParams();
   int fd = params.getKind() == rpc::OutputKind::STDERR ? 2 : 1;
   auto data = params.getData();

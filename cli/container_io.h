@@ -6,6 +6,7 @@
 #include <kj/async-io.h>
 #include <termios.h>
 
+#include <functional>
 #include <optional>
 
 #include "ipc/common.capnp.h"
@@ -13,9 +14,15 @@
 namespace fcvm::cli {
 
 // Writes each chunk to fd 1 or 2 before answering, so a slow reader slows the sender.
+// `beforeWrite` runs first each time (a run's status line is erased there).
 class FdOutputSink final : public rpc::OutputSink::Server {
  public:
+  explicit FdOutputSink(std::function<void()> beforeWrite = {})
+      : beforeWrite_(std::move(beforeWrite)) {}
   kj::Promise<void> write(WriteContext context) override;
+
+ private:
+  std::function<void()> beforeWrite_;
 };
 
 // Puts the terminal on fd 0 in raw mode (no echo, no line editing, no signals) for as long as it

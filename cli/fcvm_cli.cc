@@ -21,6 +21,7 @@
 #include "base/unique_fd.h"
 #include "cli/container_io.h"
 #include "cli/doctor.h"
+#include "cli/run_progress.h"
 #include "cli/supervisor_endpoint.h"
 #include "cli/supervisor_session.h"
 #include "cli/vm_view.h"
@@ -41,7 +42,7 @@ struct RunArgs {
                                     pull = "missing", restart = "no";
   bool tlsVerify = true;
   std::vector<std::string> command, env, ports, maps, dns;
-  bool detach = false, privileged = false, rm = false, verbose = false;
+  bool detach = false, privileged = false, rm = false, verbose = false, quiet = false;
   unsigned cpus = 1, memMib = 256, rootfsMib = 0;
 };
 
@@ -173,14 +174,19 @@ class Commands {
     capnp::MallocMessageBuilder spec;
     fillSpec(spec.initRoot<rpc::VmSpec>());
     SupervisorSession session(connect(true));
+    auto progress = runProgress(session);
     auto request = session.api().runVmRequest();
     request.setSpec(spec.getRoot<rpc::VmSpec>().asReader());
-    pullImage();
+    pullImage(*progress);
     fillImageSource(request);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
-    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->clear(); }));
+    // The supervisor answers once the image is ready (exported and unpacked on its first run)
+    // and the VM is booting.
+    progress->show(fmt::format("preparing {}, starting its VM", run.image));
     auto reply = request.send().wait(session.waitScope());
+    progress->clear();
     std::string name = reply.getVm().getName().cStr();
     if (run.verbose) {
       ctx_.err << fmt::format(
@@ -192,7 +198,8 @@ class Commands {
       ctx_.out << name << "\n";
       return 0;
     }
-    return followForeground(session, reply.getLease(), name);
+    progress->show(fmt::format("booting VM {}", name));
+    return followForeground(session, reply.getLease(), name, *progress);
   }
 
   int snapshotCreate() {
@@ -305,14 +312,18 @@ class Commands {
     request.setAutoRemove(run.rm);
     auto ports = parsedPorts();
     ipc::encodePorts(ports, request.initPorts(static_cast<unsigned>(ports.size())));
-    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>());
+    auto progress = runProgress(session);
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->clear(); }));
+    progress->show(fmt::format("restoring snapshot {}", snapshot.getTag().cStr()));
     auto reply = request.send().wait(session.waitScope());
+    progress->clear();
     std::string name = reply.getVm().getName().cStr();
     if (run.detach) {
       ctx_.out << name << "\n";
       return 0;
     }
-    return followForeground(session, reply.getLease(), name);
+    progress->show(fmt::format("resuming VM {}", name));
+    return followForeground(session, reply.getLease(), name, *progress);
   }
 
   int exec() {
@@ -497,9 +508,18 @@ class Commands {
   // A foreground VM: its output arrives through the sink this CLI passed; the lease lives in this
   // process, so if it dies, however it dies, the supervisor stops the VM. Ctrl-C and SIGTERM stop
   // it too; the exit code is the container's.
+  // `progress` shows until the container runs (or writes, or ends).
   int followForeground(SupervisorSession& session, rpc::VmLease::Client lease,
-                       const std::string& name) {
+                       const std::string& name, RunProgress& progress) {
     auto& io = session.io();
+    auto wait = session.api().waitVmRequest();
+    wait.setName(name);
+    wait.setCondition(rpc::WaitCondition::RUNNING);
+    // Its failure (the VM ended first) is the lease's to report.
+    auto running =
+        wait.send()
+            .then([&](auto) { progress.clear(); }, [&](kj::Exception&&) { progress.clear(); })
+            .eagerlyEvaluate(nullptr);
     auto exited = lease.waitRequest().send().then(
         [](auto result) { return static_cast<int>(result.getExit().getCode()); });
     auto interrupted = [&](int signo) {
@@ -510,6 +530,10 @@ class Commands {
         return stop.send().ignoreResult().then([info] { return 128 + info.si_signo; });
       });
     };
+    exited = exited.then([&](int code) {
+      progress.clear();
+      return code;
+    });
     try {
       return exited.exclusiveJoin(interrupted(SIGINT))
           .exclusiveJoin(interrupted(SIGTERM))
@@ -625,7 +649,13 @@ class Commands {
 
   // An image from a registry is pulled here, by podman running as this user into this user's
   // storage (root's for root), with its progress on stderr; the VM then takes it from there.
-  void pullImage() {
+  // The status line of a run, on stderr when it is a terminal and -q was not given.
+  kj::Own<RunProgress> runProgress(SupervisorSession& session) {
+    return kj::heap<RunProgress>(STDERR_FILENO, !opt_.run.quiet && ::isatty(STDERR_FILENO) == 1,
+                                 session.io().provider->getTimer());
+  }
+
+  void pullImage(RunProgress& progress) {
     const RunArgs& run = opt_.run;
     if (ipc::isArchiveImage(run.image) || run.pull == "never") return;
     // localhost/ names images made on this host (podman import, build): there is nothing to pull.
@@ -635,8 +665,10 @@ class Commands {
                                          .exitCode == 0) {
       return;
     }
+    progress.clear();  // podman shows its own
     SpawnSpec spec;
     spec.argv = {"podman", "pull", fmt::format("--tls-verify={}", run.tlsVerify), run.image};
+    if (run.quiet) spec.argv.insert(spec.argv.begin() + 2, "--quiet");
     spec.env = environmentWith({});
     spec.fds = {{1, 2}, {2, 2}};  // progress to our stderr, never into the container's stdout
     int status = spawn(spec).wait();
@@ -769,6 +801,8 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   podmanRun->add_option("--name", opt.name, "VM name (unique per user; default: generated)");
   podmanRun->add_flag("-d,--detach", run.detach, "Print the name and return at once");
   podmanRun->add_flag("--rm", run.rm, "Remove the VM's disk and records when it exits");
+  podmanRun->add_flag("-q,--quiet", run.quiet,
+                      "No status line on a terminal while the image is prepared and the VM boots");
   podmanRun
       ->add_option("--restart", run.restart,
                    "no|always|on-failure[:N]|unless-stopped: start the VM again (from its image) "
@@ -917,6 +951,7 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   snapRun->add_option("--name", opt.name, "The clone's name and hostname (default: generated)");
   snapRun->add_flag("-d,--detach", run.detach, "Print the name and return at once");
   snapRun->add_flag("--rm", run.rm, "Remove the clone's disk and records when it exits");
+  snapRun->add_flag("-q,--quiet", run.quiet, "No status line on a terminal while the clone starts");
   snapRun
       ->add_option("-p,--publish", run.ports,
                    "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]: the clone's own published port")

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "tests/support/fcvm_instance.h"
+#include "tests/support/pseudo_terminal.h"
 #include "tests/support/running_command.h"
 #include "tests/support/tmpfs_mount.h"
 #include "tests/support/vm_fixture.h"
@@ -401,10 +402,24 @@ TEST_F(VmTest, NamesAreUniqueAndRmRefusesARunningVmUnlessForced) {
 
 TEST_F(VmTest, KillingTheForegroundCliStopsTheVm) {
   auto env = fcvm_.env();
+  // On a terminal, stderr says what the run waits for, and that line is gone once the
+  // container's output starts.
+  testing::PseudoTerminal terminal;
   RunningCommand run({FcvmInstance::binary(), "podman", "run", "--rm", "--name", "bound",
                       testing::kTestImage, "sh", "-c", "echo up; sleep 600"},
-                     env);
+                     env, testing::kVmDeadline, false, terminal.slavePath());
   ASSERT_TRUE(run.readUntil("up\n"));
+  EXPECT_EQ(run.output(), "up\n");  // never a status line in stdout
+  terminal.waitUntil(
+      [](const std::string& text) {
+        return text.find("fcvm: booting VM bound... ") != std::string::npos &&
+               text.ends_with("\r\x1b[K");
+      },
+      testing::kVmDeadline);
+  EXPECT_NE(terminal.text().find("fcvm: preparing localhost/fcvm-test-busybox:latest, starting "
+                                 "its VM... 0s"),
+            std::string::npos)
+      << terminal.text();
   std::string id = idOf("bound");
   auto killedAt = std::chrono::steady_clock::now();
   run.kill(SIGKILL);

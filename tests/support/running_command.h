@@ -19,9 +19,11 @@ namespace fcvm::testing {
 
 class RunningCommand {
  public:
-  // `withStderr`: stderr goes into what is read too (else it is this process's).
+  // `withStderr`: stderr goes into what is read too; else to the file `stderrPath` (e.g. a
+  // PseudoTerminal's) if given, else it is this process's.
   RunningCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                 std::chrono::seconds deadline = std::chrono::seconds(600), bool withStderr = false)
+                 std::chrono::seconds deadline = std::chrono::seconds(600), bool withStderr = false,
+                 const std::string& stderrPath = "")
       : deadline_(deadline) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -37,6 +39,11 @@ class RunningCommand {
     if (pid_ == 0) {
       ::dup2(fds[1], 1);
       if (withStderr) ::dup2(fds[1], 2);
+      if (!stderrPath.empty()) {
+        int err = ::open(stderrPath.c_str(), O_WRONLY | O_NOCTTY);
+        if (err < 0) ::_exit(126);
+        ::dup2(err, 2);
+      }
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, 0);
       ::execve(args[0], args.data(), envp.data());
