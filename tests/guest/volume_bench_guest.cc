@@ -32,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "agent/control_port.h"
@@ -65,9 +66,20 @@ struct Check {
   std::string detail;  // what differed, if anything
 };
 
-// Runs `body` in a child with uid and gid `uid` (no supplementary groups); its result is the
-// empty string (passed) or what went wrong.
-std::string runAs(uid_t uid, const std::function<std::string()>& body) {
+// Kills `pid` and reaps it. A task stuck in an uninterruptible wait is not reaped however long
+// one waits: it is then left behind rather than hanging the run too.
+void killAndReap(pid_t pid) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  ::kill(pid, SIGKILL);
+  struct pollfd p = {pidfd.get(), POLLIN, 0};
+  if (pidfd && ::poll(&p, 1, 10'000) != 1) return;
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// Runs `body` in a forked child and returns what it returned (or the text of what it threw);
+// nothing if it took longer than `timeoutMs` (-1: no limit), when it is killed.
+std::optional<std::string> inChild(const std::function<std::string()>& body, int timeoutMs) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw SysError(errno, "pipe2");
   UniqueFd readEnd(fds[0]), writeEnd(fds[1]);
@@ -75,29 +87,47 @@ std::string runAs(uid_t uid, const std::function<std::string()>& body) {
   if (pid < 0) throw SysError(errno, "fork");
   if (pid == 0) {
     std::string result;
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0) {
-      result = "cannot switch to uid " + std::to_string(uid) + ": " + errnoName(errno);
-    } else {
-      try {
-        result = body();
-      } catch (const std::exception& e) {
-        result = e.what();
-      }
+    try {
+      result = body();
+    } catch (const std::exception& e) {
+      result = e.what();
     }
+    result.insert(0, "=");  // a child that dies before this says nothing at all
     (void)!::write(writeEnd.get(), result.data(), result.size());
     ::_exit(0);
   }
   writeEnd.reset();
-  std::string result;
-  char buffer[512];
-  ssize_t n;
-  while ((n = ::read(readEnd.get(), buffer, sizeof buffer)) > 0) result.append(buffer, n);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  struct pollfd p = {readEnd.get(), POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, timeoutMs);
+  } while (n < 0 && errno == EINTR);
+  std::optional<std::string> result;
+  if (n == 1) {
+    result.emplace();
+    char buffer[512];
+    ssize_t got;
+    while ((got = ::read(readEnd.get(), buffer, sizeof buffer)) > 0) result->append(buffer, got);
   }
-  if (!WIFEXITED(status)) result += " (the check's process was killed)";
+  killAndReap(pid);
+  if (result) {
+    *result = result->starts_with("=") ? result->substr(1) : "the child ended without an answer";
+  }
   return result;
+}
+
+// Runs `body` in a child with uid and gid `uid` (no supplementary groups); its result is the
+// empty string (passed) or what went wrong.
+std::string runAs(uid_t uid, const std::function<std::string()>& body) {
+  return *inChild(
+      [&] {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+            ::setresuid(uid, uid, uid) != 0) {
+          return "cannot switch to uid " + std::to_string(uid) + ": " + errnoName(errno);
+        }
+        return body();
+      },
+      -1);
 }
 
 // "" when `ret` is -1 with errno `expected` (or succeeded, for expected 0); else what happened.
@@ -219,59 +249,29 @@ class SampleRunner {
               const std::function<double()>& sample) {
     if (hung_.count(target)) return std::nan("");
     (void)std::fprintf(stderr, "volume bench: %s on %s\n", workload.c_str(), target.c_str());
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw SysError(errno, "pipe2");
-    UniqueFd readEnd(fds[0]), writeEnd(fds[1]);
-    pid_t pid = ::fork();
-    if (pid < 0) throw SysError(errno, "fork");
-    if (pid == 0) {
-      std::string result;
-      try {
-        result = "ok " + std::to_string(sample());
-      } catch (const std::exception& e) {
-        result = std::string("error ") + e.what();
-      }
-      (void)!::write(writeEnd.get(), result.data(), result.size());
-      ::_exit(0);
+    auto result = inChild(
+        [&] {
+          try {
+            return "ok " + std::to_string(sample());
+          } catch (const std::exception& e) {
+            return std::string("error ") + e.what();
+          }
+        },
+        kSampleTimeoutMs);
+    if (!result) {
+      hung_[target] = workload;
+      (void)std::fprintf(stderr, "volume bench: %s on %s hung; killed after %d s\n",
+                         workload.c_str(), target.c_str(), kSampleTimeoutMs / 1000);
+      return std::nan("");
     }
-    writeEnd.reset();
-    struct pollfd p = {readEnd.get(), POLLIN, 0};
-    int n;
-    do {
-      n = ::poll(&p, 1, kSampleTimeoutMs);
-    } while (n < 0 && errno == EINTR);
-    std::string result;
-    if (n == 1) {
-      char buffer[512];
-      ssize_t got;
-      while ((got = ::read(readEnd.get(), buffer, sizeof buffer)) > 0) result.append(buffer, got);
-    }
-    killAndReap(pid);
-    if (result.starts_with("ok ")) return std::stod(result.substr(3));
-    if (result.starts_with("error ")) {
-      throw Error(fmt::format("{} on {}: {}", workload, target, result.substr(6)));
-    }
-    hung_[target] = workload;
-    (void)std::fprintf(stderr, "volume bench: %s on %s hung; killed after %d s\n", workload.c_str(),
-                       target.c_str(), kSampleTimeoutMs / 1000);
-    return std::nan("");
+    if (result->starts_with("ok ")) return std::stod(result->substr(3));
+    throw Error(fmt::format("{} on {}: {}", workload, target, result->substr(6)));
   }
 
   // Target -> the workload during which it hung.
   const std::map<std::string, std::string>& hung() const { return hung_; }
 
  private:
-  static void killAndReap(pid_t pid) {
-    // A task stuck in an uninterruptible wait is not reaped however long we wait: then it is
-    // left behind rather than hanging the run too.
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    ::kill(pid, SIGKILL);
-    struct pollfd p = {pidfd.get(), POLLIN, 0};
-    if (pidfd && ::poll(&p, 1, 10'000) != 1) return;
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
-
   std::map<std::string, std::string> hung_;
 };
 
