@@ -783,9 +783,9 @@ TEST_F(VmTest, AnotherUserRunsOnlyImagesItCouldReadItself) {
   auto workerModes = seccompModesOf(fromStorageVm.at("worker_pid").get<pid_t>());
   EXPECT_FALSE(workerModes.empty());
   for (const auto& mode : workerModes) EXPECT_EQ(mode, "2");
-  EXPECT_EQ(asUser({"exec", "-c", "--name", "from-storage", "--", "/bin/busybox", "touch", "/done"})
-                .exitCode,
-            0);
+  // The file ends the container, and an exec in a container that stops can be cut short
+  // before it reports (seen: 137 for a touch that worked); the container's end shows it did.
+  asUser({"exec", "-c", "--name", "from-storage", "--", "/bin/busybox", "touch", "/done"});
   for (const char* name : {"from-archive", "from-storage"}) {
     auto ended = asUser({"wait", "--name", name, "--condition", "ended"});
     EXPECT_EQ(ended.output, "stopped 0\n") << name << ": " << ended.output;
