@@ -181,7 +181,7 @@ class Commands {
     fillImageSource(request);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
-    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->clear(); }));
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->done(); }));
     // The supervisor answers once the image is ready (exported and unpacked on its first run)
     // and the VM is booting.
     progress->show(fmt::format("preparing {}, starting its VM", run.image));
@@ -313,7 +313,7 @@ class Commands {
     auto ports = parsedPorts();
     ipc::encodePorts(ports, request.initPorts(static_cast<unsigned>(ports.size())));
     auto progress = runProgress(session);
-    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->clear(); }));
+    if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->done(); }));
     progress->show(fmt::format("restoring snapshot {}", snapshot.getTag().cStr()));
     auto reply = request.send().wait(session.waitScope());
     progress->clear();
@@ -531,7 +531,7 @@ class Commands {
       });
     };
     exited = exited.then([&](int code) {
-      progress.clear();
+      progress.done();
       return code;
     });
     try {
@@ -670,7 +670,9 @@ class Commands {
     spec.argv = {"podman", "pull", fmt::format("--tls-verify={}", run.tlsVerify), run.image};
     if (run.quiet) spec.argv.insert(spec.argv.begin() + 2, "--quiet");
     spec.env = environmentWith({});
-    spec.fds = {{1, 2}, {2, 2}};  // progress to our stderr, never into the container's stdout
+    // Progress to our stderr, never into the container's stdout; with -q not even the image id.
+    spec.fds = {{2, 2}};
+    if (!run.quiet) spec.fds[1] = 2;
     int status = spawn(spec).wait();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       throw Error(fmt::format("podman pull {} failed ({}); see the lines above", run.image,

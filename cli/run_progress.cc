@@ -28,8 +28,8 @@ unsigned columnsOf(int fd) {
 
 }  // namespace
 
-RunProgress::RunProgress(int fd, bool enabled, kj::Timer& timer)
-    : fd_(fd), enabled_(enabled), timer_(timer), since_(timer.now()) {}
+RunProgress::RunProgress(int fd, bool enabled, kj::Timer& timer, const kj::MonotonicClock& clock)
+    : fd_(fd), enabled_(enabled), timer_(timer), clock_(clock), since_(clock.now()) {}
 
 RunProgress::~RunProgress() { clear(); }
 
@@ -41,9 +41,9 @@ std::string RunProgress::line(const std::string& what, long seconds, unsigned co
 }
 
 void RunProgress::show(const std::string& what) {
-  if (!enabled_) return;
+  if (!enabled_ || done_) return;
   what_ = what;
-  since_ = timer_.now();
+  since_ = clock_.now();
   draw();
   if (ticker_ == nullptr) ticker_ = tick().eagerlyEvaluate(nullptr);
 }
@@ -55,8 +55,13 @@ void RunProgress::clear() {
   shown_ = false;
 }
 
+void RunProgress::done() {
+  done_ = true;
+  clear();
+}
+
 void RunProgress::draw() {
-  long seconds = (timer_.now() - since_) / kj::SECONDS;
+  long seconds = (clock_.now() - since_) / kj::SECONDS;
   writeAll(fd_, kErase + line(what_, seconds, columnsOf(fd_)));
   shown_ = true;
 }

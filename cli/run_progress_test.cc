@@ -10,8 +10,14 @@
 namespace fcvm::cli {
 namespace {
 
-// The status line's bytes, read from a pipe standing in for the terminal; the clock is a
-// kj::TimerImpl moved by hand.
+// A clock moved by hand, with the timer that ticks on it.
+class ManualClock final : public kj::MonotonicClock {
+ public:
+  kj::TimePoint now() const override { return now_; }
+  kj::TimePoint now_ = kj::origin<kj::TimePoint>();
+};
+
+// The status line's bytes, read from a pipe standing in for the terminal; time moves by hand.
 class RunProgressTest : public ::testing::Test {
  protected:
   RunProgressTest() {
@@ -29,19 +35,21 @@ class RunProgressTest : public ::testing::Test {
     return text;
   }
   void advance(kj::Duration d) {
-    timer_.advanceTo(timer_.now() + d);
+    clock_.now_ = clock_.now_ + d;
+    timer_.advanceTo(clock_.now_);
     ws_.poll();
   }
 
   kj::EventLoop loop_;
   kj::WaitScope ws_{loop_};
+  ManualClock clock_;
   kj::TimerImpl timer_{kj::origin<kj::TimePoint>()};
   UniqueFd read_, write_;
 };
 
 TEST_F(RunProgressTest, OneLineRewrittenEachSecondAndErasedBeforeOtherOutput) {
   {
-    RunProgress progress(write_.get(), true, timer_);
+    RunProgress progress(write_.get(), true, timer_, clock_);
     progress.show("booting VM web");
     EXPECT_EQ(written(), "\r\x1b[Kfcvm: booting VM web... 0s");
     advance(1 * kj::SECONDS);
@@ -60,9 +68,22 @@ TEST_F(RunProgressTest, OneLineRewrittenEachSecondAndErasedBeforeOtherOutput) {
   EXPECT_EQ(written(), "\r\x1b[K");  // its end erases it too
 }
 
+TEST_F(RunProgressTest, TimeSpentOutsideTheEventLoopCountsAndNothingShowsAfterDone) {
+  RunProgress progress(write_.get(), true, timer_, clock_);
+  clock_.now_ = clock_.now_ + 7 * kj::SECONDS;  // a blocking podman pull: the loop did not run
+  progress.show("booting VM web");
+  advance(2 * kj::SECONDS);
+  EXPECT_EQ(written(), "\r\x1b[Kfcvm: booting VM web... 0s\r\x1b[Kfcvm: booting VM web... 2s");
+  progress.done();  // the container's output began
+  EXPECT_EQ(written(), "\r\x1b[K");
+  progress.show("anything");
+  advance(3 * kj::SECONDS);
+  EXPECT_EQ(written(), "");
+}
+
 TEST_F(RunProgressTest, QuietOrNoTerminalWritesNothing) {
   {
-    RunProgress progress(write_.get(), false, timer_);
+    RunProgress progress(write_.get(), false, timer_, clock_);
     progress.show("booting VM web");
     advance(3 * kj::SECONDS);
     progress.clear();

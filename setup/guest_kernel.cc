@@ -24,9 +24,10 @@ std::string run(const std::vector<std::string>& argv, const CommandOptions& opti
   return r.output;
 }
 
-// linux-image-<abi>-<flavour>, e.g. linux-image-6.1.0-57-amd64 (and not -cloud-amd64).
+// linux-image-<abi>-<flavour>, e.g. linux-image-6.1.0-57-amd64 or linux-image-6.12.12+bpo-amd64;
+// the version part has no '-', so -amd64 never matches a -cloud-amd64 package.
 std::regex concretePackage(const KernelPackage& kernel) {
-  return std::regex("linux-image-[0-9][0-9.]*-[0-9]+-" + kernel.flavour);
+  return std::regex("linux-image-[0-9][^-\\s]*(-[0-9]+)?-" + kernel.flavour);
 }
 
 // The concrete kernel package behind the meta package, and its candidate version.

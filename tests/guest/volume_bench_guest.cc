@@ -104,7 +104,10 @@ std::optional<std::string> inChild(const std::function<std::string()>& body, int
   } while (n < 0 && errno == EINTR);
   std::optional<std::string> result;
   if (n == 1) {
+    // The answer is one write before the child exits: what is there now is all of it, and a
+    // child wedged on its way out (a hung file system) cannot hold this up.
     result.emplace();
+    (void)::fcntl(readEnd.get(), F_SETFL, O_NONBLOCK);
     char buffer[512];
     ssize_t got;
     while ((got = ::read(readEnd.get(), buffer, sizeof buffer)) > 0) result->append(buffer, got);
@@ -252,7 +255,7 @@ class SampleRunner {
     auto result = inChild(
         [&] {
           try {
-            return "ok " + std::to_string(sample());
+            return fmt::format("ok {}", sample());  // exact: per-operation figures are small
           } catch (const std::exception& e) {
             return std::string("error ") + e.what();
           }
@@ -265,7 +268,8 @@ class SampleRunner {
       return std::nan("");
     }
     if (result->starts_with("ok ")) return std::stod(result->substr(3));
-    throw Error(fmt::format("{} on {}: {}", workload, target, result->substr(6)));
+    auto why = result->starts_with("error ") ? result->substr(6) : *result;
+    throw Error(fmt::format("{} on {}: {}", workload, target, why));
   }
 
   // Target -> the workload during which it hung.

@@ -40,9 +40,9 @@ class RunningCommand {
       ::dup2(fds[1], 1);
       if (withStderr) ::dup2(fds[1], 2);
       if (!stderrPath.empty()) {
-        int err = ::open(stderrPath.c_str(), O_WRONLY | O_NOCTTY);
+        int err = ::open(stderrPath.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
         if (err < 0) ::_exit(126);
-        ::dup2(err, 2);
+        ::dup2(err, 2);  // fd 2 itself is not close-on-exec
       }
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, 0);
