@@ -518,7 +518,7 @@ class Commands {
     // Its failure (the VM ended first) is the lease's to report.
     auto running =
         wait.send()
-            .then([&](auto) { progress.clear(); }, [&](kj::Exception&&) { progress.clear(); })
+            .then([&](auto) { progress.done(); }, [&](kj::Exception&&) { progress.done(); })
             .eagerlyEvaluate(nullptr);
     auto exited = lease.waitRequest().send().then(
         [](auto result) { return static_cast<int>(result.getExit().getCode()); });
@@ -647,14 +647,14 @@ class Commands {
     return ports;
   }
 
-  // An image from a registry is pulled here, by podman running as this user into this user's
-  // storage (root's for root), with its progress on stderr; the VM then takes it from there.
   // The status line of a run, on stderr when it is a terminal and -q was not given.
   kj::Own<RunProgress> runProgress(SupervisorSession& session) {
     return kj::heap<RunProgress>(STDERR_FILENO, !opt_.run.quiet && ::isatty(STDERR_FILENO) == 1,
                                  session.io().provider->getTimer());
   }
 
+  // An image from a registry is pulled here, by podman running as this user into this user's
+  // storage (root's for root), with its progress on stderr; the VM then takes it from there.
   void pullImage(RunProgress& progress) {
     const RunArgs& run = opt_.run;
     if (ipc::isArchiveImage(run.image) || run.pull == "never") return;
