@@ -68,6 +68,35 @@ std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir
   return order;
 }
 
+void makeInitramfsTree(const std::filesystem::path& tree) {
+  for (const char* d : {"dev", "proc", "sys", "run", "tmp", "newroot", "fcvm/modules"}) {
+    std::filesystem::create_directories(tree / d);
+  }
+  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
+           "mknod {}/dev/console", tree.string());
+}
+
+void addInitramfsModules(const std::filesystem::path& tree, const std::filesystem::path& modulesDir,
+                         const std::vector<std::string>& modules) {
+  std::ofstream order(tree / "fcvm" / "modules.order");
+  for (const auto& m : modules) {
+    auto name = std::filesystem::path(m).filename();
+    std::filesystem::copy_file(modulesDir / m, tree / "fcvm" / "modules" / name);
+    order << "modules/" << name.string() << "\n";  // relative to /fcvm
+  }
+  order.close();
+  if (!order) throw Error("write " + (tree / "fcvm" / "modules.order").string());
+}
+
+void packInitramfs(const std::filesystem::path& tree, const std::filesystem::path& out) {
+  auto r = runCommand({"sh", "-c",
+                       fmt::format("cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc "
+                                   "--quiet --owner=0:0 > '{}'",
+                                   tree.string(), out.string())},
+                      CommandOptions::withTimeout(std::chrono::seconds(60)));
+  if (r.exitCode != 0) throw Error("cpio failed: " + r.output);
+}
+
 InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifact& kernel,
                                   const std::filesystem::path& agentBinary, bool force) {
   if (!std::filesystem::exists(agentBinary)) {
@@ -85,34 +114,15 @@ InitramfsArtifact ensureInitramfs(const ArtifactStore& store, const KernelArtifa
 
   auto staging = store.stage("initramfs", key);
   auto tree = staging.dir() / "tree";
-  std::filesystem::create_directories(tree / "fcvm" / "modules");
-  std::filesystem::create_directories(tree / "dev");
-  for (const char* d : {"proc", "sys", "run", "tmp", "newroot"}) {
-    std::filesystem::create_directories(tree / d);
-  }
-  // The kernel opens /dev/console of the initramfs before /init runs.
-  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
-           "mknod {}/dev/console", tree.string());
+  makeInitramfsTree(tree);
   // Debug info is most of the agent's size and only slows the guest's unpacking of /init.
   auto strip =
       runCommand({"strip", "--strip-all", "-o", (tree / "init").string(), agentBinary.string()},
                  CommandOptions::withTimeout(std::chrono::seconds(60)));
   if (strip.exitCode != 0) throw Error("strip fc-agent: " + strip.output);
   std::filesystem::permissions(tree / "init", std::filesystem::perms(0755));
-  std::ofstream order(tree / "fcvm" / "modules.order");
-  for (const auto& m : modules) {
-    auto name = std::filesystem::path(m).filename();
-    std::filesystem::copy_file(kernel.modules / m, tree / "fcvm" / "modules" / name);
-    order << "modules/" << name.string() << "\n";  // relative to /fcvm
-  }
-  order.close();
-  auto out = staging.dir() / "initramfs.cpio";
-  auto r = runCommand({"sh", "-c",
-                       fmt::format("cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc "
-                                   "--quiet --owner=0:0 > '{}'",
-                                   tree.string(), out.string())},
-                      CommandOptions::withTimeout(std::chrono::seconds(60)));
-  if (r.exitCode != 0) throw Error("cpio failed: " + r.output);
+  addInitramfsModules(tree, kernel.modules, modules);
+  packInitramfs(tree, staging.dir() / "initramfs.cpio");
   std::filesystem::remove_all(tree);
   staging.commit();
   return {key, image, true};

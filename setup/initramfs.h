@@ -20,6 +20,17 @@ const std::vector<std::string>& guestModules();
 std::vector<std::string> moduleLoadOrder(const std::filesystem::path& modulesDir,
                                          const std::vector<std::string>& wanted);
 
+// The pieces of an initramfs, shared by fcvm's own and the benchmarks' (tests/guest).
+// A tree for PID 1: /dev/console (the kernel opens it before /init runs) and the directories
+// fc-agent mounts on. Throws fcvm::Error.
+void makeInitramfsTree(const std::filesystem::path& tree);
+// Copies `modules` (paths from moduleLoadOrder) into tree/fcvm/modules and lists them, in order,
+// in tree/fcvm/modules.order, where PID 1 loads them from.
+void addInitramfsModules(const std::filesystem::path& tree, const std::filesystem::path& modulesDir,
+                         const std::vector<std::string>& modules);
+// Packs the tree as a newc cpio archive at `out`, every file owned by root.
+void packInitramfs(const std::filesystem::path& tree, const std::filesystem::path& out);
+
 struct InitramfsArtifact {
   std::string key;
   std::filesystem::path image;

@@ -11,6 +11,7 @@
 #include "base/install_layout.h"
 #include "base/subprocess.h"
 #include "ipc/listening_socket.h"
+#include "setup/initramfs.h"
 
 namespace fcvm::testing {
 
@@ -128,14 +129,10 @@ int GuestVm::powerOff() {
 
 std::filesystem::path bareInitramfs(const TempDir& dir) {
   auto tree = dir / "bare";
-  std::filesystem::create_directories(tree / "dev");
-  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)), "mknod");
+  setup::makeInitramfsTree(tree);
   std::filesystem::copy_file(siblingBinary("fcvm-bare-init", "FCVM_BARE_INIT_BIN"), tree / "init");
   auto cpio = dir / "bare.cpio";
-  auto r = runCommand({"sh", "-c",
-                       fmt::format("cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
-                                   tree.string(), cpio.string())});
-  if (r.exitCode != 0) throw Error("cpio: " + r.output);
+  setup::packInitramfs(tree, cpio);
   return cpio;
 }
 

@@ -59,25 +59,13 @@ void runOrThrow(const std::vector<std::string>& argv) {
 
 fs::path benchInitramfs(const TempDir& dir, const setup::KernelArtifact& kernel) {
   auto tree = dir / "initramfs";
-  for (const char* d : {"dev", "proc", "sys", "run", "tmp", "mnt", "fcvm/modules"}) {
-    fs::create_directories(tree / d);
-  }
-  checkSys(::mknod((tree / "dev" / "console").c_str(), S_IFCHR | 0600, makedev(5, 1)),
-           "mknod console");
+  setup::makeInitramfsTree(tree);
   fs::copy_file(siblingBinary("fcvm-volume-bench-guest", "FCVM_VOLUME_BENCH_GUEST_BIN"),
                 tree / "init");
-  std::ofstream order(tree / "fcvm" / "modules.order");
-  for (const auto& m : setup::moduleLoadOrder(kernel.modules, kBenchModules)) {
-    auto name = fs::path(m).filename();
-    fs::copy_file(kernel.modules / m, tree / "fcvm" / "modules" / name);
-    order << "modules/" << name.string() << "\n";
-  }
-  order.close();
+  setup::addInitramfsModules(tree, kernel.modules,
+                             setup::moduleLoadOrder(kernel.modules, kBenchModules));
   auto cpio = dir / "initramfs.cpio";
-  runOrThrow({"sh", "-c",
-              fmt::format("cd '{}' && find . | LC_ALL=C sort | cpio -o -H newc --quiet "
-                          "--owner=0:0 > '{}'",
-                          tree.string(), cpio.string())});
+  setup::packInitramfs(tree, cpio);
   return cpio;
 }
 
