@@ -42,7 +42,8 @@ struct RunArgs {
                                     pull = "missing", restart = "no";
   bool tlsVerify = true;
   std::vector<std::string> command, env, ports, maps, dns;
-  bool detach = false, privileged = false, rm = false, verbose = false, quiet = false;
+  bool detach = false, privileged = false, rm = false, verbose = false, quiet = false,
+       noSnapshotCache = false;
   unsigned cpus = 1, memMib = 256, rootfsMib = 0;
 };
 
@@ -181,6 +182,7 @@ class Commands {
     fillImageSource(request);
     request.setDetach(run.detach);
     request.setAutoRemove(run.rm);
+    request.setNoSnapshotCache(run.noSnapshotCache);
     if (!run.detach) request.setOutput(kj::heap<FdOutputSink>([&] { progress->done(); }));
     // The supervisor answers once the image is ready (exported and unpacked on its first run)
     // and the VM is booting.
@@ -198,7 +200,13 @@ class Commands {
       ctx_.out << name << "\n";
       return 0;
     }
-    progress->show(fmt::format("booting VM {}", name));
+    auto vm = reply.getVm();
+    if (vm.hasSnapshot() && vm.getSnapshot().size() > 0) {
+      progress->show(
+          fmt::format("starting VM {} from start-up snapshot {}", name, vm.getSnapshot().cStr()));
+    } else {
+      progress->show(fmt::format("booting VM {}", name));
+    }
     return followForeground(session, reply.getLease(), name, *progress);
   }
 
@@ -805,6 +813,10 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
   podmanRun->add_flag("--rm", run.rm, "Remove the VM's disk and records when it exits");
   podmanRun->add_flag("-q,--quiet", run.quiet,
                       "No status line on a terminal while the image is prepared and the VM boots");
+  podmanRun->add_flag("--no-snapshot-cache", run.noSnapshotCache,
+                      "Boot the VM cold: neither start from nor build a start-up snapshot (by "
+                      "default the first run of a configuration is snapshotted just before its "
+                      "container starts, and later runs start from that snapshot)");
   podmanRun
       ->add_option("--restart", run.restart,
                    "no|always|on-failure[:N]|unless-stopped: start the VM again (from its image) "

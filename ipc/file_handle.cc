@@ -24,6 +24,12 @@ rpc::FileHandle::Client fileHandle(UniqueFd fd) {
   return kj::heap<FileHandleServer>(std::move(fd));
 }
 
+rpc::FileHandle::Client fileHandleOf(const UniqueFd& fd) {
+  UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!copy) throw SysError(errno, "dup a file to hand over");
+  return fileHandle(std::move(copy));
+}
+
 UniqueFd openRegularFile(const std::filesystem::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!fd) throw SysError(errno, "open " + path.string());

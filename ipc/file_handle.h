@@ -15,6 +15,8 @@ namespace fcvm::ipc {
 
 // The sending side: the capability's server owns the fd until the capability is released.
 rpc::FileHandle::Client fileHandle(UniqueFd fd);
+// The same for a copy of `fd` (the caller keeps its own).
+rpc::FileHandle::Client fileHandleOf(const UniqueFd& fd);
 
 // Opens `path` for reading with this process's rights, for passing as a FileHandle. Throws
 // fcvm::SysError ("open PATH: Permission denied") or fcvm::Error when it is not a regular file.

@@ -112,10 +112,11 @@ interface Supervisor {
   # image comes as `imageArchive`, the file the client opened; an image in podman storage is
   # looked up by podman running as the caller, with the client's `podmanEnv` (HOME, XDG_*,
   # CONTAINERS_*: where that user's storage is). Each of `spec.volumes` comes as the directory
-  # the client opened (`volumeDirs`, in the same order).
+  # the client opened (`volumeDirs`, in the same order). A configuration run before starts from
+  # its start-up snapshot, unless `noSnapshotCache` (supervisor/startup_cache.h).
   runVm @5 (spec :Common.VmSpec, output :Common.OutputSink, detach :Bool, autoRemove :Bool,
             imageArchive :Common.FileHandle, podmanEnv :List(Text),
-            volumeDirs :List(Common.FileHandle))
+            volumeDirs :List(Common.FileHandle), noSnapshotCache :Bool)
       -> (vm :VmInfo, lease :VmLease);
   # Runs a command in the VM's guest OS or container; waits for the guest agent if the VM is
   # still booting.

@@ -40,4 +40,10 @@ interface Worker {
   # check), which the supervisor keeps beside the files as restore.json.
   snapshot @5 (state :Common.FileHandle, memory :Common.FileHandle, disk :Common.FileHandle)
       -> (pauseNs :UInt64, memoryBytes :UInt64, restore :Text);
+  # The same files, filled once when the booted guest is ready for its container and before it
+  # starts it: a start-up snapshot (its `restore` says so). Sent before the first attach; the
+  # container starts after it, however it ends.
+  snapshotBeforeContainer @6 (state :Common.FileHandle, memory :Common.FileHandle,
+                              disk :Common.FileHandle)
+      -> (pauseNs :UInt64, memoryBytes :UInt64, restore :Text);
 }

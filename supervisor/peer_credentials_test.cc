@@ -95,9 +95,11 @@ struct ServedSupervisor {
         netd(io, paths),
         vms(io, files.registry, paths, netd),
         snapshots(io, paths, files.registry, vms),
+        startup(io, paths, vms, snapshots, StartupCache::kDefaultMaxEntries),
         context{files.registry,
                 vms,
                 snapshots,
+                startup,
                 files.table,
                 files.dir.path(),
                 files.dir.path(),
@@ -121,6 +123,7 @@ struct ServedSupervisor {
   NetdClient netd;
   VmController vms;
   SnapshotController snapshots;
+  StartupCache startup;
   SupervisorContext context;
   SupervisorServer server;
   kj::Promise<void> serving;

@@ -17,12 +17,6 @@ namespace {
 // Clones stopped because their snapshot's serving ends get this long to power off.
 constexpr uint32_t kCloneStopGraceMs = 2000;
 
-rpc::FileHandle::Client handleOf(const UniqueFd& fd) {
-  UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
-  if (!copy) throw SysError(errno, "dup a snapshot file");
-  return ipc::fileHandle(std::move(copy));
-}
-
 }  // namespace
 
 SnapshotController::SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRegistry& registry,
@@ -35,9 +29,16 @@ SnapshotController::SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRe
       serves_(io, paths) {
   // A clone that ends no longer holds its snapshot's memory.
   vms_.setEndListener([this](const ipc::VmRecord& record) {
-    if (!record.snapshotId.view().empty()) {
-      serves_.detachClone(record.snapshotId.str(), record.id.str());
+    if (record.snapshotId.view().empty()) return;
+    auto snapshotId = record.snapshotId.str();
+    serves_.detachClone(snapshotId, record.id.str());
+    // A start-up snapshot is served only while runs use it: its image is memory the host wants.
+    auto it = ready_.find(snapshotId);
+    if (it == ready_.end() || it->second.startupKey.empty()) return;
+    for (const auto& clone : vms_.clonesOf(snapshotId)) {
+      if (clone.id.view() != record.id.view()) return;
     }
+    tasks_.add(serves_.stop(snapshotId));
   });
 }
 
@@ -116,14 +117,27 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   if (!record->snapshotId.view().empty()) {
     // A clone's guest memory is its snapshot's image mapped copy-on-write: what it changed lives
     // only in QEMU's private pages, which no file holds to copy.
+    auto origin = tagOf(record->snapshotId.str());
+    if (origin.starts_with(kStartupTagPrefix)) {
+      throw Error(fmt::format(
+          "VM '{}' started from the start-up snapshot '{}', and such a VM cannot be snapshotted: "
+          "run it with --no-snapshot-cache to snapshot it",
+          name, origin));
+    }
     throw Error(fmt::format("VM '{}' is a clone of snapshot '{}'; clones cannot be snapshotted",
-                            name, tagOf(record->snapshotId.str())));
+                            name, origin));
   }
   rpc::Worker::Client worker = nullptr;
   KJ_IF_MAYBE (w, vms_.workerOf(record->id.str())) {
     worker = *w;
   } else {
     throw Error(fmt::format("VM '{}' has no worker connection", name));
+  }
+  if (tag.starts_with(kStartupTagPrefix)) {
+    throw Error(
+        fmt::format("invalid snapshot tag '{}': tags starting with '{}' are fcvm's own "
+                    "start-up snapshots",
+                    tag, kStartupTagPrefix));
   }
   if (!isValidName(tag)) {
     throw Error(fmt::format(
@@ -134,7 +148,8 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   QuotaUsage usage;  // a snapshot is its VM owner's, whoever takes it
   for (const auto* set : {&ready_, &creating_}) {
     for (const auto& [id, meta] : *set) {
-      if (meta.ownerUid != record->ownerUid) continue;
+      // Start-up snapshots are the host's cache, bounded on their own (startup_cache.h).
+      if (meta.ownerUid != record->ownerUid || !meta.startupKey.empty()) continue;
       if (meta.tag == tag) throw Error(fmt::format("a snapshot tagged '{}' already exists", tag));
       usage.snapshots += 1;
     }
@@ -151,9 +166,9 @@ kj::Promise<SnapshotView> SnapshotController::create(const Caller& caller,
   meta.volumes = vms_.specOf(meta.sourceVmId).volumes;
   auto staging = store_.begin(meta.id);
   auto request = worker.snapshotRequest();
-  request.setState(handleOf(staging->state));
-  request.setMemory(handleOf(staging->memory));
-  request.setDisk(handleOf(staging->disk));
+  request.setState(ipc::fileHandleOf(staging->state));
+  request.setMemory(ipc::fileHandleOf(staging->memory));
+  request.setDisk(ipc::fileHandleOf(staging->disk));
   creating_[meta.id] = meta;
   spdlog::info("uid {} snapshots VM {} ({}) as '{}' ({})", caller.uid, name, meta.sourceVmId, tag,
                meta.id);
@@ -296,7 +311,6 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
                     "state cannot be loaded",
                     meta->tag, meta->qemuVersion, qemuVersion()));
   }
-  auto dir = store_.bulkOf(meta->id);
   auto spec = ipc::readVmSpecFile(store_.specOf(meta->id).string());
   spec.name = r.name;
   if (!r.ports.empty() && spec.network == "none") {
@@ -309,25 +323,79 @@ kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const 
   auto vmId = record.id.str();
   spdlog::info("uid {} runs clone {} ({}) of snapshot '{}'{}", caller.uid, spec.name, vmId,
                meta->tag, r.detach ? ", detached" : "");
-  auto snapshot = served(*meta);
-  return serves_.attachClone(snapshot, vmId)
+  WorkerInputs inputs{Credentials{caller.uid, caller.gid, {}}, -1, {}, -1, -1, {}, {}, false};
+  for (const auto& d : volumeDirs) inputs.volumeDirs.push_back(d.get());
+  return launchClone(*meta, vmId, spec, inputs, kj::mv(output), r.detach)
+      .attach(std::move(volumeDirs));
+}
+
+kj::Promise<RunResult> SnapshotController::launchClone(const SnapshotMeta& meta,
+                                                       const std::string& vmId,
+                                                       const ipc::VmSpec& spec, WorkerInputs inputs,
+                                                       kj::Maybe<rpc::OutputSink::Client> output,
+                                                       bool detach) {
+  inputs.restoreDir = store_.bulkOf(meta.id);
+  return serves_.attachClone(served(meta), vmId)
       .then(
-          [this, caller, vmId, dir, spec, output = kj::mv(output), detach = r.detach,
-           volumeDirs = std::move(volumeDirs)](UniqueFd memory) mutable {
-            WorkerInputs inputs{
-                Credentials{caller.uid, caller.gid, {}}, -1, dir, memory.get(), -1, {}, {}};
-            for (const auto& d : volumeDirs) inputs.volumeDirs.push_back(d.get());
+          [this, vmId, spec, inputs, output = kj::mv(output), detach](UniqueFd memory) mutable {
+            inputs.memory = memory.get();
             return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
-                .attach(std::move(memory), std::move(volumeDirs));
+                .attach(std::move(memory));
           },
           [this, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
             vms_.discard(vmId);
             return kj::mv(e);
           })
-      .catch_([this, snapshotId = meta->id, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
+      .catch_([this, snapshotId = meta.id, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
         serves_.detachClone(snapshotId, vmId);
         return kj::mv(e);
       });
+}
+
+const SnapshotMeta* SnapshotController::findStartup(uint32_t ownerUid,
+                                                    const std::string& startupKey) const {
+  for (const auto& [id, meta] : ready_) {
+    if (meta.ownerUid == ownerUid && meta.startupKey == startupKey) return &meta;
+  }
+  return nullptr;
+}
+
+std::vector<SnapshotMeta> SnapshotController::startupSnapshots() const {
+  std::vector<SnapshotMeta> out;
+  for (const auto& [id, meta] : ready_) {
+    if (!meta.startupKey.empty()) out.push_back(meta);
+  }
+  return out;
+}
+
+std::unique_ptr<SnapshotStaging> SnapshotController::stage(const std::string& snapshotId) const {
+  return store_.begin(snapshotId);
+}
+
+void SnapshotController::commit(SnapshotMeta meta, SnapshotStaging& staging,
+                                const std::string& restore, const std::filesystem::path& specFile) {
+  staging.commit(meta, restore, specFile);
+  meta.lastUsedNs = meta.createdAtNs;
+  ready_[meta.id] = std::move(meta);
+}
+
+void SnapshotController::markUsed(const std::string& snapshotId) {
+  auto it = ready_.find(snapshotId);
+  if (it == ready_.end()) return;
+  it->second.lastUsedNs = realtimeNs();
+  store_.markUsed(snapshotId);
+}
+
+kj::Promise<void> SnapshotController::removeUnused(const std::string& snapshotId) {
+  if (!vms_.clonesOf(snapshotId).empty()) return kj::READY_NOW;
+  return serves_.stop(snapshotId).then([this, snapshotId] {
+    auto it = ready_.find(snapshotId);
+    if (it == ready_.end() || !vms_.clonesOf(snapshotId).empty()) return;
+    store_.remove(snapshotId);
+    spdlog::info("removed snapshot '{}' ({})", it->second.tag, snapshotId);
+    ready_.erase(it);
+    serves_.forget(snapshotId);
+  });
 }
 
 }  // namespace fcvm::supervisor

@@ -23,6 +23,9 @@
 
 namespace fcvm::supervisor {
 
+// The tags of start-up snapshots (startup_cache.h); `snapshot create` refuses them.
+inline constexpr char kStartupTagPrefix[] = "startup-";
+
 struct SnapshotView {
   SnapshotMeta meta;
   std::string state;  // creating, ready
@@ -71,6 +74,22 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   // The tag of a snapshot by id, for showing a clone's origin.
   std::string tagOf(const std::string& snapshotId) const;
 
+  // For the start-up snapshot cache (startup_cache.h).
+  const SnapshotMeta* findStartup(uint32_t ownerUid, const std::string& startupKey) const;
+  std::vector<SnapshotMeta> startupSnapshots() const;
+  std::unique_ptr<SnapshotStaging> stage(const std::string& snapshotId) const;
+  // Commits `staging` as the snapshot `meta`; `specFile` is its source VM's spec.
+  void commit(SnapshotMeta meta, SnapshotStaging& staging, const std::string& restore,
+              const std::filesystem::path& specFile);
+  void markUsed(const std::string& snapshotId);
+  // Removes the snapshot unless a clone runs from it.
+  kj::Promise<void> removeUnused(const std::string& snapshotId);
+  // Starts the created VM `vmId` as a clone of `meta`: its memory image from the snapshot's serve.
+  kj::Promise<RunResult> launchClone(const SnapshotMeta& meta, const std::string& vmId,
+                                     const ipc::VmSpec& spec, WorkerInputs inputs,
+                                     kj::Maybe<rpc::OutputSink::Client> output, bool detach);
+  const std::string& qemuVersion();
+
  private:
   SnapshotView view(const SnapshotMeta& meta, const std::string& state);
   const SnapshotMeta& visible(const Caller& caller, const std::string& tag) const;
@@ -78,7 +97,6 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   ServedSnapshot served(const SnapshotMeta& meta) const;
   // Stops the snapshot's clones, then its serve process.
   kj::Promise<void> stopAll(const std::string& snapshotId);
-  const std::string& qemuVersion();
   void taskFailed(kj::Exception&& e) override;
 
   kj::AsyncIoContext& io_;

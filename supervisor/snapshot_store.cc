@@ -54,7 +54,14 @@ json toJson(const SnapshotMeta& m) {
           {"image", m.image},
           {"pause_ns", m.pauseNs},
           {"memory_bytes", m.memoryBytes},
-          {"qemu_version", m.qemuVersion}};
+          {"qemu_version", m.qemuVersion},
+          {"startup_key", m.startupKey},
+          {"config_key", m.configKey}};
+}
+
+bool isKey(const std::string& key) {
+  return key.empty() ||
+         (key.size() == 64 && key.find_first_not_of("0123456789abcdef") == std::string::npos);
 }
 
 SnapshotMeta fromJson(const json& j, const std::filesystem::path& file) {
@@ -73,6 +80,10 @@ SnapshotMeta fromJson(const json& j, const std::filesystem::path& file) {
   m.pauseNs = jsonField<uint64_t>(j, "pause_ns");
   m.memoryBytes = jsonField<uint64_t>(j, "memory_bytes");
   m.qemuVersion = jsonField<std::string>(j, "qemu_version");
+  // Absent in a record of a snapshot taken before start-up snapshots existed.
+  m.startupKey = optionalJsonField<std::string>(j, "startup_key").value_or("");
+  m.configKey = optionalJsonField<std::string>(j, "config_key").value_or("");
+  if (!isKey(m.startupKey) || !isKey(m.configKey)) throw Error("bad start-up key");
   return m;
 }
 
@@ -151,6 +162,9 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
       if (meta.id != name) throw Error("its id is not its directory's name");
       if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
       meta.volumes = ipc::readVmSpecFile(specOf(name).string()).volumes;
+      meta.lastUsedNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::filesystem::last_write_time(file).time_since_epoch())
+                            .count();
       out.push_back(std::move(meta));
     } catch (const NewerFormatError&) {
       throw;
@@ -163,6 +177,13 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
 
 std::unique_ptr<SnapshotStaging> SnapshotStore::begin(const std::string& id) const {
   return std::make_unique<SnapshotStaging>(recordDir_, bulkDir_, id);
+}
+
+void SnapshotStore::markUsed(const std::string& id) const {
+  // The record's time is its last use: what a restarted supervisor evicts by.
+  std::error_code ec;
+  std::filesystem::last_write_time(recordDir_ / id / "snapshot.json",
+                                   std::filesystem::file_time_type::clock::now(), ec);
 }
 
 void SnapshotStore::remove(const std::string& id) const {

@@ -38,6 +38,11 @@ struct SnapshotMeta {
   // The source's --map volumes (from spec.bin, not snapshot.json): each clone's client reopens
   // every host directory with its own rights.
   std::vector<ipc::VolumeMapping> volumes;
+  // A start-up snapshot (startup_cache.h): the key of the runs it serves (sha256, hex), and that of
+  // their configuration without the image's digest. Both empty for `snapshot create`'s.
+  std::string startupKey;
+  std::string configKey;
+  int64_t lastUsedNs = 0;  // not in snapshot.json: its modification time
 };
 
 // snapshot.json, and back. The parser checks every field (ids, the tag); throws NewerFormatError
@@ -80,6 +85,8 @@ class SnapshotStore {
   // The snapshot's bulk directory: what a clone's worker restores from.
   std::filesystem::path bulkOf(const std::string& id) const { return bulkDir_ / id; }
   std::filesystem::path specOf(const std::string& id) const { return recordDir_ / id / "spec.bin"; }
+  // Records that the snapshot was used now (its record's modification time).
+  void markUsed(const std::string& id) const;
   // Un-commits the record first, so a removal cut short is finished by the next load().
   void remove(const std::string& id) const;
 

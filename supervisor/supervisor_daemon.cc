@@ -22,6 +22,7 @@
 #include "supervisor/host_boot.h"
 #include "supervisor/netd_client.h"
 #include "supervisor/snapshot_controller.h"
+#include "supervisor/startup_cache.h"
 #include "supervisor/supervisor_server.h"
 #include "supervisor/vm_controller.h"
 
@@ -112,6 +113,7 @@ int serve(const DaemonOptions& options, bool& ready) {
   netd.adopt(vms.bridgedVms());
   SnapshotController snapshots(io, paths, registry, vms);
   snapshots.adopt();
+  StartupCache startup(io, paths, vms, snapshots, StartupCache::maxEntriesFrom(paths.configFile));
 
   // systemd's socket (fcvm-supervisor.socket) if it started us: it owns the path and keeps it
   // across our restarts. Otherwise our own, removed when we stop.
@@ -131,9 +133,9 @@ int serve(const DaemonOptions& options, bool& ready) {
       kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP | kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
 
   auto shutdown = kj::newPromiseAndFulfiller<void>();
-  SupervisorContext context{
-      registry,         vms,        snapshots,    table,    paths.dataDir,
-      paths.runtimeDir, socketPath, realtimeNs(), adoption, shutdown.fulfiller};
+  SupervisorContext context{registry,     vms,           snapshots,         startup,
+                            table,        paths.dataDir, paths.runtimeDir,  socketPath,
+                            realtimeNs(), adoption,      shutdown.fulfiller};
   SupervisorServer server(context, io.provider->getTimer());
   auto serving = server.listen(*listener);
 

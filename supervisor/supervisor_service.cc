@@ -221,15 +221,16 @@ kj::Promise<void> SupervisorService::runVm(RunVmContext call) {
                image = kj::mv(image)]() mutable {
           auto params = call.getParams();
           try {
-            return context_.vms.run(caller_, std::move(spec), kj::mv(output), params.getDetach(),
-                                    params.getAutoRemove(), std::move(*image));
+            return context_.startup.run(caller_, std::move(spec), kj::mv(output),
+                                        params.getDetach(), params.getAutoRemove(),
+                                        std::move(*image), !params.getNoSnapshotCache());
           } catch (const Error& e) {  // else kj would pass it on as "std::exception: ..."
             return kj::Promise<RunResult>(ipc::rpcError(e.what()));
           }
         })
-        .then([call](RunResult result) mutable {
+        .then([this, call](RunResult result) mutable {
           auto results = call.getResults();
-          fill(results.initVm(), result.record);
+          fill(results.initVm(), result.record, context_);
           KJ_IF_MAYBE (lease, result.lease) {
             results.setLease(kj::mv(*lease));
           }

@@ -10,6 +10,7 @@
 #include "ipc/supervisor.capnp.h"
 #include "supervisor/caller.h"
 #include "supervisor/snapshot_controller.h"
+#include "supervisor/startup_cache.h"
 #include "supervisor/vm_controller.h"
 #include "supervisor/vm_registry.h"
 
@@ -20,6 +21,7 @@ struct SupervisorContext {
   VmRegistry& registry;
   VmController& vms;
   SnapshotController& snapshots;
+  StartupCache& startup;
   const ipc::StateTable& table;
   std::filesystem::path dataDir;
   std::filesystem::path runtimeDir;

@@ -53,9 +53,9 @@ UserQuotas UserQuotas::load(const std::filesystem::path& file) {
     auto config = json::parse(in);
     if (!config.is_object()) throw Error("not a JSON object");
     for (const auto& [key, value] : config.items()) {
-      // "jail" is base/jail_uids.h's.
-      if (key != "quotas" && key != "jail") {
-        throw Error(fmt::format("unknown setting '{}' (quotas, jail)", key));
+      // "jail" is base/jail_uids.h's, "startup_snapshots" startup_cache.h's.
+      if (key != "quotas" && key != "jail" && key != "startup_snapshots") {
+        throw Error(fmt::format("unknown setting '{}' (quotas, jail, startup_snapshots)", key));
       }
     }
     if (!config.contains("quotas")) return quotas;

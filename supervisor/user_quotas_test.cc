@@ -70,7 +70,8 @@ TEST_F(UserQuotasTest, AMistakeNamesTheFileAndTheField) {
             where + "quotas.default.vms: not a count (a whole number from 0)");
   EXPECT_EQ(errorOf(R"({"quotas": {"uids": {"alice": {}}}})"),
             where + "quotas.uids: 'alice' is not a uid");
-  EXPECT_EQ(errorOf(R"({"quota": {}})"), where + "unknown setting 'quota' (quotas, jail)");
+  EXPECT_EQ(errorOf(R"({"quota": {}})"),
+            where + "unknown setting 'quota' (quotas, jail, startup_snapshots)");
   EXPECT_EQ(errorOf("[1]"), where + "not a JSON object");
   EXPECT_NE(errorOf("{"), "");
 }

@@ -236,11 +236,13 @@ void VmController::track(const std::string& id, LaunchedWorker worker) {
   live_[id] = kj::mv(vm);
 }
 
-void VmController::connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output) {
+void VmController::connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output,
+                           const BeforeAttach& beforeAttach) {
   try {
     vm.connection = kj::heap<ipc::RpcClient>(
         io_, ipc::connectUnixSocket(paths_.vmRunDir(vm.id) / "worker.sock"), kWorkerFds);
     auto worker = vm.connection->bootstrap<rpc::Worker>();
+    if (beforeAttach) beforeAttach(worker);  // calls on one capability arrive in order
     auto attach = worker.attachRequest();
     attach.setEvents(kj::heap<WorkerEventsImpl>(*this, vm.id));
     KJ_IF_MAYBE (sink, output) {
@@ -447,7 +449,7 @@ void VmController::relaunch(const std::string& id) {
   const ipc::VmSpec spec = specOf(id);
   // Its owner's rights as the user database has them now (there is no client to ask).
   WorkerInputs inputs{
-      Credentials::ofUser(record->ownerUid, record->ownerUid), -1, {}, -1, -1, {}, {}};
+      Credentials::ofUser(record->ownerUid, record->ownerUid), -1, {}, -1, -1, {}, {}, false};
   spdlog::info("VM {} ({}): restart {} (restart policy {})", record->name.view(), id,
                record->restartCount, ipc::toString(spec.restart));
   tasks_.add(startWorker(id, spec, inputs)
@@ -643,8 +645,8 @@ kj::Promise<LaunchedWorker> VmController::startWorker(const std::string& id,
 
 kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::VmSpec& spec,
                                             WorkerInputs inputs,
-                                            kj::Maybe<rpc::OutputSink::Client> output,
-                                            bool detach) {
+                                            kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                            BeforeAttach beforeAttach) {
   if (!detach) {
     try {
       markForeground(id);  // before the worker exists: a restart must see it
@@ -655,7 +657,8 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
   }
   return startWorker(id, spec, kj::mv(inputs))
       .then(
-          [this, id, detach, output = kj::mv(output)](LaunchedWorker worker) mutable {
+          [this, id, detach, output = kj::mv(output),
+           beforeAttach = std::move(beforeAttach)](LaunchedWorker worker) mutable {
             auto record = registry_.byId(id);
             if (!record) {
               // Removed (rm -f) while it started: its worker must not run on untracked.
@@ -665,7 +668,7 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
             record->worker = worker.identity;
             registry_.update(*record);
             track(id, kj::mv(worker));
-            connect(*live(id), detach ? nullptr : kj::mv(output));
+            connect(*live(id), detach ? nullptr : kj::mv(output), beforeAttach);
             RunResult result{*registry_.byId(id), nullptr};
             if (!detach) result.lease = rpc::VmLease::Client(kj::heap<VmLeaseImpl>(*this, id));
             return result;
@@ -676,9 +679,8 @@ kj::Promise<RunResult> VmController::launch(const std::string& id, const ipc::Vm
           });
 }
 
-kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
-                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
-                                         bool autoRemove, ImageInputs image) {
+std::string VmController::begin(const Caller& caller, ipc::VmSpec& spec, bool detach,
+                                bool autoRemove, const std::vector<std::string>& podmanEnv) {
   if (spec.restart.kind != ipc::RestartPolicy::Kind::kNo) {
     // A restart starts the VM with no client: only what the supervisor can reach on its own.
     if (autoRemove) throw Error("--restart and --rm conflict: a VM that restarts is kept");
@@ -696,18 +698,32 @@ kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
   auto record = create(caller, spec, autoRemove, "");
   std::string id = record.id.str();
   try {
-    ipc::writePodmanEnvFile(image.podmanEnv, (paths_.vmDir(id) / "podman-env.json").string());
+    ipc::writePodmanEnvFile(podmanEnv, (paths_.vmDir(id) / "podman-env.json").string());
   } catch (...) {
     discard(id);
     throw;
   }
   spdlog::info("uid {} runs VM {} ({}) with {}{}", caller.uid, spec.name, id, spec.image,
                detach ? ", detached" : "");
+  return id;
+}
+
+kj::Promise<RunResult> VmController::run(const Caller& caller, ipc::VmSpec spec,
+                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                         bool autoRemove, ImageInputs image) {
+  auto id = begin(caller, spec, detach, autoRemove, image.podmanEnv);
   WorkerInputs inputs{
-      Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1, {}, {}};
+      Credentials{caller.uid, caller.gid, {}}, image.archive.get(), {}, -1, -1, {}, {}, false};
   for (const auto& dir : image.volumeDirs) inputs.volumeDirs.push_back(dir.get());
   return launch(id, spec, inputs, kj::mv(output), detach)
       .attach(std::move(image.archive), std::move(image.volumeDirs));
+}
+
+void VmController::markClone(const std::string& id, const std::string& snapshotId) {
+  if (auto record = registry_.byId(id)) {
+    record->snapshotId.assignTruncated(snapshotId);
+    registry_.update(*record);
+  }
 }
 
 std::vector<ipc::VmRecord> VmController::clonesOf(const std::string& snapshotId) const {

@@ -65,8 +65,17 @@ class VmController : private kj::TaskSet::ErrorHandler {
   // created but not launched is discarded.
   ipc::VmRecord create(const Caller& caller, ipc::VmSpec& spec, bool autoRemove,
                        const std::string& snapshotId);
+  // What a caller sends the worker before the first attach (a start-up snapshot's request).
+  using BeforeAttach = std::function<void(rpc::Worker::Client&)>;
   kj::Promise<RunResult> launch(const std::string& id, const ipc::VmSpec& spec, WorkerInputs inputs,
-                                kj::Maybe<rpc::OutputSink::Client> output, bool detach);
+                                kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                BeforeAttach beforeAttach = nullptr);
+  // run()'s first step for a VM from an image: checks the spec, registers the VM and writes its
+  // spec and the caller's podman settings. Returns the VM's id.
+  std::string begin(const Caller& caller, ipc::VmSpec& spec, bool detach, bool autoRemove,
+                    const std::vector<std::string>& podmanEnv);
+  // The VM `id` starts from the snapshot `snapshotId` (a start-up snapshot's clone).
+  void markClone(const std::string& id, const std::string& snapshotId);
   void discard(const std::string& id);
 
   const UserQuotas& quotas() const { return quotas_; }
@@ -107,7 +116,8 @@ class VmController : private kj::TaskSet::ErrorHandler {
   ipc::VmRecord visible(const Caller& caller, const std::string& name) const;
   LiveVm* live(const std::string& id);
   void track(const std::string& id, LaunchedWorker worker);
-  void connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output);
+  void connect(LiveVm& vm, kj::Maybe<rpc::OutputSink::Client> output,
+               const BeforeAttach& beforeAttach = nullptr);
   kj::Promise<void> stopLive(LiveVm& vm, uint32_t timeoutMs);
   void workerExited(const std::string& id);
   void finishEnded(const std::string& id);

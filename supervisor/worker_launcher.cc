@@ -1,6 +1,7 @@
 #include "supervisor/worker_launcher.h"
 
 #include <fcntl.h>
+#include <kj/async-unix.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -85,8 +86,9 @@ kj::Promise<LaunchedProcess> launchDaemon(kj::AsyncIoContext& io, SpawnSpec spec
       });
 }
 
-kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
-                                         const std::string& id, const WorkerInputs& inputs) {
+namespace {
+
+SpawnSpec workerSpec(const Paths& paths, const std::string& id, const WorkerInputs& inputs) {
   SpawnSpec spec;
   spec.argv = {siblingBinary("fcvm-worker", "FCVM_WORKER_BIN").string(),
                "--id",
@@ -121,8 +123,37 @@ kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& pa
     spec.fds[fd] = inputs.volumeDirs[i];
     spec.argv.insert(spec.argv.end(), {"--volume-fd", std::to_string(fd)});
   }
-  return launchDaemon(io, std::move(spec), (paths.vmDir(id) / "worker.log").string(),
+  if (inputs.imagePrepared) spec.argv.push_back("--image-prepared");
+  return spec;
+}
+
+}  // namespace
+
+kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
+                                         const std::string& id, const WorkerInputs& inputs) {
+  return launchDaemon(io, workerSpec(paths, id, inputs), (paths.vmDir(id) / "worker.log").string(),
                       "fcvm-worker");
+}
+
+kj::Promise<void> prepareImage(kj::AsyncIoContext& io, const Paths& paths, const std::string& id,
+                               const WorkerInputs& inputs) {
+  WorkerInputs imageOnly;
+  imageOnly.owner = inputs.owner;
+  imageOnly.imageArchive = inputs.imageArchive;
+  auto spec = workerSpec(paths, id, imageOnly);
+  spec.argv.push_back("--prepare-image");
+  return launchDaemon(io, std::move(spec), (paths.vmDir(id) / "worker.log").string(),
+                      "fcvm-worker --prepare-image")
+      .then([&io](LaunchedProcess process) {
+        // It says "ready" once image.json is written, then exits: reaped once its pidfd says so.
+        auto exited = kj::heap<kj::UnixEventPort::FdObserver>(
+            io.unixEventPort, process.pidfd.get(), kj::UnixEventPort::FdObserver::OBSERVE_READ);
+        auto done = exited->whenBecomesReadable();
+        // The observer goes before the pidfd it watches is closed (the outer attachment last).
+        return done.attach(kj::mv(exited))
+            .attach(std::move(process.pidfd))
+            .then([pid = process.identity.pid] { ::waitpid(pid, nullptr, 0); });
+      });
 }
 
 }  // namespace fcvm::supervisor

@@ -41,6 +41,7 @@ struct WorkerInputs {
   int tap = -1;                      // a bridged VM's TAP, from netd
   std::vector<int> volumeDirs;       // each of the spec's volumes, as the client opened it
   std::vector<std::string> cgroups;  // the VM's cgroup.procs files (VmCgroups::create)
+  bool imagePrepared = false;        // prepareImage() ran: the worker reads <vm dir>/image.json
 };
 
 // Starts the worker for VM `id`, whose spec file must be written. Resolves once the worker says it
@@ -48,6 +49,13 @@ struct WorkerInputs {
 // reason otherwise, after the worker has exited.
 kj::Promise<LaunchedWorker> launchWorker(kj::AsyncIoContext& io, const Paths& paths,
                                          const std::string& id, const WorkerInputs& inputs);
+
+// Prepares VM `id`'s image as its owner would see it, in a worker process of its own
+// (`fcvm-worker --prepare-image`, its log in the VM's worker.log): the export on the first run of
+// an image digest, a lookup after. Resolves once <vm dir>/image.json is written; fails with the
+// one-line reason otherwise.
+kj::Promise<void> prepareImage(kj::AsyncIoContext& io, const Paths& paths, const std::string& id,
+                               const WorkerInputs& inputs);
 
 // A pidfd for the process `process` names (a worker found at adoption, a worker's QEMU), or an
 // invalid fd if that process is gone (its pid may have been reused: the start time must match).

@@ -59,7 +59,10 @@ class SnapshotTest : public testing::VmFixture {
  protected:
   // Starts the counter container as `name` and waits until it has printed `until`.
   void startCounter(const std::string& name, long until) {
-    ok({"podman", "run", "-d", "--name", name, testing::kTestImage, "sh", "-c", kCounter});
+    // A VM of its own boot: a start-up snapshot's clone cannot be snapshotted, and its entry would
+    // show in `snapshot ls`.
+    ok({"podman", "run", "-d", "--no-snapshot-cache", "--name", name, testing::kTestImage, "sh",
+        "-c", kCounter});
     ok({"wait", "--name", name, "--condition", "healthy"});
     followUntil(name, until);
   }
@@ -300,8 +303,8 @@ TEST_F(SnapshotTest, EveryRequestIsAnsweredAccordingToWhoAsks) {
     return r.output;
   };
 
-  okAs(kOwner, {"podman", "run", "-d", "--name", "vm", "oci-archive:" + archive.string(), "sh",
-                "-c", "echo owned; sleep 600"});
+  okAs(kOwner, {"podman", "run", "-d", "--no-snapshot-cache", "--name", "vm",
+                "oci-archive:" + archive.string(), "sh", "-c", "echo owned; sleep 600"});
   okAs(kOwner, {"wait", "--name", "vm", "--condition", "healthy"});
   okAs(kOwner, {"snapshot", "create", "--name", "vm", "--tag", "snap"});
   okAs(kOwner, {"snapshot", "run", "--from", "snap", "--name", "clone", "-d"});
@@ -369,6 +372,96 @@ TEST_F(SnapshotTest, EveryRequestIsAnsweredAccordingToWhoAsks) {
   okAs(kOwner, {"rm", "-f", "--name", "vm"});
   okAs(kOwner, {"rm", "--name", "clone"});
   EXPECT_EQ(fcvm_.fcvmJson({"ls", "--json"}), json::array());
+}
+
+// Start-up snapshots (supervisor/startup_cache.h): the first run of a configuration is snapshotted
+// before its container starts, later runs start from that snapshot with their own container; a new
+// image digest supersedes the entry, --no-snapshot-cache boots cold, and two first runs at once
+// build one entry.
+TEST_F(SnapshotTest, LaterRunsStartFromTheFirstRunsStartupSnapshotWithTheirOwnContainer) {
+  const std::string show = "echo $WHO $(hostname) $0";
+  // The first run boots, and leaves its start-up snapshot (committed before its container
+  // started, so before this run's output ends).
+  EXPECT_EQ(ok({"podman", "run", "--rm", "--name", "first", "-e", "WHO=first", testing::kTestImage,
+                "sh", "-c", show, "one"}),
+            "first first one\n");
+  auto entries = snapshotLs();
+  ASSERT_EQ(entries.size(), 1u) << entries.dump();
+  auto tag = entries.at(0).at("tag").get<std::string>();
+  EXPECT_TRUE(tag.starts_with("startup-")) << tag;
+  EXPECT_EQ(entries.at(0).at("source_vm"), "first");
+
+  // A later run starts from it, with its own command, env and name; its container runs, takes
+  // exec and ends with its own code; it cannot be snapshotted in turn.
+  ok({"podman", "run", "-d", "--name", "second", "-e", "WHO=second", testing::kTestImage, "sh",
+      "-c", show + "; exec sleep 600", "two"});
+  ok({"wait", "--name", "second", "--condition", "running"});
+  EXPECT_EQ(inspect("second").at("snapshot"), tag);
+  EXPECT_EQ(ok({"exec", "-c", "--name", "second", "--", "hostname"}), "second\n");
+  auto refused = fcvm({"snapshot", "create", "--name", "second", "--tag", "again"});
+  EXPECT_EQ(refused.exitCode, 1);
+  EXPECT_NE(refused.output.find("--no-snapshot-cache"), std::string::npos) << refused.output;
+  ok({"stop", "--name", "second"});
+  EXPECT_EQ(ok({"logs", "--name", "second"}), "second second two\n");
+  ok({"rm", "--name", "second"});
+  // ...or in the foreground, exiting with its own code.
+  auto third = fcvm({"podman", "run", "--rm", "--name", "third", "-e", "WHO=third",
+                     testing::kTestImage, "sh", "-c", show + "; exit 5", "three"});
+  EXPECT_EQ(third.exitCode, 5);
+  EXPECT_EQ(third.output, "third third three\n");
+
+  // --no-snapshot-cache boots cold and builds nothing.
+  ok({"podman", "run", "-d", "--no-snapshot-cache", "--name", "cold", testing::kTestImage, "true"});
+  ok({"wait", "--name", "cold", "--condition", "ended"});
+  EXPECT_TRUE(inspect("cold").at("snapshot").is_null()) << inspect("cold").dump();
+  EXPECT_EQ(snapshotLs().size(), 1u);
+  ok({"rm", "--name", "cold"});
+
+  // The same image name with another digest: its first run boots, and its entry supersedes the
+  // old one.
+  auto archive = fcvm_.dir() / "image.tar";
+  auto save = [&](const std::string& reference) {
+    std::filesystem::remove(archive);
+    auto saved =
+        runCommand({"podman", "save", "--format", "oci-archive", "-o", archive.string(), reference},
+                   CommandOptions::withTimeout(std::chrono::minutes(2)));
+    ASSERT_EQ(saved.exitCode, 0) << saved.output;
+  };
+  const std::string image = "oci-archive:" + archive.string();
+  save(testing::kTestImage);
+  ok({"podman", "run", "--rm", image, "true"});
+  auto before = snapshotLs();
+  ASSERT_EQ(before.size(), 2u) << before.dump();
+  std::string archiveEntry;
+  for (const auto& e : before) {
+    if (e.at("tag") != tag) archiveEntry = e.at("id");
+  }
+  // The archive names the image otherwise: other bytes, another digest.
+  auto id = runCommand({"podman", "image", "inspect", "--format", "{{.Id}}", testing::kTestImage});
+  ASSERT_EQ(id.exitCode, 0) << id.output;
+  save(id.output.substr(0, id.output.find('\n')));
+  ok({"podman", "run", "-d", "--name", "changed", image, "true"});
+  ok({"wait", "--name", "changed", "--condition", "ended"});
+  EXPECT_TRUE(inspect("changed").at("snapshot").is_null()) << inspect("changed").dump();
+  auto after = snapshotLs();
+  ASSERT_EQ(after.size(), 2u) << after.dump();
+  for (const auto& e : after) EXPECT_NE(e.at("id"), archiveEntry) << after.dump();
+  ok({"rm", "--name", "changed"});
+
+  // Two first runs of a new configuration at once build one entry between them.
+  std::vector<std::unique_ptr<RunningCommand>> runs;
+  for (const char* name : {"twin1", "twin2"}) {
+    runs.push_back(std::make_unique<RunningCommand>(
+        std::vector<std::string>{FcvmInstance::binary(), "podman", "run", "-d", "--mem", "300",
+                                 "--name", name, testing::kTestImage, "sleep", "600"},
+        fcvm_.env()));
+  }
+  for (auto& run : runs) EXPECT_EQ(run->finish(), 0) << run->output();
+  for (const char* name : {"twin1", "twin2"}) {
+    ok({"wait", "--name", name, "--condition", "running"});
+  }
+  EXPECT_EQ(snapshotLs().size(), 3u) << snapshotLs().dump();
+  for (const char* name : {"twin1", "twin2"}) ok({"rm", "-f", "--name", name});
 }
 
 }  // namespace

@@ -168,7 +168,8 @@ kj::Promise<void> AgentChannel::powerOff() {
 kj::Promise<void> AgentChannel::freeze() {
   return kj::evalNow([&]() {
     requireUsable();
-    KJ_REQUIRE(containerStarted_, "agent channel: freeze before the container started");
+    KJ_REQUIRE(handshakeDone_ && (containerStarted_ || !runPlanSent_),
+               "agent channel: freeze while the container starts");
     KJ_REQUIRE(!freezing_ && !writer_.held(), "agent channel: already frozen");
     freezing_ = true;
     auto sent = send(agent::Freeze{});
@@ -187,13 +188,15 @@ kj::Promise<void> AgentChannel::thaw(int64_t realtimeNs) {
   });
 }
 
-kj::Promise<void> AgentChannel::resume(const agent::Resume& identity) {
+kj::Promise<void> AgentChannel::resume(const agent::Resume& identity, bool containerRunning) {
   return kj::evalNow([&]() {
     requireUsable();
     KJ_REQUIRE(handshakeDone_ && !runPlanSent_, "agent channel: resume out of order");
-    runPlanSent_ = true;
-    containerStarted_ = true;
-    streams_[agent::kContainerStream] = StreamState{};
+    if (containerRunning) {
+      runPlanSent_ = true;
+      containerStarted_ = true;
+      streams_[agent::kContainerStream] = StreamState{};
+    }
     return send(identity);
   });
 }

@@ -53,12 +53,14 @@ class AgentChannel {
 
   // Around a snapshot (ipc/agent.capnp). freeze() asks the agent to freeze and holds everything
   // sent after it; the agent's answer comes through next() as a Frozen event. thaw() lets the
-  // agent and the held frames go on.
+  // agent and the held frames go on. A freeze comes before the run plan (a start-up snapshot) or
+  // once the container has started, never while it starts.
   kj::Promise<void> freeze();
   kj::Promise<void> thaw(int64_t realtimeNs);
-  // In a clone restored from a snapshot, after handshake(): gives the guest its identity. The
-  // container (stream 0) is already running, from the snapshot, and its output follows.
-  kj::Promise<void> resume(const agent::Resume& identity);
+  // In a clone restored from a snapshot, after handshake(): gives the guest its identity. With
+  // `containerRunning` the container (stream 0) runs on from the snapshot and its output follows;
+  // else (a start-up snapshot's clone) runContainer() comes next.
+  kj::Promise<void> resume(const agent::Resume& identity, bool containerRunning = true);
 
   // The agent's next checked event; null when the agent closed the stream cleanly between frames.
   // One call at a time. Flow-control frames (stdinAck) are handled here, never returned.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/spawn.h"
+#include "ipc/prepared_image.h"
 
 namespace fcvm::worker {
 
@@ -26,14 +27,7 @@ struct ImageRequest {
   std::vector<std::string> podmanEnv;
 };
 
-struct PreparedImage {
-  std::string digest;          // podman's image id, or the archive's sha256
-  std::string reference;       // how the guest names it (an archive's image: by its id)
-  std::filesystem::path disk;  // ext4 image holding a podman storage root with the image
-  // The image's own HEALTHCHECK as a command to run in the container; empty if it has none.
-  std::vector<std::string> healthcheck;
-  bool built = false;
-};
+using ipc::PreparedImage;
 
 class ImageCache {
  public:

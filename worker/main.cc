@@ -34,6 +34,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")->capture_default_str();
   std::string configFile;
   app.add_option("--config", configFile, "The host's fcvm configuration file (the jail's uids)");
+  bool prepareImage = false, imagePrepared = false;
+  app.add_flag("--prepare-image", prepareImage,
+               "Only prepare the VM's image and write <vm dir>/image.json");
+  app.add_flag("--image-prepared", imagePrepared,
+               "The image is prepared: read <vm dir>/image.json");
   std::string logFile;
   app.add_option("--log-file", logFile, "Append logs here (capped, rotated) instead of stderr");
   CLI11_PARSE(app, argc, argv);
@@ -53,6 +58,8 @@ int main(int argc, char** argv) {
     options.memoryFd = memoryFd;
     options.tapFd = tapFd;
     options.volumeFds = volumeFds;
+    options.imagePrepared = imagePrepared;
+    if (prepareImage) return fcvm::worker::prepareImageOnly(options);
     return fcvm::worker::runWorker(options);
   } catch (const fcvm::Error& e) {
     spdlog::error("{}", e.what());

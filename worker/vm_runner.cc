@@ -213,43 +213,83 @@ kj::Promise<void> VmRunner::runGuest() {
                        });
   return withBootDeadline(kj::mv(handshake))
       .then([this] {
-        parts_.plan.clockRealtimeNs = realtimeNs();
-        return channel_->runContainer(parts_.plan);
+        // From here the agent's events flow (a freeze's answer among them).
+        tasks_.add(pump());
+        return takeStartupSnapshot();
       })
-      .then([this] {
-        agentReadyFulfiller_->fulfill();
-        setState(rpc::VmState::RUNNING,
-                 hasHealthCheck() ? rpc::Health::STARTING : rpc::Health::UNKNOWN);
-        return pump();
-      });
+      .then([this] { return startContainer(); });
+}
+
+kj::Promise<void> VmRunner::startContainer() {
+  parts_.plan.clockRealtimeNs = realtimeNs();
+  return channel_->runContainer(parts_.plan).then([this] {
+    agentReadyFulfiller_->fulfill();
+    setState(rpc::VmState::RUNNING,
+             hasHealthCheck() ? rpc::Health::STARTING : rpc::Health::UNKNOWN);
+  });
+}
+
+kj::Promise<void> VmRunner::takeStartupSnapshot() {
+  kj::Promise<SnapshotFiles> files = nullptr;
+  KJ_IF_MAYBE (f, startupFiles_) {
+    files = kj::mv(*f);
+    startupFiles_ = nullptr;
+  } else {
+    return kj::READY_NOW;
+  }
+  spdlog::info("start-up snapshot: the guest is ready for its container");
+  return qmpReady_.addBranch()
+      .then([files = kj::mv(files)]() mutable { return kj::mv(files); })
+      .then([this](SnapshotFiles files) { return takeSnapshot(std::move(files)); })
+      .then(
+          [this](SnapshotTaken taken) {
+            if (startupTaken_->isWaiting()) startupTaken_->fulfill(kj::mv(taken));
+          },
+          [this](kj::Exception&& e) {
+            // The run goes on without: it only starts its container a little later.
+            if (startupTaken_->isWaiting()) startupTaken_->reject(kj::mv(e));
+          });
+}
+
+kj::Promise<SnapshotTaken> VmRunner::snapshotBeforeContainer(kj::Promise<SnapshotFiles> files) {
+  if (started_ || startupTaken_) {
+    return ipc::rpcError("a start-up snapshot must be asked for once, before the VM is attached");
+  }
+  auto taken = kj::newPromiseAndFulfiller<SnapshotTaken>();
+  startupTaken_ = kj::mv(taken.fulfiller);
+  startupFiles_ = kj::mv(files);
+  return kj::mv(taken.promise);
 }
 
 // A clone: QEMU loads the snapshot's device state and resumes the guest, whose frozen agent meets
-// this worker as a new host, takes the clone's identity and thaws. Its container runs on.
+// this worker as a new host and takes the clone's identity. The clone of a VM snapshotted by
+// `snapshot create` thaws and its container runs on; a start-up snapshot's clone starts its own.
 kj::Promise<void> VmRunner::restoreGuest() {
-  auto restored = qmpReady_.addBranch()
-                      .then([this] { return loadDeviceState(*qmp_, parts_.restore->state.get()); })
-                      .then([this] {
-                        parts_.restore->state.reset();
-                        return qmp_->execute("cont").ignoreResult();
-                      })
-                      .then([this] { return parts_.control->accept(); })
-                      .then([this](kj::Own<kj::AsyncIoStream> stream) {
-                        channel_ =
-                            kj::heap<AgentChannel>(kj::mv(stream), "fcvm-worker " FCVM_VERSION);
-                        return channel_->handshake();
-                      })
-                      .then([this](agent::Hello hello) {
-                        spdlog::info("restored guest agent {} answered", hello.agentVersion);
-                        parts_.restore->identity.realtimeNs = realtimeNs();
-                        return channel_->resume(parts_.restore->identity);
-                      });
+  auto restored =
+      qmpReady_.addBranch()
+          .then([this] { return loadDeviceState(*qmp_, parts_.restore->state.get()); })
+          .then([this] {
+            parts_.restore->state.reset();
+            return qmp_->execute("cont").ignoreResult();
+          })
+          .then([this] { return parts_.control->accept(); })
+          .then([this](kj::Own<kj::AsyncIoStream> stream) {
+            channel_ = kj::heap<AgentChannel>(kj::mv(stream), "fcvm-worker " FCVM_VERSION);
+            return channel_->handshake();
+          })
+          .then([this](agent::Hello hello) {
+            spdlog::info("restored guest agent {} answered", hello.agentVersion);
+            parts_.restore->identity.realtimeNs = realtimeNs();
+            return channel_->resume(parts_.restore->identity, !parts_.restore->startContainer);
+          });
   return withBootDeadline(kj::mv(restored)).then([this] {
+    tasks_.add(pump());
+    if (parts_.restore->startContainer) return startContainer();
     agentReadyFulfiller_->fulfill();
     setState(rpc::VmState::RUNNING,
              hasHealthCheck() ? rpc::Health::STARTING : rpc::Health::UNKNOWN);
     containerStarted();  // it has been running since before the snapshot
-    return pump();
+    return kj::Promise<void>(kj::READY_NOW);
   });
 }
 
@@ -466,6 +506,7 @@ void VmRunner::vmEnded(int vmmStatus) {
   };
   if (agentReadyFulfiller_->isWaiting()) agentReadyFulfiller_->reject(gone());
   if (containerRunningFulfiller_->isWaiting()) containerRunningFulfiller_->reject(gone());
+  if (startupTaken_ && startupTaken_->isWaiting()) startupTaken_->reject(gone());
   for (auto& [id, s] : execs_) {
     if (!s->exit) {
       s->failure = "the VM stopped before the command finished";
@@ -677,9 +718,17 @@ UniqueFd openForReading(const std::filesystem::path& path) {
 
 }  // namespace
 
-kj::Promise<SnapshotTaken> VmRunner::snapshot(UniqueFd state, UniqueFd memory, UniqueFd disk) {
+kj::Promise<SnapshotTaken> VmRunner::snapshot(SnapshotFiles files) {
   auto name = parts_.vmName;
   if (ended_ || !channel_ || !containerRunningSeen_ || !qmp_) {
+    return ipc::rpcError(kj::str("VM '", name.c_str(), "' is not running"));
+  }
+  return takeSnapshot(std::move(files));
+}
+
+kj::Promise<SnapshotTaken> VmRunner::takeSnapshot(SnapshotFiles files) {
+  auto name = parts_.vmName;
+  if (ended_ || !channel_ || !qmp_) {
     return ipc::rpcError(kj::str("VM '", name.c_str(), "' is not running"));
   }
   if (snapshotting_) {
@@ -687,9 +736,9 @@ kj::Promise<SnapshotTaken> VmRunner::snapshot(UniqueFd state, UniqueFd memory, U
   }
   snapshotting_ = true;
   auto job = kj::heap<SnapshotJob>();
-  job->state = std::move(state);
-  job->memory = std::move(memory);
-  job->disk = std::move(disk);
+  job->state = std::move(files.state);
+  job->memory = std::move(files.memory);
+  job->disk = std::move(files.disk);
   auto& j = *job;
   auto frozen = kj::newPromiseAndFulfiller<agent::Frozen>();
   frozenFulfiller_ = kj::mv(frozen.fulfiller);

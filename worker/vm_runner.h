@@ -44,6 +44,13 @@ struct WorkerState {
 struct RestoreFrom {
   UniqueFd state;          // the snapshot's device state
   agent::Resume identity;  // its clock is set when the guest resumes
+  // A start-up snapshot's clone: its container starts (from the plan) once the guest resumed.
+  bool startContainer = false;
+};
+
+// The three files a snapshot is written into (the supervisor's staging).
+struct SnapshotFiles {
+  UniqueFd state, memory, disk;
 };
 
 struct SnapshotTaken {
@@ -90,7 +97,11 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   // Snapshots the running VM: the agent freezes the guest's file systems, QEMU pauses and saves
   // its device state into `state`, guest memory is copied into `memory` and the disk reflinked
   // into `disk`, then the VM resumes and the guest thaws. The VM goes on however this ends.
-  kj::Promise<SnapshotTaken> snapshot(UniqueFd state, UniqueFd memory, UniqueFd disk);
+  kj::Promise<SnapshotTaken> snapshot(SnapshotFiles files);
+  // The same, once, at the moment the booted guest is ready for its container and before it gets
+  // it: a start-up snapshot. Must come before attach(); the container starts after it however
+  // it ends.
+  kj::Promise<SnapshotTaken> snapshotBeforeContainer(kj::Promise<SnapshotFiles> files);
 
   // For the Process capabilities exec() hands out.
   kj::Promise<void> writeStdin(uint32_t id, std::string data, bool eof);
@@ -110,6 +121,9 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   kj::Promise<uint32_t> startExec(ipc::ExecSpec spec, kj::Maybe<rpc::OutputSink::Client> output);
   kj::Promise<void> runGuest();
   kj::Promise<void> restoreGuest();
+  kj::Promise<void> startContainer();
+  kj::Promise<void> takeStartupSnapshot();
+  kj::Promise<SnapshotTaken> takeSnapshot(SnapshotFiles files);
   kj::Promise<void> withBootDeadline(kj::Promise<void> start);
   kj::Promise<void> pump();
   kj::Promise<void> handle(AgentEvent event);
@@ -147,6 +161,9 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   bool containerRunningSeen_ = false;
   bool snapshotting_ = false;
   kj::Own<kj::PromiseFulfiller<agent::Frozen>> frozenFulfiller_;  // a snapshot awaits the freeze
+  // A start-up snapshot asked for: its files, and who waits for it.
+  kj::Maybe<kj::Promise<SnapshotFiles>> startupFiles_;
+  kj::Own<kj::PromiseFulfiller<SnapshotTaken>> startupTaken_;
   kj::Own<kj::PromiseFulfiller<void>> agentReadyFulfiller_;
   kj::ForkedPromise<void> agentReady_;
   kj::Own<kj::PromiseFulfiller<void>> containerRunningFulfiller_;

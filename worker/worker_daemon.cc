@@ -272,6 +272,35 @@ std::vector<uint8_t> clonePortsOf(const nlohmann::json& info, const ipc::VmSpec&
   return ports;
 }
 
+// The VM's image: prepared by this worker as its owner, or by the preparing step before it
+// (prepareImageOnly), which left <vm dir>/image.json.
+PreparedImage imageOf(const WorkerOptions& options, const ipc::VmSpec& spec) {
+  auto vmDir = options.paths.vmDir(options.id);
+  if (options.imagePrepared) return ipc::readPreparedImage(vmDir / "image.json");
+  ImageRequest request{spec.image, options.imageFd, options.owner,
+                       ipc::readPodmanEnvFile((vmDir / "podman-env.json").string())};
+  auto image =
+      ImageCache(options.paths.imageCacheDir()).prepare(request, (vmDir / "image.log").string());
+  if (options.imageFd >= 0) ::close(options.imageFd);
+  spdlog::info("image {} ready as {} ({})", spec.image, image.reference,
+               image.built ? "prepared now" : "cached");
+  return image;
+}
+
+// The container's part of the plan: what the agent gets once the guest is ready (its volumes are
+// added by startVolumes).
+void fillPlan(agent::RunPlan& plan, const ipc::VmSpec& spec, const std::string& imageReference) {
+  plan.image = imageReference;
+  plan.command = spec.command;
+  plan.env = spec.env;
+  plan.user = spec.user;
+  plan.workdir = spec.workdir;
+  plan.privileged = spec.privileged;
+  plan.guestNetwork = guestNetworkOf(spec);
+  plan.network = plan.guestNetwork ? agent::NetworkMode::kHost : agent::NetworkMode::kNone;
+  plan.hostname = spec.name;
+}
+
 PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, const RunDir& run) {
   const Paths& paths = options.paths;
   auto artifacts = setup::currentArtifacts(paths.dataDir);
@@ -290,13 +319,7 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   spdlog::info("accelerator {}: {}", accel.name, accel.reason);
 
   auto vmDir = paths.vmDir(options.id);
-  ImageRequest imageRequest{spec.image, options.imageFd, options.owner,
-                            ipc::readPodmanEnvFile((vmDir / "podman-env.json").string())};
-  auto image =
-      ImageCache(paths.imageCacheDir()).prepare(imageRequest, (vmDir / "image.log").string());
-  if (options.imageFd >= 0) ::close(options.imageFd);
-  spdlog::info("image {} ready as {} ({})", spec.image, image.reference,
-               image.built ? "prepared now" : "cached");
+  auto image = imageOf(options, spec);
 
   auto diskDir = paths.vmDiskDir(options.id);
   std::filesystem::create_directories(diskDir);
@@ -326,15 +349,7 @@ PreparedVm prepareBoot(const WorkerOptions& options, const ipc::VmSpec& spec, co
   vm.memoryFile = config.memoryFile;
   vm.rootDisk = config.rootDisk;
 
-  vm.plan.image = image.reference;
-  vm.plan.command = spec.command;
-  vm.plan.env = spec.env;
-  vm.plan.user = spec.user;
-  vm.plan.workdir = spec.workdir;
-  vm.plan.privileged = spec.privileged;
-  vm.plan.guestNetwork = guestNetworkOf(spec);
-  vm.plan.network = vm.plan.guestNetwork ? agent::NetworkMode::kHost : agent::NetworkMode::kNone;
-  vm.plan.hostname = spec.name;
+  fillPlan(vm.plan, spec, image.reference);
   return vm;
 }
 
@@ -378,6 +393,9 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   auto disk = createVmDisk(from / "rootfs.ext4", diskDir / "rootfs.ext4", 0);
   spdlog::info("disk {} ({})", disk.path.string(), disk.reflinked ? "reflinked" : "copied");
 
+  // A start-up snapshot was taken before its container started: this clone starts its own, from
+  // its own spec, once the guest has resumed.
+  bool startsContainer = info.value("startup", false);
   PreparedVm vm;
   std::vector<std::string> imageHealthCheck;
   if (info.contains("health_check") && info["health_check"].is_array()) {
@@ -413,7 +431,13 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
     restore.identity.machineId += kHex[c & 15];
   }
   restore.identity.entropy = randomBytes(64);
-  restore.identity.volumes = vm.plan.volumes;
+  if (startsContainer) {
+    // Its volumes were never mounted: the plan mounts them.
+    fillPlan(vm.plan, spec, imageOf(options, spec).reference);
+    restore.startContainer = true;
+  } else {
+    restore.identity.volumes = vm.plan.volumes;
+  }
   vm.restore = std::move(restore);
   return vm;
 }
@@ -426,6 +450,21 @@ kj::Own<kj::ConnectionReceiver> wrapListener(kj::AsyncIoContext& io, ipc::Listen
 }
 
 }  // namespace
+
+int prepareImageOnly(const WorkerOptions& options) {
+  try {
+    auto vmDir = options.paths.vmDir(options.id);
+    auto spec = ipc::readVmSpecFile((vmDir / "spec.bin").string());
+    auto image = imageOf(options, spec);
+    ipc::writePreparedImage(image, vmDir / "image.json");
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    ipc::reportFailure(options.readyFd, e.what());
+    return 1;
+  }
+  ipc::reportReady(options.readyFd);
+  return 0;
+}
 
 int runWorker(const WorkerOptions& options) {
   const Paths& paths = options.paths;

@@ -23,9 +23,15 @@ struct WorkerOptions {
   int memoryFd = -1;
   int tapFd = -1;              // a bridged VM's TAP, from netd
   std::vector<int> volumeFds;  // each of the spec's --map directories, as the client opened it
+  // The image was prepared already (prepareImageOnly): <vm dir>/image.json says how.
+  bool imagePrepared = false;
 };
 
 // Returns the process exit code: 0 once the VM has ended (however it ended), 1 if setup failed.
 int runWorker(const WorkerOptions& options);
+
+// `fcvm-worker --prepare-image`: prepares the VM's image as its owner (exports it once per digest),
+// writes <vm dir>/image.json, says "ready" and returns 0; or says why not and returns 1.
+int prepareImageOnly(const WorkerOptions& options);
 
 }  // namespace fcvm::worker

@@ -1,6 +1,6 @@
 #include "worker/worker_service.h"
 
-#include <tuple>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "ipc/file_handle.h"
@@ -50,31 +50,50 @@ kj::Promise<void> WorkerService::stop(StopContext call) {
   return runner_.stop(std::chrono::milliseconds(call.getParams().getTimeoutMs()));
 }
 
-kj::Promise<void> WorkerService::snapshot(SnapshotContext call) {
-  auto params = call.getParams();
+namespace {
+
+// The three files of a snapshot call, once each has arrived.
+template <typename Params>
+kj::Promise<SnapshotFiles> receiveSnapshotFiles(Params params) {
   if (!params.hasState() || !params.hasMemory() || !params.hasDisk()) {
     return ipc::rpcError("a snapshot needs its state, memory and disk files");
   }
   auto state = ipc::receiveFile(params.getState(), "the snapshot's state file");
   auto memory = ipc::receiveFile(params.getMemory(), "the snapshot's memory file");
   auto disk = ipc::receiveFile(params.getDisk(), "the snapshot's disk file");
-  return state
-      .then([memory = kj::mv(memory), disk = kj::mv(disk)](UniqueFd s) mutable {
-        return memory.then([s = std::move(s), disk = kj::mv(disk)](UniqueFd m) mutable {
-          return disk.then([s = std::move(s), m = std::move(m)](UniqueFd d) mutable {
-            return std::make_tuple(std::move(s), std::move(m), std::move(d));
-          });
-        });
-      })
-      .then([this](std::tuple<UniqueFd, UniqueFd, UniqueFd> fds) {
-        auto& [s, m, d] = fds;
-        return runner_.snapshot(std::move(s), std::move(m), std::move(d));
-      })
+  return state.then([memory = kj::mv(memory), disk = kj::mv(disk)](UniqueFd s) mutable {
+    return memory.then([s = std::move(s), disk = kj::mv(disk)](UniqueFd m) mutable {
+      return disk.then([s = std::move(s), m = std::move(m)](UniqueFd d) mutable {
+        return SnapshotFiles{std::move(s), std::move(m), std::move(d)};
+      });
+    });
+  });
+}
+
+template <typename Results>
+void setTaken(Results results, const SnapshotTaken& taken, const std::string& restore) {
+  results.setPauseNs(taken.pauseNs);
+  results.setMemoryBytes(taken.memoryBytes);
+  results.setRestore(restore);
+}
+
+}  // namespace
+
+kj::Promise<void> WorkerService::snapshot(SnapshotContext call) {
+  return receiveSnapshotFiles(call.getParams())
+      .then([this](SnapshotFiles files) { return runner_.snapshot(std::move(files)); })
       .then([this, call](SnapshotTaken taken) mutable {
-        auto results = call.getResults();
-        results.setPauseNs(taken.pauseNs);
-        results.setMemoryBytes(taken.memoryBytes);
-        results.setRestore(restoreInfo_);
+        setTaken(call.getResults(), taken, restoreInfo_);
+      });
+}
+
+kj::Promise<void> WorkerService::snapshotBeforeContainer(SnapshotBeforeContainerContext call) {
+  return runner_.snapshotBeforeContainer(receiveSnapshotFiles(call.getParams()))
+      .then([this, call](SnapshotTaken taken) mutable {
+        // Its clones start their own containers (worker_daemon.cc, prepareClone).
+        auto restore = nlohmann::json::parse(restoreInfo_);
+        restore["startup"] = true;
+        setTaken(call.getResults(), taken, restore.dump());
       });
 }
 

@@ -19,6 +19,7 @@ class WorkerService final : public rpc::Worker::Server {
   kj::Promise<void> logs(LogsContext context) override;
   kj::Promise<void> stop(StopContext context) override;
   kj::Promise<void> snapshot(SnapshotContext context) override;
+  kj::Promise<void> snapshotBeforeContainer(SnapshotBeforeContainerContext context) override;
 
  private:
   VmRunner& runner_;

@@ -5,7 +5,8 @@
 //   1: a snapshot's record (snapshots/<id>/snapshot.json, SnapshotStore);
 //   2: a spec file (spec.bin, a Cap'n Proto VmSpec: the supervisor's and every clone's);
 //   3: a snapshot's restore.json, whose machine a clone's worker turns into QEMU's command line;
-//   4: a slot of the shared state table as a reader copies it out (VM, snapshot, serve records).
+//   4: a slot of the shared state table as a reader copies it out (VM, snapshot, serve records);
+//   5: a VM's image.json (the prepared image, ipc/prepared_image.h), read by its worker.
 // A refusal is an fcvm::Error or a JSON exception. Anything else escaping, a crash, or an accepted
 // file that breaks what its readers rely on (ids and names of their form, states in range, a
 // record that reads back as written, no QEMU option a worker did not write) is a finding.
@@ -32,6 +33,7 @@
 #include "base/error.h"
 #include "base/ids.h"
 #include "base/unique_fd.h"
+#include "ipc/prepared_image.h"
 #include "ipc/records.h"
 #include "ipc/vm_spec.h"
 #include "supervisor/record_format.h"
@@ -243,6 +245,16 @@ void fuzzRestore(std::string_view text) {
         "a machine that does not read back as described");
 }
 
+void fuzzPreparedImage(std::string_view text) {
+  auto parsed = accepted([&] { return fcvm::ipc::parsePreparedImage(text, kFile); });
+  if (!parsed) return;
+  check(!parsed->digest.empty() && !parsed->reference.empty(), "an empty digest or reference");
+  check(parsed->disk.is_absolute(), "a relative image disk");
+  auto written = fcvm::ipc::formatPreparedImage(*parsed);
+  check(fcvm::ipc::formatPreparedImage(fcvm::ipc::parsePreparedImage(written, kFile)) == written,
+        "a prepared image that does not read back as written");
+}
+
 template <typename Record>
 void fuzzSlot(std::string_view bytes) {
   Record r;
@@ -301,6 +313,10 @@ void writeSeeds(const std::string& dir) {
        R"("channels":["a,path=/x"],"network":{"mode":"rootless","mac":"02:fc:00:11:22:33,x=1"}}})"},
       {4, std::string(1, '\0') + std::string(sizeof(fcvm::ipc::VmRecord), 'a')},
       {4, std::string(1, '\1') + std::string(sizeof(fcvm::ipc::SnapshotRecord), '\0')},
+      {5, R"({"digest":"sha256:0123","reference":"localhost/app:1",)"
+          R"("disk":"/var/lib/fcvm/storage/images/v4-0123/store.ext4",)"
+          R"("healthcheck":["/bin/sh","-c","true"],"built":false})"},
+      {5, R"({"digest":"","reference":"x","disk":"relative/store.ext4","healthcheck":[1]})"},
   };
   // A spec as the supervisor writes it.
   {
@@ -330,7 +346,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0:
       fuzzVmRecord(rest);
       break;
@@ -343,8 +359,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3:
       fuzzRestore(rest);
       break;
-    default:
+    case 4:
       fuzzStateTableSlot(rest);
+      break;
+    default:
+      fuzzPreparedImage(rest);
       break;
   }
   return 0;

@@ -1,5 +1,6 @@
 // `make bench-run`: what fcvm adds to QEMU for a user's `fcvm podman run`, side by side in one run.
-// Time: the whole `fcvm podman run --rm IMAGE true` (supervisor already running) beside a bare
+// Time: the whole `fcvm podman run --rm IMAGE true` (supervisor already running), cold (booted,
+// --no-snapshot-cache) and warm (from the start-up snapshot the warm-up run left), beside a bare
 // QEMU boot of the same kernel to a trivial /init, with guest RAM on tmpfs (the default) and on
 // disk. Memory: fcvm's own per VM (its worker plus a share of the supervisor) beside QEMU's, with
 // a few detached VMs running. fcvm is driven through its binaries, exactly as a user would.
@@ -30,9 +31,12 @@ constexpr int kRuns = 3;
 constexpr int kVms = 3;
 
 const std::vector<std::string> kRunTrue = {"podman", "run", "--rm", kImage, "true"};
+const std::vector<std::string> kColdRunTrue = {"podman", "run", "--rm", "--no-snapshot-cache",
+                                               kImage,   "true"};
 
 // Starts the instance's supervisor and runs the image once: an image's first run prepares its
-// image disk, which the timed runs then find ready.
+// image disk, which the timed runs then find ready, and leaves the start-up snapshot warm runs
+// start from.
 void warmUp(const FcvmInstance& fcvm) {
   ok(fcvm, {"supervisor", "start"});
   ok(fcvm, kRunTrue);
@@ -91,14 +95,18 @@ int run() {
   warmUp(disk);
   // Interleaved rounds, so that the load of a shared host weighs on each figure alike.
   auto loadBefore = loadAverage();
-  std::vector<double> bare, onTmpfs, onDisk;
+  std::vector<double> bare, coldTmpfs, warmTmpfs, coldDisk, warmDisk;
   for (int i = 0; i < kRuns; ++i) {
     bare.push_back(bareBootSeconds(artifacts, initramfs, accel.name));
-    onTmpfs.push_back(secondsOf([&] { ok(tmpfs, kRunTrue); }));
-    onDisk.push_back(secondsOf([&] { ok(disk, kRunTrue); }));
+    coldTmpfs.push_back(secondsOf([&] { ok(tmpfs, kColdRunTrue); }));
+    warmTmpfs.push_back(secondsOf([&] { ok(tmpfs, kRunTrue); }));
+    coldDisk.push_back(secondsOf([&] { ok(disk, kColdRunTrue); }));
+    warmDisk.push_back(secondsOf([&] { ok(disk, kRunTrue); }));
   }
   auto loadAfter = loadAverage();
-  for (auto* s : {&bare, &onTmpfs, &onDisk}) std::sort(s->begin(), s->end());
+  for (auto* s : {&bare, &coldTmpfs, &warmTmpfs, &coldDisk, &warmDisk}) {
+    std::sort(s->begin(), s->end());
+  }
   auto memory = measureMemory(tmpfs);
 
   auto samples = [](const std::vector<double>& s) {
@@ -112,13 +120,18 @@ int run() {
     fmt::print("{:<52} {:>9.2f} {:>8.2f}   {}\n", what, median(s), median(s) / base, samples(s));
   };
   row("bare QEMU boot: kernel to trivial /init, power off", bare);
-  row("fcvm podman run --rm IMAGE true, RAM on tmpfs", onTmpfs);
-  row("fcvm podman run --rm IMAGE true, RAM on disk", onDisk);
+  row("cold: podman run --rm IMAGE true, RAM on tmpfs", coldTmpfs);
+  row("warm: the same from its start-up snapshot", warmTmpfs);
+  row("cold: podman run --rm IMAGE true, RAM on disk", coldDisk);
+  row("warm: the same from its start-up snapshot", warmDisk);
   fmt::print("  IMAGE = {}; after 1 warm-up run each, supervisor already running\n", kImage);
+  fmt::print(
+      "  cold: --no-snapshot-cache (booted); warm: the default, restored from the entry the\n"
+      "  warm-up run left\n");
   fmt::print("  RAM file dirs (FCVM_MEMORY_DIR): tmpfs {}, disk {}\n", tmpfs.memoryDir().string(),
              disk.memoryDir().string());
-  fmt::print("  rounds interleaved (bare, tmpfs, disk); host load average before {}, after {}\n\n",
-             loadBefore, loadAfter);
+  fmt::print("  rounds interleaved; host load average before {}, after {}\n\n", loadBefore,
+             loadAfter);
 
   Memory workers, qemus;
   for (const auto& vm : memory.vms) {
@@ -128,8 +141,10 @@ int run() {
   double n = static_cast<double>(memory.vms.size());
   Memory worker = workers / n, qemu = qemus / n, supervisorShare = memory.supervisorMemory / n;
   Memory own = worker + supervisorShare;
-  fmt::print("memory per VM, {} VMs from `fcvm podman run -d IMAGE sleep 600`, all healthy\n",
-             kVms);
+  fmt::print(
+      "memory per VM, {} VMs from `fcvm podman run -d IMAGE sleep 600` (warm: clones of the "
+      "start-up snapshot), all healthy\n",
+      kVms);
   fmt::print("{:<52} {:>9} {:>8} {:>9} {:>8}\n", "", "RSS MiB", "x qemu", "PSS MiB", "x qemu");
   auto memoryRow = [&](const std::string& what, const Memory& m) {
     fmt::print("{:<52} {:>9.1f} {:>8.3f} {:>9.1f} {:>8.3f}\n", what, m.rssMib,

@@ -1,0 +1,213 @@
+#include "supervisor/startup_cache.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/ids.h"
+#include "base/json_field.h"
+#include "base/sha256.h"
+#include "ipc/file_handle.h"
+#include "setup/artifact_store.h"
+
+namespace fcvm::supervisor {
+
+StartupKeys startupKeysOf(const ipc::VmSpec& spec, uint32_t ownerUid,
+                          const ipc::PreparedImage& image, const std::string& artifacts,
+                          const std::string& qemuVersion) {
+  // What the guest is before its container starts, and the machine a clone must rebuild.
+  nlohmann::json config = {{"layout", 1},
+                           {"fcvm", FCVM_VERSION},
+                           {"qemu", qemuVersion},
+                           {"artifacts", artifacts},
+                           {"owner", ownerUid},
+                           {"image", spec.image},
+                           {"cpus", spec.cpus},
+                           {"memory_mib", spec.memoryMib},
+                           {"accel", spec.accel},
+                           {"network", spec.network},
+                           {"rootfs_mib", spec.rootfsSizeMib},
+                           {"volumes", spec.volumes.size()}};
+  StartupKeys keys;
+  keys.config = Sha256().update(config.dump()).hex();
+  config["digest"] = image.digest;
+  config["image_disk"] = image.disk.string();
+  keys.startup = Sha256().update(config.dump()).hex();
+  return keys;
+}
+
+// A first run's start-up snapshot while it is taken: its files, and what it will be.
+struct StartupCache::Capture {
+  StartupCache& cache;
+  StartupKeys keys;
+  std::string vmId;
+  SnapshotMeta meta;
+  std::unique_ptr<SnapshotStaging> staging;  // removed unless committed
+
+  Capture(StartupCache& cache, StartupKeys keys, std::string vmId)
+      : cache(cache), keys(std::move(keys)), vmId(std::move(vmId)) {
+    cache.building_.insert(this->keys.startup);
+  }
+  ~Capture() { cache.building_.erase(keys.startup); }
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+};
+
+StartupCache::StartupCache(kj::AsyncIoContext& io, Paths paths, VmController& vms,
+                           SnapshotController& snapshots, uint32_t maxEntries)
+    : io_(io),
+      paths_(std::move(paths)),
+      vms_(vms),
+      snapshots_(snapshots),
+      maxEntries_(maxEntries) {}
+
+uint32_t StartupCache::maxEntriesFrom(const std::filesystem::path& configFile) {
+  std::ifstream in(configFile);
+  if (configFile.empty() || !in) return kDefaultMaxEntries;  // UserQuotas::load says if unreadable
+  try {
+    auto config = nlohmann::json::parse(in);
+    if (!config.is_object() || !config.contains("startup_snapshots")) return kDefaultMaxEntries;
+    const auto& cache = config.at("startup_snapshots");
+    if (!cache.is_object()) throw Error("startup_snapshots: not an object");
+    for (const auto& [key, value] : cache.items()) {
+      if (key != "max_entries") {
+        throw Error(fmt::format("startup_snapshots: unknown key '{}' (max_entries)", key));
+      }
+    }
+    return optionalJsonField<uint32_t>(cache, "max_entries").value_or(kDefaultMaxEntries);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: {}", configFile.string(), e.what()));
+  }
+}
+
+void StartupCache::taskFailed(kj::Exception&& e) {
+  spdlog::warn("start-up snapshots: {}", e.getDescription().cStr());
+}
+
+std::string StartupCache::artifactsKey() const {
+  auto artifacts = setup::currentArtifacts(paths_.dataDir);
+  if (!artifacts) return "";  // the worker refuses the run with what to do
+  return fmt::format("{} {} {}", artifacts->kernel.string(), artifacts->initramfs.string(),
+                     artifacts->rootfs.string());
+}
+
+kj::Promise<RunResult> StartupCache::run(const Caller& caller, ipc::VmSpec spec,
+                                         kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                         bool autoRemove, ImageInputs image, bool useCache) {
+  if (!useCache || maxEntries_ == 0 || spec.restart.kind != ipc::RestartPolicy::Kind::kNo) {
+    return vms_.run(caller, std::move(spec), kj::mv(output), detach, autoRemove, std::move(image));
+  }
+  auto id = vms_.begin(caller, spec, detach, autoRemove, image.podmanEnv);
+  auto held = kj::heap<ImageInputs>(std::move(image));
+  WorkerInputs inputs{
+      Credentials{caller.uid, caller.gid, {}}, held->archive.get(), {}, -1, -1, {}, {}, false};
+  for (const auto& dir : held->volumeDirs) inputs.volumeDirs.push_back(dir.get());
+  return prepareImage(io_, paths_, id, inputs)
+      .then(
+          [this, caller, id, spec = std::move(spec), output = kj::mv(output), detach,
+           inputs]() mutable {
+            inputs.imageArchive = -1;  // read already
+            inputs.imagePrepared = true;
+            return start(caller, id, spec, kj::mv(output), detach, inputs);
+          },
+          [this, id](kj::Exception&& e) -> kj::Promise<RunResult> {
+            vms_.discard(id);
+            return kj::mv(e);
+          })
+      .attach(kj::mv(held));
+}
+
+kj::Promise<RunResult> StartupCache::start(const Caller& caller, const std::string& id,
+                                           const ipc::VmSpec& spec,
+                                           kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                           const WorkerInputs& inputs) {
+  std::shared_ptr<Capture> capture;
+  try {
+    auto image = ipc::readPreparedImage(paths_.vmDir(id) / "image.json");
+    auto keys = startupKeysOf(spec, caller.uid, image, artifactsKey(), snapshots_.qemuVersion());
+    if (const auto* meta = snapshots_.findStartup(caller.uid, keys.startup)) {
+      spdlog::info("VM {} ({}) starts from start-up snapshot '{}' ({})", spec.name, id, meta->tag,
+                   meta->id);
+      vms_.markClone(id, meta->id);
+      snapshots_.markUsed(meta->id);
+      return snapshots_.launchClone(*meta, id, spec, inputs, kj::mv(output), detach);
+    }
+    if (building_.count(keys.startup) != 0) {
+      spdlog::info("VM {} ({}) boots: its start-up snapshot is being taken by another run",
+                   spec.name, id);
+      return vms_.launch(id, spec, inputs, kj::mv(output), detach);
+    }
+    capture = std::make_shared<Capture>(*this, keys, id);
+    auto& meta = capture->meta;
+    meta.id = randomHexId();
+    meta.tag = kStartupTagPrefix + keys.startup.substr(0, 12);
+    meta.ownerUid = caller.uid;
+    meta.sourceVmId = id;
+    meta.sourceVmName = spec.name;
+    meta.image = spec.image;
+    meta.qemuVersion = snapshots_.qemuVersion();
+    meta.volumes = spec.volumes;
+    meta.startupKey = keys.startup;
+    meta.configKey = keys.config;
+    capture->staging = snapshots_.stage(meta.id);
+    spdlog::info("VM {} ({}) boots, and is snapshotted before its container starts as '{}' ({})",
+                 spec.name, id, meta.tag, meta.id);
+  } catch (...) {
+    vms_.discard(id);
+    throw;
+  }
+  return vms_.launch(
+      id, spec, inputs, kj::mv(output), detach, [this, capture](rpc::Worker::Client& worker) {
+        auto request = worker.snapshotBeforeContainerRequest();
+        request.setState(ipc::fileHandleOf(capture->staging->state));
+        request.setMemory(ipc::fileHandleOf(capture->staging->memory));
+        request.setDisk(ipc::fileHandleOf(capture->staging->disk));
+        tasks_.add(request.send().then([this, capture](auto reply) { captured(*capture, reply); },
+                                       [capture](kj::Exception&& e) {
+                                         spdlog::warn("VM {}: no start-up snapshot: {}",
+                                                      capture->vmId, e.getDescription().cStr());
+                                       }));
+      });
+}
+
+void StartupCache::captured(const Capture& capture,
+                            rpc::Worker::SnapshotBeforeContainerResults::Reader reply) {
+  auto meta = capture.meta;
+  meta.createdAtNs = realtimeNs();
+  meta.pauseNs = reply.getPauseNs();
+  meta.memoryBytes = reply.getMemoryBytes();
+  std::string restore(reply.getRestore().cStr(), reply.getRestore().size());
+  snapshots_.commit(meta, *capture.staging, restore, paths_.vmDir(capture.vmId) / "spec.bin");
+  spdlog::info("start-up snapshot '{}' ({}) ready: paused {:.1f} ms, {} MiB of memory", meta.tag,
+               meta.id, static_cast<double>(meta.pauseNs) / 1e6, meta.memoryBytes >> 20);
+  tasks_.add(evict(meta));
+}
+
+kj::Promise<void> StartupCache::evict(const SnapshotMeta& added) {
+  auto entries = snapshots_.startupSnapshots();
+  std::vector<std::string> gone;
+  // Superseded: the same configuration of the same owner, with another image digest.
+  for (const auto& e : entries) {
+    if (e.id != added.id && e.ownerUid == added.ownerUid && e.configKey == added.configKey) {
+      gone.push_back(e.id);
+    }
+  }
+  // Then the least recently used beyond the bound.
+  std::erase_if(entries, [&gone](const SnapshotMeta& e) {
+    return std::find(gone.begin(), gone.end(), e.id) != gone.end();
+  });
+  std::sort(entries.begin(), entries.end(), [](const SnapshotMeta& a, const SnapshotMeta& b) {
+    return a.lastUsedNs < b.lastUsedNs;
+  });
+  for (size_t i = 0; entries.size() - i > maxEntries_; ++i) {
+    if (entries[i].id != added.id) gone.push_back(entries[i].id);
+  }
+  auto removals = kj::heapArrayBuilder<kj::Promise<void>>(gone.size());
+  for (const auto& id : gone) removals.add(snapshots_.removeUnused(id));
+  return kj::joinPromises(removals.finish());
+}
+
+}  // namespace fcvm::supervisor
