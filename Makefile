@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build install test test-unit test-asan fuzz chaos bench bench-guest bench-run bench-snapshot bench-net bench-fuse-pipe bench-volumes guest-setup lint format format-check demo clean
+.PHONY: all deps build install test test-unit test-asan fuzz chaos bench bench-guest bench-run bench-snapshot bench-density bench-net bench-fuse-pipe bench-volumes guest-setup lint format format-check demo clean
 
 all: build
 
@@ -83,6 +83,11 @@ bench-guest: guest-setup
 # fcvm's own memory per VM vs QEMU's.
 bench-run: guest-setup
 	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_run_bench
+
+# Idle VMs at 1, 8 and 32 (COUNTS=1,8 for fewer): time to all healthy, memory and idle CPU per VM.
+COUNTS ?= 1,8,32
+bench-density: guest-setup
+	FCVM_TEST_DATA_DIR=$(abspath $(BUILD))/guest-data $(BUILD)/bin/fcvm_density_bench --counts $(COUNTS)
 
 # Snapshots: a clone vs a cold run to healthy, the pause of snapshot create, memory of clones vs
 # cold VMs, many clones at once.

@@ -217,7 +217,8 @@ kj::Promise<ServeView> ServeController::ensure(const ServedSnapshot& snapshot) {
   if (it == serves_.end()) return start(snapshot);
   auto& s = *it->second;
   if (s.stopping) {
-    return ipc::rpcError(kj::str("the serve of snapshot ", snapshot.id.c_str(), " is stopping"));
+    // Its last clone ended (a start-up snapshot) or it was removed: a new serve once it is gone.
+    return whenGone(snapshot.id).then([this, snapshot] { return ensure(snapshot); });
   }
   if (s.view.state == "starting") {
     KJ_IF_MAYBE (forked, s.starting) {

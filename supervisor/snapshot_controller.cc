@@ -29,16 +29,7 @@ SnapshotController::SnapshotController(kj::AsyncIoContext& io, Paths paths, VmRe
       serves_(io, paths) {
   // A clone that ends no longer holds its snapshot's memory.
   vms_.setEndListener([this](const ipc::VmRecord& record) {
-    if (record.snapshotId.view().empty()) return;
-    auto snapshotId = record.snapshotId.str();
-    serves_.detachClone(snapshotId, record.id.str());
-    // A start-up snapshot is served only while runs use it: its image is memory the host wants.
-    auto it = ready_.find(snapshotId);
-    if (it == ready_.end() || it->second.startupKey.empty()) return;
-    for (const auto& clone : vms_.clonesOf(snapshotId)) {
-      if (clone.id.view() != record.id.view()) return;
-    }
-    tasks_.add(serves_.stop(snapshotId));
+    if (!record.snapshotId.view().empty()) cloneGone(record.snapshotId.str(), record.id.str());
   });
 }
 
@@ -55,7 +46,25 @@ void SnapshotController::adopt() {
     for (const auto& r : vms_.clonesOf(snapshotId)) ids.push_back(r.id.str());
     return ids;
   });
+  // Start-up snapshots whose runs all ended while no supervisor was there.
+  for (const auto& [id, meta] : ready_) stopIdleServe(id, "");
   spdlog::info("{} snapshots, {} served", ready_.size(), serves_.list().size());
+}
+
+void SnapshotController::cloneGone(const std::string& snapshotId, const std::string& vmId) {
+  serves_.detachClone(snapshotId, vmId);
+  stopIdleServe(snapshotId, vmId);
+}
+
+void SnapshotController::stopIdleServe(const std::string& snapshotId, const std::string& goneVmId) {
+  // A start-up snapshot is served only while runs use it: its image is memory the host wants.
+  auto it = ready_.find(snapshotId);
+  if (it == ready_.end() || it->second.startupKey.empty()) return;
+  if (!serves_.find(snapshotId)) return;
+  for (const auto& clone : vms_.clonesOf(snapshotId)) {
+    if (clone.id.view() != goneVmId) return;
+  }
+  tasks_.add(serves_.stop(snapshotId));
 }
 
 const std::string& SnapshotController::qemuVersion() {
@@ -248,12 +257,22 @@ kj::Promise<void> SnapshotController::remove(const Caller& caller, const std::st
   });
 }
 
+const SnapshotMeta& SnapshotController::userSnapshot(const SnapshotMeta& meta) const {
+  if (!meta.startupKey.empty()) {
+    throw Error(fmt::format(
+        "snapshot '{}' is a start-up snapshot, which `podman run` serves and clones by itself; "
+        "it can be listed and removed only",
+        meta.tag));
+  }
+  return meta;
+}
+
 kj::Promise<ServeView> SnapshotController::serve(const Caller& caller, const std::string& tag) {
-  return serves_.ensure(served(visible(caller, tag)));
+  return serves_.ensure(served(userSnapshot(visible(caller, tag))));
 }
 
 kj::Promise<void> SnapshotController::stopServe(const Caller& caller, const std::string& tag) {
-  const auto& meta = visible(caller, tag);
+  const auto& meta = userSnapshot(visible(caller, tag));
   auto serve = serves_.find(meta.id);
   if (!serve || serve->state == "failed") {
     serves_.forget(meta.id);
@@ -292,7 +311,7 @@ SnapshotView SnapshotController::inspect(const Caller& caller, const std::string
 kj::Promise<RunResult> SnapshotController::runClone(const Caller& caller, const CloneRequest& r,
                                                     kj::Maybe<rpc::OutputSink::Client> output,
                                                     std::vector<UniqueFd> volumeDirs) {
-  const SnapshotMeta* meta = &resolve(caller, r.tag, r.servePid);
+  const SnapshotMeta* meta = &userSnapshot(resolve(caller, r.tag, r.servePid));
   if (!r.snapshotId.empty() && r.snapshotId != meta->id) {
     // Removed and taken again since the client looked: its volumes may not be the ones the client
     // opened.
@@ -333,23 +352,27 @@ kj::Promise<RunResult> SnapshotController::launchClone(const SnapshotMeta& meta,
                                                        const std::string& vmId,
                                                        const ipc::VmSpec& spec, WorkerInputs inputs,
                                                        kj::Maybe<rpc::OutputSink::Client> output,
-                                                       bool detach) {
+                                                       bool detach, NoMemory noMemory) {
   inputs.restoreDir = store_.bulkOf(meta.id);
   return serves_.attachClone(served(meta), vmId)
       .then(
-          [this, vmId, spec, inputs, output = kj::mv(output), detach](UniqueFd memory) mutable {
+          [this, vmId, spec, inputs, output = kj::mv(output), detach,
+           snapshotId = meta.id](UniqueFd memory) mutable {
             inputs.memory = memory.get();
             return vms_.launch(vmId, spec, inputs, kj::mv(output), detach)
-                .attach(std::move(memory));
+                .attach(std::move(memory))
+                .catch_([this, snapshotId, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
+                  cloneGone(snapshotId, vmId);
+                  return kj::mv(e);
+                });
           },
-          [this, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
+          [this, vmId, snapshotId = meta.id,
+           noMemory = std::move(noMemory)](kj::Exception&& e) -> kj::Promise<RunResult> {
+            cloneGone(snapshotId, vmId);
+            if (noMemory) return noMemory(kj::mv(e));
             vms_.discard(vmId);
             return kj::mv(e);
-          })
-      .catch_([this, snapshotId = meta.id, vmId](kj::Exception&& e) -> kj::Promise<RunResult> {
-        serves_.detachClone(snapshotId, vmId);
-        return kj::mv(e);
-      });
+          });
 }
 
 const SnapshotMeta* SnapshotController::findStartup(uint32_t ownerUid,

@@ -7,6 +7,7 @@
 
 #include <kj/async-io.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -85,9 +86,13 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   // Removes the snapshot unless a clone runs from it.
   kj::Promise<void> removeUnused(const std::string& snapshotId);
   // Starts the created VM `vmId` as a clone of `meta`: its memory image from the snapshot's serve.
+  // If the serve cannot give it, `noMemory` decides what becomes of the VM (without: discarded,
+  // the run fails).
+  using NoMemory = std::function<kj::Promise<RunResult>(kj::Exception&&)>;
   kj::Promise<RunResult> launchClone(const SnapshotMeta& meta, const std::string& vmId,
                                      const ipc::VmSpec& spec, WorkerInputs inputs,
-                                     kj::Maybe<rpc::OutputSink::Client> output, bool detach);
+                                     kj::Maybe<rpc::OutputSink::Client> output, bool detach,
+                                     NoMemory noMemory = nullptr);
   const std::string& qemuVersion();
 
  private:
@@ -97,6 +102,12 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   ServedSnapshot served(const SnapshotMeta& meta) const;
   // Stops the snapshot's clones, then its serve process.
   kj::Promise<void> stopAll(const std::string& snapshotId);
+  // The clone `vmId` ended or never started: it no longer holds the image.
+  void cloneGone(const std::string& snapshotId, const std::string& vmId);
+  // A start-up snapshot's serve stops once no VM but `goneVmId` runs from it.
+  void stopIdleServe(const std::string& snapshotId, const std::string& goneVmId);
+  // `meta` unless it is a start-up snapshot, which only `podman run` clones and serves.
+  const SnapshotMeta& userSnapshot(const SnapshotMeta& meta) const;
   void taskFailed(kj::Exception&& e) override;
 
   kj::AsyncIoContext& io_;

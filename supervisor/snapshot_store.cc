@@ -163,7 +163,8 @@ std::vector<SnapshotMeta> SnapshotStore::load() const {
       if (!std::filesystem::is_directory(bulkDir_ / name)) throw Error("its files are gone");
       meta.volumes = ipc::readVmSpecFile(specOf(name).string()).volumes;
       meta.lastUsedNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::filesystem::last_write_time(file).time_since_epoch())
+                            std::chrono::file_clock::to_sys(std::filesystem::last_write_time(file))
+                                .time_since_epoch())
                             .count();
       out.push_back(std::move(meta));
     } catch (const NewerFormatError&) {

@@ -10,6 +10,7 @@
 #include "base/ids.h"
 #include "base/json_field.h"
 #include "base/sha256.h"
+#include "base/small_file.h"
 #include "ipc/file_handle.h"
 #include "setup/artifact_store.h"
 
@@ -90,8 +91,15 @@ void StartupCache::taskFailed(kj::Exception&& e) {
 std::string StartupCache::artifactsKey() const {
   auto artifacts = setup::currentArtifacts(paths_.dataDir);
   if (!artifacts) return "";  // the worker refuses the run with what to do
-  return fmt::format("{} {} {}", artifacts->kernel.string(), artifacts->initramfs.string(),
-                     artifacts->rootfs.string());
+  // With the accelerator probe's cached answer: a snapshot taken under KVM is not TCG's.
+  std::string probe;
+  try {
+    probe = readSmallFile(paths_.accelProbeCache(), 64 << 10);
+  } catch (const Error&) {
+    // Not probed yet: the first run probes, and its entry has the answer in its key.
+  }
+  return fmt::format("{} {} {} {}", artifacts->kernel.string(), artifacts->initramfs.string(),
+                     artifacts->rootfs.string(), probe);
 }
 
 kj::Promise<RunResult> StartupCache::run(const Caller& caller, ipc::VmSpec spec,
@@ -133,7 +141,18 @@ kj::Promise<RunResult> StartupCache::start(const Caller& caller, const std::stri
                    meta->id);
       vms_.markClone(id, meta->id);
       snapshots_.markUsed(meta->id);
-      return snapshots_.launchClone(*meta, id, spec, inputs, kj::mv(output), detach);
+      // Without its memory image (its serve failed to start) the run boots instead.
+      auto bootOutput = std::make_shared<kj::Maybe<rpc::OutputSink::Client>>();
+      KJ_IF_MAYBE (sink, output) {
+        *bootOutput = *sink;
+      }
+      auto boot = [this, id, spec, inputs, bootOutput, detach](kj::Exception&& e) {
+        spdlog::warn("VM {} ({}) boots: its start-up snapshot's serve failed: {}", spec.name, id,
+                     e.getDescription().cStr());
+        vms_.markClone(id, "");
+        return vms_.launch(id, spec, inputs, kj::mv(*bootOutput), detach);
+      };
+      return snapshots_.launchClone(*meta, id, spec, inputs, kj::mv(output), detach, boot);
     }
     if (building_.count(keys.startup) != 0) {
       spdlog::info("VM {} ({}) boots: its start-up snapshot is being taken by another run",
@@ -180,31 +199,50 @@ void StartupCache::captured(const Capture& capture,
   meta.pauseNs = reply.getPauseNs();
   meta.memoryBytes = reply.getMemoryBytes();
   std::string restore(reply.getRestore().cStr(), reply.getRestore().size());
-  snapshots_.commit(meta, *capture.staging, restore, paths_.vmDir(capture.vmId) / "spec.bin");
+  // The entry keeps what its clones' machine needs of the first run's spec, none of that run's
+  // own: no command, env (its secrets), ports, checks or host paths.
+  auto spec = vms_.specOf(capture.vmId);
+  spec.command.clear();
+  spec.env.clear();
+  spec.user.clear();
+  spec.workdir.clear();
+  spec.ports.clear();
+  spec.volumes.clear();
+  spec.healthCmd.clear();
+  spec.healthCheckUrl.clear();
+  auto specFile = paths_.vmDir(capture.vmId) / "startup-spec.bin";
+  ipc::writeVmSpecFile(spec, specFile.string());
+  auto removeSpec = kj::defer([&specFile] {
+    std::error_code ignored;
+    std::filesystem::remove(specFile, ignored);
+  });
+  snapshots_.commit(meta, *capture.staging, restore, specFile);
   spdlog::info("start-up snapshot '{}' ({}) ready: paused {:.1f} ms, {} MiB of memory", meta.tag,
                meta.id, static_cast<double>(meta.pauseNs) / 1e6, meta.memoryBytes >> 20);
   tasks_.add(evict(meta));
 }
 
 kj::Promise<void> StartupCache::evict(const SnapshotMeta& added) {
-  auto entries = snapshots_.startupSnapshots();
+  // Each owner's entries are bounded on their own: one user's many configurations do not push
+  // out another's.
+  std::vector<SnapshotMeta> others;
   std::vector<std::string> gone;
-  // Superseded: the same configuration of the same owner, with another image digest.
-  for (const auto& e : entries) {
-    if (e.id != added.id && e.ownerUid == added.ownerUid && e.configKey == added.configKey) {
+  for (auto& e : snapshots_.startupSnapshots()) {
+    if (e.id == added.id || e.ownerUid != added.ownerUid) continue;
+    // Superseded: the same configuration with another image digest.
+    if (e.configKey == added.configKey) {
       gone.push_back(e.id);
+    } else {
+      others.push_back(std::move(e));
     }
   }
-  // Then the least recently used beyond the bound.
-  std::erase_if(entries, [&gone](const SnapshotMeta& e) {
-    return std::find(gone.begin(), gone.end(), e.id) != gone.end();
-  });
-  std::sort(entries.begin(), entries.end(), [](const SnapshotMeta& a, const SnapshotMeta& b) {
+  // Then the least recently used, until `added` and the others fit the bound.
+  std::sort(others.begin(), others.end(), [](const SnapshotMeta& a, const SnapshotMeta& b) {
     return a.lastUsedNs < b.lastUsedNs;
   });
-  for (size_t i = 0; entries.size() - i > maxEntries_; ++i) {
-    if (entries[i].id != added.id) gone.push_back(entries[i].id);
-  }
+  size_t keep = maxEntries_ > 0 ? maxEntries_ - 1 : 0;
+  for (size_t i = 0; i + keep < others.size(); ++i) gone.push_back(others[i].id);
+  // One a VM runs from stays (removeUnused), until a later entry evicts again.
   auto removals = kj::heapArrayBuilder<kj::Promise<void>>(gone.size());
   for (const auto& id : gone) removals.add(snapshots_.removeUnused(id));
   return kj::joinPromises(removals.finish());

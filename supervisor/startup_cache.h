@@ -11,12 +11,13 @@
 //   by the owner's rights: prepareImage), the owner, cpus, memory, accelerator, network mode,
 //   root disk size and the number of --map volumes (each is a port of the machine).
 // - A run that finds the entry being built by another boots cold and builds nothing; a new image
-//   digest under the same configuration supersedes the entry; the entries are bounded (least
-//   recently used go first). An entry is served (its memory image held by its serve process) only
-//   while runs use it.
+//   digest under the same configuration supersedes the entry; each owner's entries are bounded
+//   (least recently used go first). An entry is served (its memory image held by its serve
+//   process) only while runs use it, and only `podman run` clones it.
 //
-// `--no-snapshot-cache` boots cold and builds nothing, as do --restart VMs. The bound comes from
-// the configuration file: {"startup_snapshots": {"max_entries": 8}}; 0 turns the cache off.
+// `--no-snapshot-cache` boots cold and builds nothing, as do --restart VMs. The bound per owner
+// comes from the configuration file: {"startup_snapshots": {"max_entries": 8}}; 0 turns the cache
+// off. The entry keeps none of its first run's own settings (command, env, ports, host paths).
 #pragma once
 
 #include <kj/async-io.h>

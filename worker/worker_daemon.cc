@@ -432,8 +432,11 @@ PreparedVm prepareClone(const WorkerOptions& options, const ipc::VmSpec& spec, c
   }
   restore.identity.entropy = randomBytes(64);
   if (startsContainer) {
-    // Its volumes were never mounted: the plan mounts them.
-    fillPlan(vm.plan, spec, imageOf(options, spec).reference);
+    // Its own image's health check and its own --health-cmd, never the first run's; its volumes
+    // were never mounted: the plan mounts them.
+    auto image = imageOf(options, spec);
+    vm.healthCheck = healthCheckOf(spec, image.healthcheck);
+    fillPlan(vm.plan, spec, image.reference);
     restore.startContainer = true;
   } else {
     restore.identity.volumes = vm.plan.volumes;
