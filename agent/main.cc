@@ -18,6 +18,7 @@
 #include <cstring>
 #include <string>
 
+#include "agent/boot_timeline.h"
 #include "agent/control_port.h"
 #include "agent/guest_system.h"
 #include "agent/modules.h"
@@ -66,19 +67,25 @@ kj::AutoCloseFd openPath(const std::string& path) {
 }
 
 int run(const std::string& portPath, bool pid1) {
+  BootTimeline boot;
   if (pid1) {
+    boot.mark("kernel");
     mountInitramfsBasics();
     ensureConsole();
     loadModules(kModuleList, kModuleDir);
+    boot.mark("modules");
     switchRoot(kRootDevice, "ext4", "/newroot", kDeviceTimeout);
+    boot.mark("root");
     mountSystem();
     mountImageStore(kImageStore, kDeviceTimeout);
     setDefaultEnvironment();
     bringUpLoopback();
+    boot.mark("system and image store");
   }
   kj::UnixEventPort::captureChildExit();
   auto io = kj::setupAsyncIo();
   auto fd = portPath.empty() ? openControlPort(kControlPortName, kHostTimeout) : openPath(portPath);
+  boot.mark("control port");
   auto stream =
       io.lowLevelProvider->wrapSocketFd(fd.release(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
   PodmanLauncher launcher;
@@ -87,6 +94,7 @@ int run(const std::string& portPath, bool pid1) {
   AgentSession session(SessionDeps{*stream, *io.lowLevelProvider, io.unixEventPort,
                                    io.provider->getTimer(), launcher, clock, system},
                        FCVM_AGENT_VERSION);
+  if (pid1) session.logAfterHello("boot: " + boot.report());  // on the console too
   auto end = session.run().wait(io.waitScope);
   switch (end.reason) {
     case SessionEnd::Reason::kContainerExited:

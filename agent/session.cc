@@ -41,6 +41,7 @@ kj::Promise<SessionEnd> AgentSession::run() {
   auto paf = kj::newPromiseAndFulfiller<SessionEnd>();
   end_ = kj::mv(paf.fulfiller);
   auto hello = writer_.send(Hello{wire::PROTOCOL_VERSION, agentVersion_});
+  if (!afterHello_.empty()) log(afterHello_);
   auto loop = hello.then([this]() { return readLoop(); }).then([]() -> SessionEnd {
     return SessionEnd{SessionEnd::Reason::kHostClosed, {}};
   });

@@ -56,6 +56,8 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   // Rejects on a broken channel, a frame the agent cannot decode, or a host hello with another
   // protocol version (after telling the host in a Log frame).
   kj::Promise<SessionEnd> run();
+  // A line for the host's log, sent right after the agent's hello (before run()).
+  void logAfterHello(std::string line) { afterHello_ = std::move(line); }
 
   // After a stream's process exits, how long its output may stay open (held by a grandchild)
   // before the agent stops reading and reports the exit anyway.
@@ -87,6 +89,7 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   SessionDeps deps_;
   const std::string agentVersion_;
   FrameWriter writer_;
+  std::string afterHello_;
   bool helloReceived_ = false;
   bool containerRequested_ = false;
   bool frozen_ = false;          // file systems frozen, frames held

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -80,6 +82,83 @@ MemoryFigures measureMemory(const FcvmInstance& fcvm) {
   return figures;
 }
 
+// The seconds of day of a log line's timestamp ("2026-12-03T18:35:56.206 info ...").
+std::optional<double> lineTime(const std::string& line) {
+  static const std::regex stamp(R"(^\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+) )");
+  std::smatch m;
+  if (!std::regex_search(line, m, stamp)) return std::nullopt;
+  return std::stod(m[1]) * 3600 + std::stod(m[2]) * 60 + std::stod(m[3]);
+}
+
+// The time of the first line of `file` that contains `text` (and `also`, if given).
+std::optional<double> timeOf(const std::filesystem::path& file, const std::string& text,
+                             const std::string& also = "") {
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(text) != std::string::npos &&
+        (also.empty() || line.find(also) != std::string::npos)) {
+      return lineTime(line);
+    }
+  }
+  return std::nullopt;
+}
+
+// The text after `text` on the first line of `file` that has it.
+std::string restOf(const std::filesystem::path& file, const std::string& text) {
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    auto at = line.find(text);
+    if (at != std::string::npos) return line.substr(at + text.size());
+  }
+  return "";
+}
+
+struct Phases {
+  double wall = 0;
+  std::vector<std::pair<std::string, std::optional<double>>> steps;  // name, seconds
+  std::string bootLine;  // the guest agent's own breakdown of a booted guest
+};
+
+// One `podman run --name NAME IMAGE true` (kept until its logs are read), timed as a whole and
+// phase by phase from the supervisor's and its worker's logs.
+Phases phasesOf(const FcvmInstance& fcvm, const std::string& name, bool cold) {
+  std::vector<std::string> args = {"podman", "run", "--name", name};
+  if (cold) args.push_back("--no-snapshot-cache");
+  args.insert(args.end(), {kImage, "true"});
+  Phases p;
+  p.wall = secondsOf([&] { ok(fcvm, args); });
+  auto vm = nlohmann::json::parse(ok(fcvm, {"inspect", "--name", name}));
+  auto worker = fcvm.dataDir() / "vms" / vm.at("id").get<std::string>() / "worker.log";
+  auto requested = timeOf(fcvm.log(), "runs VM " + name + " (");
+  // A cold run's image is prepared by its worker, in the next step.
+  auto resolved = cold ? requested : timeOf(fcvm.log(), "VM " + name + " (", "start-up snapshot");
+  auto qemu = timeOf(worker, "qemu pid");
+  auto answered = timeOf(worker, "guest agent");
+  auto plan = timeOf(worker, "state running");
+  auto running = timeOf(worker, "state healthy");
+  auto exited = timeOf(worker, "container exited");
+  auto ended = timeOf(worker, "VM ended");
+  auto between = [](std::optional<double> a, std::optional<double> b) -> std::optional<double> {
+    if (!a || !b) return std::nullopt;
+    return *b - *a;
+  };
+  p.steps = {
+      {"image resolved (fcvm-worker --prepare-image)", between(requested, resolved)},
+      {"worker: image (cold), disk, QEMU started", between(resolved, qemu)},
+      {"guest booted or restored, its agent answered", between(qemu, answered)},
+      {"the container's plan sent", between(answered, plan)},
+      {"podman run in the guest, to the container running", between(plan, running)},
+      {"`true` runs, podman's teardown", between(running, exited)},
+      {"the guest powers off, QEMU exits", between(exited, ended)},
+  };
+  double sum = 0;
+  for (const auto& [what, seconds] : p.steps) sum += seconds.value_or(0);
+  p.steps.emplace_back("the rest: CLI, supervisor, worker start and end", p.wall - sum);
+  p.bootLine = restOf(worker, "agent: boot: ");
+  ok(fcvm, {"rm", "--name", name});
+  return p;
+}
+
 int run() {
   auto artifacts = testArtifacts();
   auto storage = testDataDir() / "storage";
@@ -107,6 +186,8 @@ int run() {
   for (auto* s : {&bare, &coldTmpfs, &warmTmpfs, &coldDisk, &warmDisk}) {
     std::sort(s->begin(), s->end());
   }
+  auto cold = phasesOf(tmpfs, "phases-cold", true);
+  auto warm = phasesOf(tmpfs, "phases-warm", false);
   auto memory = measureMemory(tmpfs);
 
   auto samples = [](const std::vector<double>& s) {
@@ -132,6 +213,18 @@ int run() {
              disk.memoryDir().string());
   fmt::print("  rounds interleaved; host load average before {}, after {}\n\n", loadBefore,
              loadAfter);
+
+  fmt::print("where one run's time goes (RAM on tmpfs), from the supervisor's and worker's logs\n");
+  fmt::print("{:<52} {:>9} {:>9}\n", "", "cold s", "warm s");
+  auto seconds = [](const std::optional<double>& s) {
+    return s ? fmt::format("{:.2f}", *s) : std::string("-");
+  };
+  for (size_t i = 0; i < cold.steps.size(); ++i) {
+    fmt::print("{:<52} {:>9} {:>9}\n", cold.steps[i].first, seconds(cold.steps[i].second),
+               seconds(warm.steps[i].second));
+  }
+  fmt::print("{:<52} {:>9.2f} {:>9.2f}\n", "the whole run (wall)", cold.wall, warm.wall);
+  fmt::print("  the booted guest, by its agent: {}\n\n", cold.bootLine);
 
   Memory workers, qemus;
   for (const auto& vm : memory.vms) {
