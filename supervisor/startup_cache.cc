@@ -168,7 +168,6 @@ kj::Promise<RunResult> StartupCache::start(const Caller& caller, const std::stri
     meta.sourceVmName = spec.name;
     meta.image = spec.image;
     meta.qemuVersion = snapshots_.qemuVersion();
-    meta.volumes = spec.volumes;
     meta.startupKey = keys.startup;
     meta.configKey = keys.config;
     capture->staging = snapshots_.stage(meta.id);
