@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <kj/debug.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <set>
+#include <vector>
 
 #include "ipc/agent.capnp.h"
 
@@ -26,10 +28,15 @@ struct AgentSession::ProcessStream {
   kj::Own<kj::AsyncInputStream> err;  // null for a tty
   kj::Own<kj::AsyncOutputStream> in;  // null without stdin, and after eof
   int ptyFd = -1;                     // the pty master (owned by `out`), for window sizes
+  // The fds behind `out` and `err` (owned there) while their output has not ended.
+  int outFd = -1;
+  int errFd = -1;
   std::string outBuffer;
   std::string errBuffer;
   kj::ForkedPromise<void> stdinTail = kj::Promise<void>(kj::READY_NOW).fork();
   size_t stdinPending = 0;  // bytes queued in stdinTail, not yet acked to the host
+  bool outputRead = false;  // output was read since the last look of outputGrace()
+  unsigned sending = 0;     // output frames waiting on the channel (the host's flow control)
 };
 
 AgentSession::AgentSession(SessionDeps deps, std::string agentVersion)
@@ -286,11 +293,11 @@ void AgentSession::startExec(const ExecRequest& request) {
 void AgentSession::startStream(uint32_t id, bool tty, SpawnedProcess process) {
   auto stream = kj::heap<ProcessStream>(id, tty, process.pid, deps_.events);
   using Flags = kj::LowLevelAsyncIoProvider;
-  if (tty) {
-    stream->ptyFd = process.stdoutFd.get();
-    stream->out = deps_.io.wrapInputFd(process.stdoutFd.release(), Flags::TAKE_OWNERSHIP);
-  } else {
-    stream->out = deps_.io.wrapInputFd(process.stdoutFd.release(), Flags::TAKE_OWNERSHIP);
+  stream->outFd = process.stdoutFd.get();
+  if (tty) stream->ptyFd = stream->outFd;
+  stream->out = deps_.io.wrapInputFd(process.stdoutFd.release(), Flags::TAKE_OWNERSHIP);
+  if (!tty) {
+    stream->errFd = process.stderrFd.get();
     stream->err = deps_.io.wrapInputFd(process.stderrFd.release(), Flags::TAKE_OWNERSHIP);
   }
   if (process.stdinFd.get() >= 0) {
@@ -311,10 +318,18 @@ kj::Promise<void> AgentSession::pump(ProcessStream& s, kj::AsyncInputStream& in,
     read = read.catch_([](kj::Exception&&) -> size_t { return 0; });
   }
   return read.then([this, &s, &in, kind, &buffer](size_t n) -> kj::Promise<void> {
-    if (n == 0) return kj::READY_NOW;
+    if (n == 0) {
+      (kind == OutputKind::kStdout ? s.outFd : s.errFd) = -1;
+      return kj::READY_NOW;
+    }
+    s.outputRead = true;
     if (s.orphaned) return pump(s, in, kind, buffer);  // drained, not sent
+    ++s.sending;
     return writer_.send(Output{s.id, kind, buffer.substr(0, n)})
-        .then([this, &s, &in, kind, &buffer]() { return pump(s, in, kind, buffer); });
+        .then([this, &s, &in, kind, &buffer]() {
+          --s.sending;
+          return pump(s, in, kind, buffer);
+        });
   });
 }
 
@@ -325,11 +340,9 @@ kj::Promise<void> AgentSession::superviseStream(ProcessStream& s) {
   auto outputs = out.then([err = kj::mv(err)]() mutable { return kj::mv(err); });
   uint32_t id = s.id;
   return s.child.exited()
-      .then([this, id, outputs = kj::mv(outputs)](ExitStatus status) mutable {
-        auto grace = deps_.timer.afterDelay(kOutputGrace).then([this, id]() {
-          log("stream " + std::to_string(id) + ": output still open after exit; not waiting");
-        });
-        return outputs.exclusiveJoin(kj::mv(grace)).then([status]() { return status; });
+      .then([this, &s, outputs = kj::mv(outputs)](ExitStatus status) mutable {
+        s.outputRead = false;
+        return outputs.exclusiveJoin(outputGrace(s)).then([status]() { return status; });
       })
       .then([this, id, &s](ExitStatus status) -> kj::Promise<void> {
         if (s.orphaned) {
@@ -343,6 +356,29 @@ kj::Promise<void> AgentSession::superviseStream(ProcessStream& s) {
           }
         });
       });
+}
+
+kj::Promise<void> AgentSession::outputGrace(ProcessStream& s) {
+  return deps_.timer.afterDelay(kOutputGrace).then([this, &s]() -> kj::Promise<void> {
+    // Output still flowing, waiting for the host to take it, or ready to be read (a starved
+    // guest sees its timer and its fds at once) is no grandchild holding the stream open idle:
+    // a loaded host must not cut a command's last output off.
+    if (s.outputRead || s.sending > 0 || outputReady(s)) {
+      s.outputRead = false;
+      return outputGrace(s);
+    }
+    log("stream " + std::to_string(s.id) + ": output still open after exit; not waiting");
+    return kj::READY_NOW;
+  });
+}
+
+bool AgentSession::outputReady(const ProcessStream& s) {
+  std::vector<pollfd> fds;
+  for (int fd : {s.outFd, s.errFd}) {
+    if (fd >= 0) fds.push_back(pollfd{fd, POLLIN, 0});
+  }
+  // Readable, or hung up (the end of output, still to be read): either way not idle.
+  return !fds.empty() && ::poll(fds.data(), fds.size(), 0) > 0;
 }
 
 void AgentSession::feedStdin(const Stdin& message) {

@@ -59,8 +59,9 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   // A line for the host's log, sent right after the agent's hello (before run()).
   void logAfterHello(std::string line) { afterHello_ = std::move(line); }
 
-  // After a stream's process exits, how long its output may stay open (held by a grandchild)
-  // before the agent stops reading and reports the exit anyway.
+  // After a stream's process exits, how long its output may stay open and idle (held by a
+  // grandchild that writes nothing) before the agent stops reading and reports the exit anyway.
+  // Time spent waiting for the host to take output does not count.
   static constexpr kj::Duration kOutputGrace = 2 * kj::SECONDS;
 
  private:
@@ -72,6 +73,8 @@ class AgentSession : private kj::TaskSet::ErrorHandler {
   void startExec(const ExecRequest& request);
   void startStream(uint32_t id, bool tty, SpawnedProcess process);
   kj::Promise<void> superviseStream(ProcessStream& stream);
+  kj::Promise<void> outputGrace(ProcessStream& stream);
+  static bool outputReady(const ProcessStream& stream);
   kj::Promise<void> pump(ProcessStream& stream, kj::AsyncInputStream& in, OutputKind kind,
                          std::string& buffer);
   void freeze();

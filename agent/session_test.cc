@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "agent/direct_launcher.h"
 #include "ipc/agent.capnp.h"
@@ -43,6 +45,17 @@ struct TempFifo {
       throw std::runtime_error("write " + path);
     }
     ::close(fd);
+  }
+  // Waits for a process to write the fifo and close it; returns what it wrote.
+  std::string read() {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // waits for the writer
+    if (fd < 0) throw std::runtime_error("open " + path);
+    std::string text;
+    char buffer[256];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, n);
+    ::close(fd);
+    return text;
   }
   std::string path;
 };
@@ -96,11 +109,12 @@ class AgentSessionTest : public ::testing::Test {
       throw std::runtime_error("socketpair failed");
     }
     using Flags = kj::LowLevelAsyncIoProvider;
+    agentFd_ = fds[0];
     agentStream_ = io_.lowLevelProvider->wrapSocketFd(fds[0], Flags::TAKE_OWNERSHIP);
     hostFd_ = kj::AutoCloseFd(fds[1]);
     session_ =
         kj::heap<AgentSession>(SessionDeps{*agentStream_, *io_.lowLevelProvider, io_.unixEventPort,
-                                           io_.provider->getTimer(), launcher_, clock_, system_},
+                                           timer_, launcher_, clock_, system_},
                                "test-agent");
     end_ = session_->run().fork();
   }
@@ -214,7 +228,39 @@ class AgentSessionTest : public ::testing::Test {
 
   kj::WaitScope& ws() { return io_.waitScope; }
 
+  // Runs the agent's event loop until it has reaped every child of this thread: then the exits
+  // of the commands it started have reached their streams.
+  void awaitChildrenReaped() {
+    std::string children = "/proc/self/task/" + std::to_string(::gettid()) + "/children";
+    for (;;) {
+      ws().poll();
+      std::ifstream in(children);
+      std::string pids;
+      std::getline(in, pids);
+      if (pids.find_first_not_of(' ') == std::string::npos) return;
+      io_.unixEventPort.wait();  // a SIGCHLD (or any other event) ends the wait
+    }
+  }
+
+  // Moves the agent's clock on by whole grace periods, letting it act after each.
+  void passGracePeriods(int count) {
+    for (int i = 0; i < count; ++i) {
+      timer_.advanceTo(timer_.now() + AgentSession::kOutputGrace);
+      ws().poll();
+    }
+  }
+
+  bool loggedOutputStillOpen(uint32_t id) const {
+    std::string line = "stream " + std::to_string(id) + ": output still open after exit";
+    for (const auto& l : logs_) {
+      if (l.find(line) != std::string::npos) return true;
+    }
+    return false;
+  }
+
   kj::AsyncIoContext io_;
+  kj::TimerImpl timer_{kj::origin<kj::TimePoint>()};  // the session's: moved by the test
+  int agentFd_ = -1;                                  // owned by agentStream_
   DirectLauncher launcher_;
   RecordingClock clock_;
   RecordingSystem system_;
@@ -255,6 +301,59 @@ TEST_F(AgentSessionTest, ExitCodesAndSignalDeath) {
   EXPECT_EQ(killed.exit.signal, 9);
   // The id is free again once its exit was reported.
   EXPECT_EQ(runExec(shell(1, "exit 5")).exit.code, 5);
+}
+
+// A command's output that waits on the host when the command exits is all delivered, however
+// long the host takes to read it: that wait is no grandchild holding the stream open.
+TEST_F(AgentSessionTest, OutputHeldUpByTheHostIsDeliveredWholeAfterTheCommandExits) {
+  connectHost();
+  int small = 4096;  // the channel holds a few KiB: the agent's send waits on the host at once
+  ASSERT_EQ(::setsockopt(agentFd_, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  // Fits in the command's pipe, so the command exits while the host reads nothing.
+  constexpr size_t kBytes = 60000;
+  host_->exec(shell(1, "head -c " + std::to_string(kBytes) + " /dev/zero")).wait(ws());
+  awaitChildrenReaped();
+  passGracePeriods(3);
+  auto r = collect(1);
+  EXPECT_EQ(r.out.size(), kBytes);
+  EXPECT_EQ(r.exit.code, 0);
+  EXPECT_FALSE(loggedOutputStillOpen(1));
+}
+
+// A grandchild that keeps a command's output open and writes nothing does not hold the exit back
+// beyond the grace period.
+TEST_F(AgentSessionTest, AnIdleGrandchildHoldingTheOutputDelaysTheExitOnlyByTheGrace) {
+  connectHost();
+  TempFifo gate;
+  // The test is the fifo's writer: closing it ends the cat, also when an expectation fails.
+  kj::AutoCloseFd writer(::open(gate.path.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_GE(writer.get(), 0);
+  host_->exec(shell(1, "echo hi; cat " + gate.path + " >/dev/null &")).wait(ws());
+  awaitChildrenReaped();  // the shell; its cat holds stderr open
+  passGracePeriods(1);
+  auto r = collect(1);
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_EQ(r.exit.code, 0);
+  EXPECT_TRUE(loggedOutputStillOpen(1));
+}
+
+// A guest starved of CPU sees the grace's end and its last output at once: output ready when
+// the grace ends is still read.
+TEST_F(AgentSessionTest, OutputReadyWhenTheGraceEndsIsStillRead) {
+  connectHost();
+  TempFifo go;
+  TempFifo written;
+  host_
+      ->exec(shell(1, "(cat " + go.path + " >/dev/null; echo late; echo > " + written.path + ") &"))
+      .wait(ws());
+  awaitChildrenReaped();  // the shell; the subshell holds the output open
+  go.write("go\n");
+  written.read();  // "late" waits in the pipe; the agent's loop has not run since
+  passGracePeriods(1);
+  auto r = collect(1);
+  EXPECT_EQ(r.out, "late\n");
+  EXPECT_EQ(r.exit.code, 0);
+  EXPECT_FALSE(loggedOutputStillOpen(1));
 }
 
 TEST_F(AgentSessionTest, ConcurrentExecStreamsStaySeparate) {
@@ -442,8 +541,8 @@ TEST_F(AgentSessionTest, FreezeFreezesFilesystemsAndHoldsOutputUntilThaw) {
   connectHost();
   TempFifo gate;
   host_
-      ->runContainer(RunPlan{.image = "x",
-                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"}})
+      ->runContainer(RunPlan{
+          .image = "x", .command = {"sh", "-c", "echo one; cat " + gate.path + "; exec sleep 600"}})
       .wait(ws());
   expectOutput(kContainerStream, "one\n");
   awaitContainerStarted();
@@ -461,7 +560,7 @@ TEST_F(AgentSessionTest, FreezeFreezesFilesystemsAndHoldsOutputUntilThaw) {
 
 TEST_F(AgentSessionTest, AFailedFreezeHoldsNothing) {
   connectHost();
-  host_->runContainer(RunPlan{.image = "x", .command = {"sh", "-c", "echo one; sleep 600"}})
+  host_->runContainer(RunPlan{.image = "x", .command = {"sh", "-c", "echo one; exec sleep 600"}})
       .wait(ws());
   expectOutput(kContainerStream, "one\n");
   awaitContainerStarted();
@@ -483,9 +582,10 @@ TEST_F(AgentSessionTest, ResumeUnderANewHostGivesTheCloneItsIdentityVolumesAndDr
   connectHost();
   TempFifo gate;
   host_
-      ->runContainer(RunPlan{.image = "x",
-                             .command = {"sh", "-c", "echo one; cat " + gate.path + "; sleep 600"},
-                             .volumes = {{"v0", "/data", false, 0}}})
+      ->runContainer(
+          RunPlan{.image = "x",
+                  .command = {"sh", "-c", "echo one; cat " + gate.path + "; exec sleep 600"},
+                  .volumes = {{"v0", "/data", false, 0}}})
       .wait(ws());
   expectOutput(kContainerStream, "one\n");
   host_->exec(ExecRequest{.id = 7, .command = {"sh", "-c", "echo old exec; exec sleep 600"}})
