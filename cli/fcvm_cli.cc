@@ -26,6 +26,7 @@
 #include "cli/supervisor_session.h"
 #include "cli/vm_view.h"
 #include "ipc/file_handle.h"
+#include "ipc/rpc_error.h"
 #include "ipc/vm_spec.h"
 #include "setup/guest_setup.h"
 
@@ -137,6 +138,7 @@ class Commands {
     }
     ctx_.err << "WARNING! This will remove:\n"
              << "  - all your stopped and failed VMs (their disks and logs)\n"
+             << "  - your start-up snapshots that no VM runs from\n"
              << "  - guest artifacts that no VM or snapshot uses (root)\n";
     if (opt_.all) ctx_.err << "  - image disks that no VM or snapshot uses (root)\n";
     ctx_.err << "Are you sure you want to continue? [y/N] ";
@@ -151,7 +153,24 @@ class Commands {
     auto request = session.api().getVmRequest();
     request.setName(opt_.name);
     auto reply = request.send().wait(session.waitScope());
-    ctx_.out << vmToJson(reply.getVm()).dump(2) << "\n";
+    auto j = vmToJson(reply.getVm());
+    j["memory"] = nullptr;
+    auto state = reply.getVm().getState();
+    if (state == rpc::VmState::RUNNING || state == rpc::VmState::HEALTHY) {
+      auto memory = session.api().vmMemoryRequest();
+      memory.setName(opt_.name);
+      // The VM may end meanwhile: its figures are then unknown, and the reason says why.
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                     auto answer = memory.send().wait(session.waitScope());
+                     j["memory"] = vmMemoryToJson(answer.getMemory());
+                   })) {
+        capnp::MallocMessageBuilder unknown;
+        auto m = unknown.initRoot<rpc::VmMemory>();
+        m.setReason(ipc::messageOf(*e));
+        j["memory"] = vmMemoryToJson(m.asReader());
+      }
+    }
+    ctx_.out << j.dump(2) << "\n";
     return 0;
   }
 
@@ -997,7 +1016,8 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
       "disks and logs of VMs that have not ended. Sizes are blocks allocated: a reflinked disk "
       "counts the extents it shares too.");
   on(systemDf, [&] { return commands.systemDf(); });
-  auto systemPrune = system->add_subcommand("prune", "Remove stopped VMs and unused artifacts");
+  auto systemPrune = system->add_subcommand(
+      "prune", "Remove stopped VMs, unused start-up snapshots and artifacts");
   systemPrune->add_flag("-a,--all", opt.all, "Also remove image disks that no VM or snapshot uses");
   systemPrune->add_flag("-f,--force", opt.force, "Do not ask for confirmation");
   addJsonFlag(systemPrune, opt);
@@ -1005,7 +1025,8 @@ int runCli(const std::vector<std::string>& args, const CliContext& context) {
       "Removes your stopped and failed VMs (root: everyone's), as rm does. Root (or a user's own "
       "supervisor) also removes guest artifacts that are not the current set and that no running "
       "VM or snapshot names, and with --all image disks that none names; they are made again when "
-      "needed. Snapshots stay: 'fcvm snapshot rm' removes them.");
+      "needed. Start-up snapshots (the run cache) that no VM runs from go too; other snapshots "
+      "stay: 'fcvm snapshot rm' removes them.");
   on(systemPrune, [&] { return commands.systemPrune(); });
 
   auto supervisor = app.add_subcommand("supervisor", "The fcvm-supervisor daemon");

@@ -73,6 +73,17 @@ nlohmann::json vmToJson(rpc::VmInfo::Reader vm) {
   return j;
 }
 
+nlohmann::json vmMemoryToJson(rpc::VmMemory::Reader m) {
+  auto known = [](uint64_t bytes) { return bytes > 0 ? nlohmann::json(bytes) : nlohmann::json(); };
+  bool guest = m.getGuestReported();
+  return {{"guest_total_bytes", guest ? nlohmann::json(m.getGuestTotalBytes()) : nlohmann::json()},
+          {"guest_available_bytes",
+           guest ? nlohmann::json(m.getGuestAvailableBytes()) : nlohmann::json()},
+          {"host_pss_bytes", known(m.getHostPssBytes())},
+          {"host_anon_bytes", known(m.getHostAnonBytes())},
+          {"reason", m.getReason().cStr()}};
+}
+
 nlohmann::json serveToJson(rpc::ServeInfo::Reader serve) {
   return {{"id", serve.getId().cStr()},
           {"snapshot", serve.getSnapshotTag().cStr()},
@@ -221,6 +232,7 @@ nlohmann::json pruneReportToJson(rpc::PruneReport::Reader report) {
   nlohmann::json out = {{"vms", vms},
                         {"artifacts", report.getArtifacts()},
                         {"images", report.getImages()},
+                        {"startup_snapshots", report.getStartupSnapshots()},
                         {"reclaimed_bytes", report.getReclaimedBytes()}};
   if (report.getSkipped().size() > 0) out["skipped"] = report.getSkipped().cStr();
   return out;
@@ -231,6 +243,10 @@ std::string pruneReportText(rpc::PruneReport::Reader report) {
   if (report.getVms().size() > 0) {
     out += "Removed VMs:\n";
     for (auto name : report.getVms()) out += fmt::format("  {}\n", name.cStr());
+  }
+  if (report.getStartupSnapshots() > 0) {
+    out += fmt::format("Removed {} start-up snapshot{}\n", report.getStartupSnapshots(),
+                       report.getStartupSnapshots() == 1 ? "" : "s");
   }
   out += fmt::format("Removed {} artifact{} and {} image disk{}\n", report.getArtifacts(),
                      report.getArtifacts() == 1 ? "" : "s", report.getImages(),

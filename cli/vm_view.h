@@ -10,6 +10,8 @@
 namespace fcvm::cli {
 
 nlohmann::json vmToJson(rpc::VmInfo::Reader vm);
+// inspect's "memory" of a running VM: the guest's figures are null when it did not answer.
+nlohmann::json vmMemoryToJson(rpc::VmMemory::Reader memory);
 std::string vmTable(capnp::List<rpc::VmInfo>::Reader vms);
 nlohmann::json snapshotToJson(rpc::SnapshotInfo::Reader snapshot);
 std::string snapshotTable(capnp::List<rpc::SnapshotInfo>::Reader snapshots);

@@ -87,6 +87,17 @@ struct VmSpec {
 # capability: the receiver acts on what the client could open, never on a path with its own powers.
 interface FileHandle {}
 
+# A running VM's memory (`fcvm inspect`). The guest's figures are what its kernel reports
+# (/proc/meminfo in the guest): its own word.
+struct VmMemory {
+  guestReported @0 :Bool;          # the guest answered; else `reason` says why not
+  guestTotalBytes @1 :UInt64;      # MemTotal
+  guestAvailableBytes @2 :UInt64;  # MemAvailable
+  hostPssBytes @3 :UInt64;         # the VMM's proportional share of host memory (0: unknown)
+  hostAnonBytes @4 :UInt64;        # of which its own anonymous memory (TCG: translated code)
+  reason @5 :Text;                 # why a figure is missing, or empty
+}
+
 struct ExitStatus {
   code @0 :Int32;     # the exit status; 128+n when killed by signal n
   signal @1 :Int32;   # n when killed by a signal, else 0

@@ -159,6 +159,8 @@ interface Supervisor {
   # Removes the caller's ended VMs (root: everyone's), then what nothing uses of the shared kinds
   # (root, or a user's own supervisor): artifacts, and with `all` image disks too.
   prune @19 (all :Bool) -> (report :PruneReport);
+  # A running VM's memory, host and guest (`fcvm inspect`); fails for a VM that is not running.
+  vmMemory @20 (name :Text) -> (memory :Common.VmMemory);
 }
 
 struct DiskUsage {
@@ -183,4 +185,5 @@ struct PruneReport {
   images @2 :UInt32;
   reclaimedBytes @3 :UInt64;
   skipped @4 :Text;          # why shared items were left this time, if they were
+  startupSnapshots @5 :UInt32;  # start-up snapshots removed (those no VM runs from)
 }

@@ -46,4 +46,7 @@ interface Worker {
   snapshotBeforeContainer @6 (state :Common.FileHandle, memory :Common.FileHandle,
                               disk :Common.FileHandle)
       -> (pauseNs :UInt64, memoryBytes :UInt64, restore :Text);
+  # The VM's memory now: the VMM's from /proc, the guest's from its /proc/meminfo (an exec in the
+  # guest OS, bounded in time; a guest that does not answer leaves guestReported false).
+  memory @7 () -> (memory :Common.VmMemory);
 }

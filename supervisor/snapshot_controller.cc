@@ -409,15 +409,16 @@ void SnapshotController::markUsed(const std::string& snapshotId) {
   store_.markUsed(snapshotId);
 }
 
-kj::Promise<void> SnapshotController::removeUnused(const std::string& snapshotId) {
-  if (!vms_.clonesOf(snapshotId).empty()) return kj::READY_NOW;
+kj::Promise<bool> SnapshotController::removeUnused(const std::string& snapshotId) {
+  if (!vms_.clonesOf(snapshotId).empty()) return false;
   return serves_.stop(snapshotId).then([this, snapshotId] {
     auto it = ready_.find(snapshotId);
-    if (it == ready_.end() || !vms_.clonesOf(snapshotId).empty()) return;
+    if (it == ready_.end() || !vms_.clonesOf(snapshotId).empty()) return false;
     store_.remove(snapshotId);
     spdlog::info("removed snapshot '{}' ({})", it->second.tag, snapshotId);
     ready_.erase(it);
     serves_.forget(snapshotId);
+    return true;
   });
 }
 

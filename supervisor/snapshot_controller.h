@@ -83,8 +83,8 @@ class SnapshotController : private kj::TaskSet::ErrorHandler {
   void commit(SnapshotMeta meta, SnapshotStaging& staging, const std::string& restore,
               const std::filesystem::path& specFile);
   void markUsed(const std::string& snapshotId);
-  // Removes the snapshot unless a clone runs from it.
-  kj::Promise<void> removeUnused(const std::string& snapshotId);
+  // Removes the snapshot unless a clone runs from it; resolves with whether it was removed.
+  kj::Promise<bool> removeUnused(const std::string& snapshotId);
   // Starts the created VM `vmId` as a clone of `meta`: its memory image from the snapshot's serve.
   // If the serve cannot give it, `noMemory` decides what becomes of the VM (without: discarded,
   // the run fails).

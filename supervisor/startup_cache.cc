@@ -243,7 +243,7 @@ kj::Promise<void> StartupCache::evict(const SnapshotMeta& added) {
   for (size_t i = 0; i + keep < others.size(); ++i) gone.push_back(others[i].id);
   // One a VM runs from stays (removeUnused), until a later entry evicts again.
   auto removals = kj::heapArrayBuilder<kj::Promise<void>>(gone.size());
-  for (const auto& id : gone) removals.add(snapshots_.removeUnused(id));
+  for (const auto& id : gone) removals.add(snapshots_.removeUnused(id).ignoreResult());
   return kj::joinPromises(removals.finish());
 }
 

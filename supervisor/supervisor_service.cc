@@ -249,6 +249,15 @@ kj::Promise<void> SupervisorService::exec(ExecContext call) {
   });
 }
 
+kj::Promise<void> SupervisorService::vmMemory(VmMemoryContext call) {
+  return answer([&] {
+    return context_.vms.memory(caller_, textParam(call.getParams().getName()))
+        .then([call](capnp::Response<rpc::Worker::MemoryResults> reply) mutable {
+          call.getResults().setMemory(reply.getMemory());
+        });
+  });
+}
+
 kj::Promise<void> SupervisorService::stopVm(StopVmContext call) {
   return answer([&] {
     auto params = call.getParams();
@@ -427,6 +436,7 @@ kj::Promise<void> SupervisorService::prune(PruneContext call) {
     bool all = call.getParams().getAll();
     struct Pruned {
       std::vector<std::string> vms;
+      uint32_t startupSnapshots = 0;
       uint64_t bytes = 0;
     };
     auto pruned = kj::heap<Pruned>();
@@ -446,6 +456,22 @@ kj::Promise<void> SupervisorService::prune(PruneContext call) {
         });
       });
     }
+    // Start-up snapshots are a cache: those of the caller's (root: all) that no VM runs from go;
+    // the next first run of their configuration makes its entry again.
+    for (const auto& meta : context_.snapshots.startupSnapshots()) {
+      if (!caller_.mayAccess(meta.ownerUid)) continue;
+      uint64_t bytes = 0;
+      for (const auto& item : before.items) {
+        if (item.kind == StorageKind::kSnapshots && item.ownerId == meta.id) bytes += item.bytes;
+      }
+      removed = removed.then([this, id = meta.id, bytes, &pruned = *pruned] {
+        return context_.snapshots.removeUnused(id).then([bytes, &pruned](bool gone) {
+          if (!gone) return;
+          ++pruned.startupSnapshots;
+          pruned.bytes += bytes;
+        });
+      });
+    }
     return removed.then([this, call, all, pruned = kj::mv(pruned)]() mutable {
       auto report = call.getResults().initReport();
       SharedPruneResult shared;
@@ -461,10 +487,13 @@ kj::Promise<void> SupervisorService::prune(PruneContext call) {
       report.setImages(shared.images);
       report.setReclaimedBytes(pruned->bytes + shared.bytes);
       report.setSkipped(shared.skipped);
-      spdlog::info("uid {} pruned {} VMs, {} artifacts, {} image disks ({} MiB){}", caller_.uid,
-                   vms.size(), shared.artifacts, shared.images,
-                   (pruned->bytes + shared.bytes) >> 20,
-                   shared.skipped.empty() ? "" : "; " + shared.skipped);
+      report.setStartupSnapshots(pruned->startupSnapshots);
+      spdlog::info(
+          "uid {} pruned {} VMs, {} start-up snapshots, {} artifacts, {} image disks "
+          "({} MiB){}",
+          caller_.uid, vms.size(), pruned->startupSnapshots, shared.artifacts, shared.images,
+          (pruned->bytes + shared.bytes) >> 20,
+          shared.skipped.empty() ? "" : "; " + shared.skipped);
     });
   });
 }

@@ -55,6 +55,7 @@ class SupervisorService final : public rpc::Supervisor::Server {
   kj::Promise<void> inspectSnapshot(InspectSnapshotContext context) override;
   kj::Promise<void> diskUsage(DiskUsageContext context) override;
   kj::Promise<void> prune(PruneContext context) override;
+  kj::Promise<void> vmMemory(VmMemoryContext context) override;
 
  private:
   Paths paths() const { return Paths{context_.dataDir, context_.runtimeDir, {}, {}}; }

@@ -763,6 +763,19 @@ kj::Promise<rpc::Process::Client> VmController::exec(const Caller& caller, const
   throw Error(fmt::format("VM '{}' has no worker connection", name));
 }
 
+kj::Promise<capnp::Response<rpc::Worker::MemoryResults>> VmController::memory(
+    const Caller& caller, const std::string& name) {
+  auto record = visible(caller, name);
+  auto* vm = live(record.id.str());
+  if (vm == nullptr || ended(record.state)) {
+    throw Error(fmt::format("VM '{}' is not running ({})", name, ipc::toString(record.state)));
+  }
+  KJ_IF_MAYBE (worker, vm->worker) {
+    return worker->memoryRequest().send();
+  }
+  throw Error(fmt::format("VM '{}' has no worker connection", name));
+}
+
 kj::Promise<void> VmController::stopLive(LiveVm& vm, uint32_t timeoutMs) {
   KJ_IF_MAYBE (worker, vm.worker) {
     auto call = worker->stopRequest();

@@ -92,6 +92,9 @@ class VmController : private kj::TaskSet::ErrorHandler {
   void setEndListener(std::function<void(const ipc::VmRecord&)> listener) {
     onEnded_ = std::move(listener);
   }
+  // The running VM's memory, from its worker.
+  kj::Promise<capnp::Response<rpc::Worker::MemoryResults>> memory(const Caller& caller,
+                                                                  const std::string& name);
   kj::Promise<rpc::Process::Client> exec(const Caller& caller, const std::string& name,
                                          rpc::ExecSpec::Reader request,
                                          rpc::OutputSink::Client output);

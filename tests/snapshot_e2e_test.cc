@@ -470,6 +470,17 @@ TEST_F(SnapshotTest, LaterRunsStartFromTheFirstRunsStartupSnapshotWithTheirOwnCo
   }
   EXPECT_EQ(snapshotLs().size(), 3u) << snapshotLs().dump();
   for (const char* name : {"twin1", "twin2"}) ok({"rm", "-f", "--name", name});
+
+  // system prune removes the start-up snapshots no VM runs from (a cache), never one a VM does.
+  ok({"podman", "run", "-d", "--name", "clone", testing::kTestImage, "sleep", "600"});
+  ok({"wait", "--name", "clone", "--condition", "running"});
+  EXPECT_EQ(inspect("clone").at("snapshot"), tag);
+  auto pruned = json::parse(ok({"system", "prune", "-f", "--json"}));
+  EXPECT_EQ(pruned.at("startup_snapshots"), 2) << pruned.dump();
+  auto left = snapshotLs();
+  ASSERT_EQ(left.size(), 1u) << left.dump();
+  EXPECT_EQ(left.at(0).at("tag"), tag);
+  ok({"rm", "-f", "--name", "clone"});
 }
 
 }  // namespace

@@ -158,7 +158,20 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
                                 "echo after; sleep 600"}),
             "web\n");
   waitFor("web", "healthy");
-  EXPECT_EQ(inspect("web").at("health"), "healthy");
+  auto healthy = inspect("web");
+  EXPECT_EQ(healthy.at("health"), "healthy");
+  // inspect shows a running VM's memory: its guest kernel's view of its 256 MiB, and what its
+  // VMM costs the host.
+  const auto& vmMemory = healthy.at("memory");
+  ASSERT_TRUE(vmMemory.is_object()) << healthy.dump(2);
+  EXPECT_EQ(vmMemory.at("reason"), "") << vmMemory.dump(2);
+  auto guestTotal = vmMemory.at("guest_total_bytes").get<uint64_t>();
+  EXPECT_GT(guestTotal, 128ull << 20) << vmMemory.dump(2);
+  EXPECT_LE(guestTotal, 256ull << 20) << vmMemory.dump(2);
+  EXPECT_GT(vmMemory.at("guest_available_bytes").get<uint64_t>(), 0u) << vmMemory.dump(2);
+  EXPECT_LT(vmMemory.at("guest_available_bytes").get<uint64_t>(), guestTotal) << vmMemory.dump(2);
+  EXPECT_GT(vmMemory.at("host_pss_bytes").get<uint64_t>(), 16ull << 20) << vmMemory.dump(2);
+  EXPECT_GT(vmMemory.at("host_anon_bytes").get<uint64_t>(), 0u) << vmMemory.dump(2);
 
   // The worker runs under its filter on every thread, QEMU under its own (-sandbox).
   auto workerModes = seccompModesOf(inspect("web").at("worker_pid").get<pid_t>());
@@ -268,6 +281,7 @@ TEST_F(VmTest, DetachedRunExecLogsStopAndRm) {
 
   auto stopped = json::parse(ok({"stop", "--name", "web", "--json"}));
   EXPECT_EQ(stopped.at("state"), "stopped");
+  EXPECT_TRUE(inspect("web").at("memory").is_null());           // nothing runs, nothing to show
   EXPECT_EQ(WEXITSTATUS(follow.finish()), 0);                   // logs -f ends with the container
   EXPECT_EQ(ok({"logs", "--name", "web"}), "before\nafter\n");  // kept after the stop
   // The worker's own log, readable through the supervisor (the data dir may not be).

@@ -73,11 +73,13 @@ std::vector<std::string> qemuCommandLine(const QemuConfig& config) {
                                         config.memoryShared ? "on" : "off")});
     machine += ",memory-backend=mem";
   }
-  argv.insert(
-      argv.end(),
-      {"-M", machine, "-accel", config.accel, "-cpu", config.accel == "kvm" ? "host" : "max",
-       "-smp", std::to_string(config.cpus), "-m", std::to_string(config.memoryMib), "-kernel",
-       config.kernel.string(), "-append", kernelCommandLine(config)});
+  std::string accel = config.accel;
+  if (accel == "tcg" && config.tcgCacheMib > 0)
+    accel += fmt::format(",tb-size={}", config.tcgCacheMib);
+  argv.insert(argv.end(),
+              {"-M", machine, "-accel", accel, "-cpu", config.accel == "kvm" ? "host" : "max",
+               "-smp", std::to_string(config.cpus), "-m", std::to_string(config.memoryMib),
+               "-kernel", config.kernel.string(), "-append", kernelCommandLine(config)});
   if (!config.initramfs.empty()) argv.insert(argv.end(), {"-initrd", config.initramfs.string()});
   if (!config.rootDisk.empty()) {
     argv.insert(argv.end(), {"-drive",

@@ -25,7 +25,10 @@ TEST(QemuVmmTest, TcgGuestGetsTheTscRateAndOneMicrovm) {
   config.consoleLog = "/run/vm/console.log";
   auto argv = qemuCommandLine(config);
   EXPECT_TRUE(hasPair(argv, "-M", "microvm,acpi=on,x-option-roms=off,rtc=on"));
-  EXPECT_TRUE(hasPair(argv, "-accel", "tcg"));
+  // The translated-code cache is bounded (QEMU's default grows to 1 GiB); 0 keeps the default.
+  EXPECT_TRUE(hasPair(argv, "-accel", "tcg,tb-size=" + std::to_string(kTcgCacheMib)));
+  config.tcgCacheMib = 0;
+  EXPECT_TRUE(hasPair(qemuCommandLine(config), "-accel", "tcg"));
   EXPECT_TRUE(hasPair(argv, "-sandbox",
                       "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
   EXPECT_TRUE(hasPair(argv, "-initrd", "/k/initramfs.cpio"));
@@ -51,6 +54,7 @@ TEST(QemuVmmTest, SnapshottableGuestRamLivesInASharedFile) {
                       "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/vm.mem,share=on"));
   EXPECT_TRUE(hasPair(argv, "-M", "microvm,acpi=on,x-option-roms=off,rtc=on,memory-backend=mem"));
   EXPECT_TRUE(hasPair(argv, "-cpu", "host"));
+  EXPECT_TRUE(hasPair(argv, "-accel", "kvm"));  // no translated code, no cache to bound
   EXPECT_EQ(kernelCommandLine(config).find("tsc_early_khz"), std::string::npos);
 }
 

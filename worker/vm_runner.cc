@@ -28,6 +28,7 @@ constexpr auto kHealthInterval = 10 * kj::SECONDS;
 constexpr unsigned kHealthFailures = 3;
 // An HTTP health check's answer must come within this time.
 constexpr auto kHttpTimeout = 5 * kj::SECONDS;
+constexpr auto kGuestMemoryTimeout = 5 * kj::SECONDS;
 // A `logs -f` reader that falls this far behind is cut off rather than buffered without end.
 constexpr size_t kFollowerBacklogBytes = 16 << 20;
 // A guest that does not answer a freeze within this time fails the snapshot (and is thawed).
@@ -109,6 +110,31 @@ class ExecProcess final : public rpc::Process::Server {
  private:
   VmRunner& runner_;
   uint32_t id_;
+};
+
+// Keeps what an exec of the worker's own prints, up to a bound; more fails the write (and the
+// exec's output is then dropped).
+class BoundedCapture final : public rpc::OutputSink::Server {
+ public:
+  struct Text : public kj::Refcounted {
+    std::string bytes;
+    bool overflowed = false;
+  };
+  BoundedCapture(kj::Own<Text> text, size_t limit) : text_(kj::mv(text)), limit_(limit) {}
+
+  kj::Promise<void> write(WriteContext call) override {
+    auto data = call.getParams().getData();
+    if (text_->bytes.size() + data.size() > limit_) {
+      text_->overflowed = true;
+      return ipc::rpcError("output over its bound");
+    }
+    text_->bytes.append(data.asChars().begin(), data.size());
+    return kj::READY_NOW;
+  }
+
+ private:
+  kj::Own<Text> text_;
+  size_t limit_;
 };
 
 }  // namespace
@@ -633,6 +659,53 @@ kj::Promise<void> VmRunner::resize(uint32_t id, uint16_t rows, uint16_t cols) {
   auto& s = stream(id);
   if (s.exit || ended_) return kj::READY_NOW;
   return channel_->resize(id, rows, cols);
+}
+
+kj::Promise<VmMemoryReport> VmRunner::memory() {
+  VmMemoryReport report;
+  if (ended_) {
+    return ipc::rpcError(kj::str("VM '", parts_.vmName.c_str(), "' is not running"));
+  }
+  try {
+    report.vmm = readVmmMemory(parts_.vmm->pid());
+  } catch (const Error& e) {
+    report.reason = e.what();
+  }
+  ipc::ExecSpec cat;
+  cat.command = {"cat", "/proc/meminfo"};
+  auto text = kj::refcounted<BoundedCapture::Text>();
+  rpc::OutputSink::Client sink = kj::heap<BoundedCapture>(kj::addRef(*text), kMaxMeminfoBytes);
+  auto guest =
+      startExec(kj::mv(cat), kj::mv(sink))
+          .then([this](uint32_t id) {
+            // Released however this ends, a timeout included: output still to come is dropped.
+            return waitExec(id).attach(kj::defer([this, id]() { releaseExec(id); }));
+          })
+          .then([text = kj::mv(text)](ExitStatus status) -> kj::Promise<GuestMemory> {
+            try {
+              if (text->overflowed) throw Error("the guest's meminfo is too long");
+              if (status.code != 0) {
+                throw Error(
+                    fmt::format("cat /proc/meminfo in the guest exited with {}", status.code));
+              }
+              return parseGuestMeminfo(text->bytes);
+            } catch (const Error& e) {
+              return ipc::rpcError(e.what());
+            }
+          })
+          .exclusiveJoin(io_.provider->getTimer().afterDelay(kGuestMemoryTimeout).then([]() {
+            return kj::Promise<GuestMemory>(ipc::rpcError("the guest did not answer in time"));
+          }));
+  return guest.then(
+      [report](GuestMemory memory) mutable {
+        report.guest = memory;
+        return report;
+      },
+      [report](kj::Exception&& e) mutable {
+        std::string why = ipc::messageOf(e);
+        report.reason = report.reason.empty() ? why : report.reason + "; " + why;
+        return report;
+      });
 }
 
 kj::Promise<ExitStatus> VmRunner::waitExec(uint32_t id) {

@@ -24,6 +24,7 @@
 #include "ipc/worker.capnp.h"
 #include "worker/agent_channel.h"
 #include "worker/qmp_client.h"
+#include "worker/vm_memory.h"
 #include "worker/vmm.h"
 
 namespace fcvm::worker {
@@ -102,6 +103,9 @@ class VmRunner : private kj::TaskSet::ErrorHandler {
   // it: a start-up snapshot. Must come before attach(); the container starts after it however
   // it ends.
   kj::Promise<SnapshotTaken> snapshotBeforeContainer(kj::Promise<SnapshotFiles> files);
+  // The VM's memory: the VMM's from /proc, the guest's from `cat /proc/meminfo` in the guest OS,
+  // given up after kGuestMemoryTimeout (a busy or hostile guest cannot hold inspect up).
+  kj::Promise<VmMemoryReport> memory();
 
   // For the Process capabilities exec() hands out.
   kj::Promise<void> writeStdin(uint32_t id, std::string data, bool eof);

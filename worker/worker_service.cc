@@ -25,6 +25,22 @@ kj::Promise<void> WorkerService::wait(WaitContext call) {
   });
 }
 
+kj::Promise<void> WorkerService::memory(MemoryContext call) {
+  return runner_.memory().then([call](VmMemoryReport report) mutable {
+    auto m = call.getResults().initMemory();
+    if (report.guest) {
+      m.setGuestReported(true);
+      m.setGuestTotalBytes(report.guest->totalBytes);
+      m.setGuestAvailableBytes(report.guest->availableBytes);
+    }
+    if (report.vmm) {
+      m.setHostPssBytes(report.vmm->pssBytes);
+      m.setHostAnonBytes(report.vmm->anonBytes);
+    }
+    m.setReason(report.reason);
+  });
+}
+
 kj::Promise<void> WorkerService::exec(ExecContext call) {
   ipc::ExecSpec spec;
   try {

@@ -20,6 +20,7 @@ class WorkerService final : public rpc::Worker::Server {
   kj::Promise<void> stop(StopContext context) override;
   kj::Promise<void> snapshot(SnapshotContext context) override;
   kj::Promise<void> snapshotBeforeContainer(SnapshotBeforeContainerContext context) override;
+  kj::Promise<void> memory(MemoryContext context) override;
 
  private:
   VmRunner& runner_;
